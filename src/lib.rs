@@ -12,18 +12,22 @@
 //! * [`options`]: RFC 2347 options and their negotiation-ready decoding;
 //! * [`error_code`]: ERROR codes;
 //! * [`netascii`]: the netascii stream converters;
-//! * [`time`]: the caller-supplied clock value.
+//! * [`time`]: the caller-supplied clock value;
+//! * [`storage`]: where file data comes from and goes to;
+//! * [`engine`]: the transfer state machines and option negotiation.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
-#[cfg(feature = "std")]
+#[cfg(any(feature = "std", test))]
 extern crate std;
 
+pub mod engine;
 pub mod error_code;
 pub mod netascii;
 pub mod options;
+pub mod storage;
 pub mod time;
 pub mod wire;
 

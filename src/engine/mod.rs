@@ -1,0 +1,122 @@
+//! The transfer engine: pure `no_std` state machines for read and write transfers in both the
+//! client and the server role, driven by datagrams and timer ticks with `now` passed in.
+//!
+//! One [`Transfer`] type covers the four cases (client read/write, server read/write): a data
+//! sender and a data receiver underneath, with the role deciding only the handshake. It owns no
+//! socket, no clock and no buffer: file data goes straight between the caller's datagram buffer
+//! and the caller's [`Storage`](crate::storage::Storage).
+//!
+//! # Driving a transfer
+//!
+//! Inputs are `handle_*` methods, outputs are `poll_*` methods:
+//!
+//! 1. After creating the transfer and after every input ([`Transfer::handle_datagram`],
+//!    [`Transfer::handle_timeout`]), call [`Transfer::poll_transmit`] until it returns `None`,
+//!    sending each datagram to its [`Transmit::destination`].
+//! 2. Then drain [`Transfer::poll_event`].
+//! 3. Then ask [`Transfer::poll_timeout`] for the next deadline, wait for a datagram or that
+//!    deadline, and feed whichever came first.
+//! 4. Stop when [`Transfer::is_finished`] is true.
+//!
+//! A complete driver, here joining a client and a server in memory:
+//!
+//! ```
+//! use core::net::SocketAddr;
+//! use tftp_proto::engine::{ClientRequest, Config, Event, ServerPolicy, Transfer, TransferMode};
+//! use tftp_proto::{Instant, Options, Packet, RequestKind};
+//!
+//! let client_addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+//! let server_addr: SocketAddr = "127.0.0.1:69".parse().unwrap();
+//! let tid: SocketAddr = "127.0.0.1:50000".parse().unwrap(); // the server's port for this transfer
+//! let file: &[u8] = &[7u8; 3000];
+//!
+//! let mut now = Instant::ZERO;
+//! let request = ClientRequest {
+//!     kind: RequestKind::Read,
+//!     filename: b"boot.img",
+//!     mode: TransferMode::Octet,
+//!     options: Options { blksize: Some(1024), windowsize: Some(4), tsize: Some(0), ..Options::NONE },
+//! };
+//! let mut client = Transfer::client(now, server_addr, request, Vec::new(), Config::default()).unwrap();
+//! let mut buf = [0u8; 4 + 1024];
+//!
+//! // The request reaches the server's well-known port; the server answers from its own TID.
+//! let tx = client.poll_transmit(now, &mut buf).unwrap();
+//! let Ok(Packet::Rrq(req)) = Packet::parse(&buf[..tx.len]) else { panic!() };
+//! let mut server = Transfer::server(now, client_addr, RequestKind::Read, &req, file,
+//!                                   &ServerPolicy::default(), Config::default());
+//!
+//! let mut in_flight: Vec<(bool, Vec<u8>)> = Vec::new(); // (to_client, bytes)
+//! for _ in 0..1000 {
+//!     while let Some(tx) = server.poll_transmit(now, &mut buf) {
+//!         in_flight.push((true, buf[..tx.len].to_vec()));
+//!     }
+//!     while let Some(tx) = client.poll_transmit(now, &mut buf) {
+//!         in_flight.push((false, buf[..tx.len].to_vec()));
+//!     }
+//!     while let Some(ev) = client.poll_event() {
+//!         if let Event::Failed(e) = ev { panic!("{e}") }
+//!     }
+//!     if in_flight.is_empty() {
+//!         if client.is_finished() && server.is_finished() { break; }
+//!         // Nothing in flight: jump the clock to the earliest deadline.
+//!         now = [client.poll_timeout(), server.poll_timeout()].into_iter().flatten().min().unwrap();
+//!         client.handle_timeout(now);
+//!         server.handle_timeout(now);
+//!         continue;
+//!     }
+//!     for (to_client, d) in in_flight.drain(..) {
+//!         if to_client { client.handle_datagram(now, tid, &d) } else { server.handle_datagram(now, client_addr, &d) }
+//!     }
+//! }
+//! assert!(client.is_finished());
+//! assert_eq!(client.outcome(), Some(Ok(3000)));
+//! assert_eq!(client.into_storage(), file);
+//! ```
+
+mod blocks;
+mod datapath;
+mod event;
+mod negotiate;
+mod rto;
+mod transfer;
+
+use core::time::Duration;
+
+pub use event::{Event, PeerError, ProtocolError, Stats, TransferError};
+pub use negotiate::{
+    client_accept_oack, server_negotiate, OackError, Refusal, ServerNegotiation, ServerPolicy, TransferParams,
+};
+pub use transfer::{ClientRequest, Transfer, TransferMode, Transmit};
+
+/// Timing and limits of a transfer. Every transfer ends: by success, by the retry cap, or by the
+/// idle deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Config {
+    /// Retransmission timeout before any round trip was measured. Default 1 s.
+    pub initial_rto: Duration,
+    /// Floor of the adaptive timeout. Default 50 ms.
+    pub min_rto: Duration,
+    /// Ceiling of the adaptive timeout and its exponential backoff. Default 5 s.
+    pub max_rto: Duration,
+    /// Consecutive timeouts without progress before giving up. Default 6.
+    pub max_retries: u8,
+    /// Give up when nothing valid was heard from the peer for this long. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Largest file a receiver accepts (ERROR 3 beyond it). Default: no limit.
+    pub max_write_size: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            initial_rto: Duration::from_secs(1),
+            min_rto: Duration::from_millis(50),
+            max_rto: Duration::from_secs(5),
+            max_retries: 6,
+            idle_timeout: Duration::from_secs(60),
+            max_write_size: None,
+        }
+    }
+}

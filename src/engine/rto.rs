@@ -1,0 +1,109 @@
+//! Retransmission timing: an adaptive timeout (RFC 6298-style RTT estimate, Karn's rule,
+//! exponential backoff; RFC 1123 §4.2.3.2), or the fixed interval a negotiated `timeout` option sets.
+
+use core::time::Duration;
+
+use super::Config;
+
+/// Retransmission timer state of one transfer.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(crate) struct Rto {
+    srtt_us: u32,
+    rttvar_us: u32,
+    has_sample: bool,
+    backoff: u8,
+    fixed: Option<Duration>,
+    initial: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Rto {
+    pub(crate) fn new(config: &Config) -> Self {
+        Rto {
+            srtt_us: 0,
+            rttvar_us: 0,
+            has_sample: false,
+            backoff: 0,
+            fixed: None,
+            initial: config.initial_rto,
+            min: config.min_rto,
+            max: config.max_rto.max(config.min_rto),
+        }
+    }
+
+    /// Uses exactly `secs` seconds between retransmissions (the `timeout` option).
+    pub(crate) fn set_fixed(&mut self, secs: u8) {
+        self.fixed = Some(Duration::from_secs(u64::from(secs)));
+    }
+
+    /// Records a round-trip sample from a packet that was not retransmitted (Karn's rule).
+    pub(crate) fn sample(&mut self, rtt: Duration) {
+        let r = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
+        if self.has_sample {
+            let diff = self.srtt_us.abs_diff(r);
+            self.rttvar_us = self.rttvar_us - self.rttvar_us / 4 + diff / 4;
+            self.srtt_us = self.srtt_us - self.srtt_us / 8 + r / 8;
+        } else {
+            self.srtt_us = r;
+            self.rttvar_us = r / 2;
+            self.has_sample = true;
+        }
+    }
+
+    /// Progress was made: the backoff is forgotten.
+    pub(crate) fn reset_backoff(&mut self) {
+        self.backoff = 0;
+    }
+
+    /// A retransmission happened: the next interval doubles (up to the maximum).
+    pub(crate) fn back_off(&mut self) {
+        self.backoff = self.backoff.saturating_add(1).min(16);
+    }
+
+    /// The current interval.
+    pub(crate) fn current(&self) -> Duration {
+        if let Some(fixed) = self.fixed {
+            return fixed;
+        }
+        let base = if self.has_sample {
+            let us = u64::from(self.srtt_us) + 4 * u64::from(self.rttvar_us);
+            Duration::from_micros(us).clamp(self.min, self.max)
+        } else {
+            self.initial.clamp(self.min, self.max)
+        };
+        base.saturating_mul(1 << self.backoff).min(self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adapts_backs_off_and_clamps() {
+        let cfg = Config::default();
+        let mut rto = Rto::new(&cfg);
+        assert_eq!(rto.current(), cfg.initial_rto);
+        rto.sample(Duration::from_millis(100));
+        let first = rto.current();
+        assert!(
+            first >= Duration::from_millis(200) && first <= Duration::from_millis(400),
+            "{first:?}"
+        );
+        rto.back_off();
+        assert_eq!(rto.current(), (first * 2).min(cfg.max_rto));
+        for _ in 0..20 {
+            rto.back_off();
+        }
+        assert_eq!(rto.current(), cfg.max_rto);
+        rto.reset_backoff();
+        for _ in 0..50 {
+            rto.sample(Duration::from_micros(50));
+        }
+        assert_eq!(rto.current(), cfg.min_rto, "tiny RTTs clamp to the minimum");
+        rto.set_fixed(3);
+        assert_eq!(rto.current(), Duration::from_secs(3));
+    }
+}

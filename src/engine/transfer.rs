@@ -1,0 +1,879 @@
+//! The [`Transfer`]: one TFTP transfer in either role and direction, as a sans-IO state machine.
+//!
+//! A transfer is a data *sender* (client write, server read) or a data *receiver* (client read,
+//! server write); the roles differ only in the handshake, so the data path is written once. All
+//! decisions live here: TID checks, the handshake, window and ACK logic, timers, and events.
+
+use core::net::SocketAddr;
+use heapless::Deque;
+
+use super::blocks::Numbering;
+use super::datapath::DataPath;
+use super::event::{Event, PeerError, ProtocolError, Stats, TransferError};
+use super::negotiate::{client_accept_oack, server_negotiate, Refusal, ServerPolicy, TransferParams};
+use super::rto::Rto;
+use super::Config;
+use crate::error_code::ErrorCode;
+use crate::options::{OptionList, Options};
+use crate::storage::{Storage, StorageError};
+use crate::time::Instant;
+use crate::wire::{
+    data_payload_slot, encode_ack, encode_error_lossy, encode_oack, encode_request, EncodeError, Mode,
+    Packet, Request, RequestKind, DATA_HEADER_LEN,
+};
+
+/// A datagram to send, written by [`Transfer::poll_transmit`] at the start of the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// Its length: send exactly `buf[..len]`.
+    pub len: usize,
+}
+
+/// The transfer mode a client asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TransferMode {
+    /// Raw bytes.
+    #[default]
+    Octet,
+    /// Text, converted to and from netascii.
+    Netascii,
+}
+
+/// What a client asks the server for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ClientRequest<'a> {
+    /// Read (download) or write (upload).
+    pub kind: RequestKind,
+    /// The remote file name.
+    pub filename: &'a [u8],
+    /// The transfer mode.
+    pub mode: TransferMode,
+    /// Options to request. For a write, a requested `tsize` is replaced by the storage's size;
+    /// for a read it is sent as 0.
+    pub options: Options,
+}
+
+/// Which packet to (re)send besides data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+enum Control {
+    Request,
+    Oack,
+    Ack,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+enum Phase {
+    /// Client: request sent, waiting for the first answer.
+    Requesting,
+    /// Server sending: OACK sent, waiting for ACK 0.
+    OackSent,
+    /// Blocks flowing.
+    Data,
+    /// Receiver: final block acknowledged; re-acknowledge repeats until the deadline.
+    Dally,
+    /// Over; nothing more to do once queued packets are sent.
+    Done,
+}
+
+/// Sending side of the data path.
+#[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+struct SendState {
+    /// Highest block index acknowledged.
+    acked: u64,
+    /// Next block index to send.
+    next: u64,
+    /// Last block index of the current window.
+    window_end: u64,
+    /// Highest block index ever sent.
+    sent_max: u64,
+    /// Final block index and its length, once read.
+    last: Option<(u64, usize)>,
+    /// RTT probe: a block sent once, and when.
+    probe: Option<(u64, Instant)>,
+}
+
+/// Receiving side of the data path.
+#[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+struct RecvState {
+    /// Highest block index received in order.
+    received: u64,
+    /// Payload bytes received (wire bytes).
+    bytes: u64,
+    /// File bytes written (differs from `bytes` for netascii).
+    written: u64,
+    /// In-order blocks since the last ACK.
+    since_ack: u16,
+    /// The current gap was already reported with an ACK.
+    gap_acked: bool,
+}
+
+/// Which final event is pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+enum Outcome {
+    Finished,
+    Declined,
+    Failed(TransferError),
+}
+
+/// One TFTP transfer (client or server, read or write) as a sans-IO state machine.
+///
+/// See the [module documentation](super) for the driving loop.
+#[derive(Debug)]
+pub struct Transfer<'a, S> {
+    storage: S,
+    peer: SocketAddr,
+    /// Client before the first answer: the server's TID (port) is not known yet.
+    peer_locked: bool,
+    sending: bool,
+    phase: Phase,
+    params: TransferParams,
+    numbering: Numbering,
+    config: Config,
+    rto: Rto,
+    retries: u8,
+    deadline: Option<Instant>,
+    last_heard: Instant,
+    data: DataPath,
+    send: SendState,
+    recv: RecvState,
+    /// Client: the request to (re)send.
+    request: Option<ClientRequest<'a>>,
+    /// Server: the OACK to (re)send; client: the options requested.
+    options: Options,
+    control: Option<Control>,
+    error_out: Option<(ErrorCode, &'static str)>,
+    strays: Deque<SocketAddr, 2>,
+    negotiated_pending: bool,
+    progress_reported: u64,
+    outcome: Option<Outcome>,
+    outcome_reported: bool,
+    stats: Stats,
+}
+
+impl<'a, S: Storage> Transfer<'a, S> {
+    fn new(
+        now: Instant,
+        peer: SocketAddr,
+        sending: bool,
+        netascii: bool,
+        storage: S,
+        config: Config,
+    ) -> Self {
+        Transfer {
+            storage,
+            peer,
+            peer_locked: true,
+            sending,
+            phase: Phase::Data,
+            params: TransferParams::default(),
+            numbering: Numbering::new(None),
+            rto: Rto::new(&config),
+            config,
+            retries: 0,
+            deadline: None,
+            last_heard: now,
+            data: DataPath::new(netascii, sending),
+            send: SendState::default(),
+            recv: RecvState::default(),
+            request: None,
+            options: Options::NONE,
+            control: None,
+            error_out: None,
+            strays: Deque::new(),
+            negotiated_pending: false,
+            progress_reported: 0,
+            outcome: None,
+            outcome_reported: false,
+            stats: Stats {
+                started: now,
+                bytes: 0,
+                retransmissions: 0,
+                timeouts: 0,
+                duplicate_acks: 0,
+                dropped: 0,
+            },
+        }
+    }
+
+    /// Starts a client transfer: the request goes to `server` (its well-known port) on the first
+    /// [`poll_transmit`](Self::poll_transmit); the answer's source port becomes the server's TID.
+    ///
+    /// Fails, before anything is sent, when the request cannot be encoded: a filename holding a
+    /// NUL, or a request longer than the 512 octets RFC 2347 allows.
+    pub fn client(
+        now: Instant,
+        server: SocketAddr,
+        request: ClientRequest<'a>,
+        mut storage: S,
+        config: Config,
+    ) -> Result<Self, EncodeError> {
+        let sending = request.kind == RequestKind::Write;
+        let mut options = request.options;
+        if options.tsize.is_some() {
+            options.tsize = if sending && request.mode == TransferMode::Octet {
+                storage.size()
+            } else if sending {
+                None
+            } else {
+                Some(0)
+            };
+        }
+        let mut t = Self::new(
+            now,
+            server,
+            sending,
+            request.mode == TransferMode::Netascii,
+            storage,
+            config,
+        );
+        t.peer_locked = false;
+        t.phase = Phase::Requesting;
+        t.options = options;
+        t.request = Some(ClientRequest { options, ..request });
+        t.control = Some(Control::Request);
+        let mut probe = [0u8; crate::wire::MAX_REQUEST_LEN];
+        t.encode_control(Control::Request, &mut probe).map_err(|_| {
+            let mode = if request.mode == TransferMode::Netascii {
+                Mode::Netascii
+            } else {
+                Mode::Octet
+            };
+            encode_request(
+                &mut [0u8; 0],
+                request.kind,
+                request.filename,
+                mode,
+                &options,
+                OptionList::EMPTY,
+            )
+            .err()
+            .unwrap_or(EncodeError::BufferTooSmall { needed: 0 })
+        })?;
+        t.arm(now);
+        Ok(t)
+    }
+
+    /// Starts a server transfer answering `request` from `peer`, with the file in `storage`.
+    ///
+    /// Options are decoded leniently and negotiated under `policy`; the first packet is the OACK
+    /// (when an option was accepted), DATA 1 for a read, or ACK 0 for a write. A request the
+    /// transfer cannot serve (mode `mail` or unknown, a `tsize` over the limit) yields a transfer
+    /// whose only packet is the ERROR and whose only event is [`Event::Failed`].
+    pub fn server(
+        now: Instant,
+        peer: SocketAddr,
+        kind: RequestKind,
+        request: &Request<'_>,
+        mut storage: S,
+        policy: &ServerPolicy,
+        mut config: Config,
+    ) -> Self {
+        let sending = kind == RequestKind::Read;
+        let netascii = request.mode == Mode::Netascii;
+        let requested = Options::parse_request(&request.options).options;
+        // Netascii wire size differs from the file size: leave tsize unanswered then.
+        let size = if sending && !netascii && requested.tsize.is_some() {
+            storage.size()
+        } else {
+            None
+        };
+        let negotiated = match request.mode {
+            Mode::Octet | Mode::Netascii => server_negotiate(kind, &requested, size, policy),
+            Mode::Mail => Err(Refusal {
+                code: ErrorCode::IllegalOperation,
+                message: "mail mode not supported",
+            }),
+            Mode::Unknown(_) => Err(Refusal {
+                code: ErrorCode::IllegalOperation,
+                message: "unknown transfer mode",
+            }),
+        };
+        if policy.max_write_size.is_some() {
+            config.max_write_size = policy.max_write_size;
+        }
+        let mut t = Self::new(now, peer, sending, netascii, storage, config);
+        match negotiated {
+            Err(r) => {
+                let e = TransferError::Refused {
+                    code: r.code,
+                    message: r.message,
+                };
+                t.fail(e, Some((r.code, r.message)));
+            }
+            Ok(n) => {
+                t.apply(n.params);
+                t.negotiated_pending = true;
+                t.options = n.oack;
+                if !n.oack.is_empty() {
+                    t.control = Some(Control::Oack);
+                    if sending {
+                        t.phase = Phase::OackSent;
+                    }
+                    t.arm(now);
+                } else if sending {
+                    t.start_window(now);
+                } else {
+                    t.control = Some(Control::Ack);
+                    t.arm(now);
+                }
+            }
+        }
+        t
+    }
+
+    // ---- inputs ---------------------------------------------------------------------------
+
+    /// Feeds a datagram received from `from` at `now`.
+    ///
+    /// Datagrams from another TID are answered with ERROR 5 and otherwise ignored; malformed or
+    /// unexpected ones are dropped. Never panics, whatever the bytes.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        if !self.peer_locked {
+            // The first answer fixes the server's TID; it must come from the server's address.
+            if from.ip() != self.peer.ip() {
+                self.stats.dropped += 1;
+                return;
+            }
+        } else if from != self.peer {
+            if self.strays.push_back(from).is_err() {
+                self.stats.dropped += 1;
+            }
+            return;
+        }
+        let Ok(packet) = Packet::parse(datagram) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let accepted = match packet {
+            Packet::Error { code, message } => {
+                self.on_peer_error(code, message);
+                true
+            }
+            Packet::Oack { options } => self.on_oack(now, options),
+            Packet::Ack { block } => self.on_ack(now, block),
+            Packet::Data { block, payload } => self.on_data(now, block, payload),
+            Packet::Rrq(_) | Packet::Wrq(_) => false,
+        };
+        if accepted {
+            if !self.peer_locked {
+                self.peer = from;
+                self.peer_locked = true;
+            }
+            self.last_heard = now;
+        } else {
+            self.stats.dropped += 1;
+        }
+    }
+
+    /// Feeds a timer tick: call when `now` has reached [`poll_timeout`](Self::poll_timeout).
+    /// Calling it early or often is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        if now >= self.last_heard + self.config.idle_timeout {
+            self.fail(TransferError::Idle, Some((ErrorCode::NotDefined, "Idle timeout")));
+            return;
+        }
+        let Some(deadline) = self.deadline else { return };
+        if now < deadline {
+            return;
+        }
+        if self.phase == Phase::Dally {
+            self.phase = Phase::Done;
+            self.deadline = None;
+            return;
+        }
+        self.stats.timeouts += 1;
+        if self.retries >= self.config.max_retries {
+            self.fail(
+                TransferError::TimedOut,
+                Some((ErrorCode::NotDefined, "Timed out")),
+            );
+            return;
+        }
+        self.retries += 1;
+        self.rto.back_off();
+        self.send.probe = None;
+        if self.sending && self.phase == Phase::Data {
+            // Go back to the first unacknowledged block; the window restarts there.
+            self.send.next = self.send.acked + 1;
+            self.send.window_end = self.send.acked + u64::from(self.params.windowsize);
+        } else {
+            self.control = Some(match self.phase {
+                Phase::Requesting => Control::Request,
+                Phase::OackSent => Control::Oack,
+                _ if self.recv.received == 0 && !self.options.is_empty() && self.request.is_none() => {
+                    Control::Oack
+                }
+                _ => Control::Ack,
+            });
+            self.stats.retransmissions += 1;
+        }
+        self.arm(now);
+    }
+
+    /// Aborts the transfer, sending ERROR `code` with `message` to the peer.
+    pub fn abort(&mut self, code: ErrorCode, message: &'static str) {
+        if self.phase != Phase::Done {
+            self.fail(TransferError::Aborted, Some((code, message)));
+        }
+    }
+
+    // ---- outputs --------------------------------------------------------------------------
+
+    /// Writes the next datagram to send into `buf` and says where it goes, or `None` when there
+    /// is nothing to send now. Call until `None` after every input.
+    ///
+    /// `buf` must hold the largest packet of the transfer: `4 + blksize` bytes (512 + 4 covers
+    /// any request, OACK or ERROR); [`Transfer::max_datagram_len`] tells. A buffer too small for a
+    /// DATA packet fails the transfer with [`TransferError::BufferTooSmall`].
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some(to) = self.strays.pop_front() {
+            let len = encode_error_lossy(buf, ErrorCode::UnknownTid, b"Unknown transfer ID").ok()?;
+            return Some(Transmit { destination: to, len });
+        }
+        if let Some((code, message)) = self.error_out.take() {
+            let len = encode_error_lossy(buf, code, message.as_bytes()).ok()?;
+            return Some(self.to_peer(len));
+        }
+        if let Some(control) = self.control.take() {
+            match self.encode_control(control, buf) {
+                Ok(len) => return Some(self.to_peer(len)),
+                Err(needed) => {
+                    self.fail(TransferError::BufferTooSmall { needed }, None);
+                    return None;
+                }
+            }
+        }
+        if self.sending && self.phase == Phase::Data {
+            return self.transmit_data(now, buf);
+        }
+        None
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase == Phase::Done {
+            return None;
+        }
+        let idle = self.last_heard + self.config.idle_timeout;
+        Some(self.deadline.map_or(idle, |d| d.min(idle)))
+    }
+
+    /// The next event, if any. Events come in order: [`Event::Negotiated`], then
+    /// [`Event::Progress`] (coalesced), then one final event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if self.negotiated_pending && self.phase != Phase::Requesting && self.phase != Phase::OackSent {
+            self.negotiated_pending = false;
+            if !matches!(self.outcome, Some(Outcome::Failed(_)) | Some(Outcome::Declined)) {
+                return Some(Event::Negotiated(self.params));
+            }
+        }
+        let bytes = self.bytes();
+        if bytes != self.progress_reported && self.outcome.is_none() {
+            self.progress_reported = bytes;
+            return Some(Event::Progress { bytes });
+        }
+        if self.outcome_reported {
+            return None;
+        }
+        let outcome = self.outcome.clone()?;
+        self.outcome_reported = true;
+        Some(match outcome {
+            Outcome::Finished => Event::Finished { bytes },
+            Outcome::Declined => Event::OptionsDeclined,
+            Outcome::Failed(e) => Event::Failed(e),
+        })
+    }
+
+    /// Whether the transfer is over and has nothing left to send: drop it (after draining events).
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Done
+            && self.error_out.is_none()
+            && self.strays.is_empty()
+            && self.control.is_none()
+    }
+
+    /// The result once known: `Some(Ok(bytes))` on success, `Some(Err(_))` on failure
+    /// (`OptionsDeclined` counts as success with 0 bytes).
+    pub fn outcome(&self) -> Option<Result<u64, &TransferError>> {
+        match self.outcome.as_ref()? {
+            Outcome::Finished => Some(Ok(self.bytes())),
+            Outcome::Declined => Some(Ok(0)),
+            Outcome::Failed(e) => Some(Err(e)),
+        }
+    }
+
+    /// The peer's address and port (its TID once known).
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The parameters in force (defaults until negotiation ends).
+    pub fn params(&self) -> TransferParams {
+        self.params
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            bytes: self.bytes(),
+            ..self.stats
+        }
+    }
+
+    /// The largest datagram this transfer can emit (size `poll_transmit`'s buffer to this).
+    pub fn max_datagram_len(&self) -> usize {
+        (DATA_HEADER_LEN + usize::from(self.params.blksize)).max(crate::wire::MAX_REQUEST_LEN + 4)
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The storage, mutably.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    /// Consumes the transfer, returning the storage.
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
+    // ---- internals ------------------------------------------------------------------------
+
+    fn to_peer(&self, len: usize) -> Transmit {
+        Transmit {
+            destination: self.peer,
+            len,
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        if self.sending {
+            let bs = u64::from(self.params.blksize);
+            match self.send.last {
+                Some((l, len)) if self.send.acked >= l => (l - 1) * bs + len as u64,
+                _ => self.send.acked * bs,
+            }
+        } else {
+            self.recv.bytes
+        }
+    }
+
+    fn apply(&mut self, params: TransferParams) {
+        self.params = params;
+        self.numbering = Numbering::new(params.rollover);
+        if let Some(t) = params.timeout {
+            self.rto.set_fixed(t);
+        }
+    }
+
+    /// (Re)arms the retransmission timer from `now`.
+    fn arm(&mut self, now: Instant) {
+        self.deadline = Some(now + self.rto.current());
+    }
+
+    fn progress(&mut self) {
+        self.retries = 0;
+        self.rto.reset_backoff();
+    }
+
+    fn fail(&mut self, error: TransferError, send: Option<(ErrorCode, &'static str)>) {
+        if self.outcome.is_none() {
+            self.outcome = Some(Outcome::Failed(error));
+        }
+        self.error_out = send;
+        self.control = None;
+        self.phase = Phase::Done;
+        self.deadline = None;
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        self.outcome.get_or_insert(outcome);
+    }
+
+    fn on_peer_error(&mut self, code: ErrorCode, message: &[u8]) {
+        // A client answering our OACK with ERROR 8 (UEFI's size probe) ends the session quietly.
+        let declined = code == ErrorCode::OptionNegotiation
+            && self.request.is_none()
+            && !self.options.is_empty()
+            && (self.phase == Phase::OackSent || (!self.sending && self.recv.received == 0));
+        if declined {
+            self.finish(Outcome::Declined);
+            self.phase = Phase::Done;
+            self.control = None;
+            self.deadline = None;
+        } else {
+            self.fail(TransferError::Peer(PeerError::new(code, message)), None);
+        }
+    }
+
+    fn on_oack(&mut self, now: Instant, list: OptionList<'_>) -> bool {
+        let Some(request) = self.request.filter(|_| self.phase == Phase::Requesting) else {
+            return false;
+        };
+        match client_accept_oack(request.kind, &self.options, &list) {
+            Ok(params) => {
+                self.apply(params);
+                self.negotiated_pending = true;
+                self.progress();
+                self.phase = Phase::Data;
+                if self.sending {
+                    self.start_window(now);
+                } else {
+                    self.control = Some(Control::Ack);
+                    self.arm(now);
+                }
+            }
+            Err(e) => self.fail(
+                TransferError::Oack(e),
+                Some((ErrorCode::OptionNegotiation, e.message())),
+            ),
+        }
+        true
+    }
+
+    fn on_ack(&mut self, now: Instant, block: u16) -> bool {
+        if !self.sending {
+            return false;
+        }
+        match self.phase {
+            Phase::Requesting if block == 0 => {
+                // The server ignored our options (or we sent none): defaults apply.
+                self.apply(TransferParams {
+                    tsize: self.options.tsize,
+                    ..TransferParams::default()
+                });
+                self.negotiated_pending = true;
+                self.progress();
+                self.phase = Phase::Data;
+                self.start_window(now);
+                true
+            }
+            Phase::OackSent if block == 0 => {
+                self.progress();
+                self.phase = Phase::Data;
+                self.start_window(now);
+                true
+            }
+            Phase::Data => {
+                let Some(j) = self.numbering.resolve(self.send.acked, block) else {
+                    return false;
+                };
+                if j <= self.send.acked {
+                    // Sorcerer's Apprentice: a duplicate ACK never triggers a resend.
+                    self.stats.duplicate_acks += 1;
+                    return true;
+                }
+                if j > self.send.sent_max {
+                    return false;
+                }
+                if let Some((p, at)) = self.send.probe {
+                    if p <= j {
+                        self.rto.sample(now - at);
+                        self.send.probe = None;
+                    }
+                }
+                self.send.acked = j;
+                self.progress();
+                if self.send.last.is_some_and(|(l, _)| j >= l) {
+                    self.finish(Outcome::Finished);
+                    self.phase = Phase::Done;
+                    self.deadline = None;
+                    return true;
+                }
+                if j < self.send.next - 1 {
+                    // A gap: the receiver has everything up to j; the window restarts after it.
+                    self.stats.retransmissions += self.send.next - 1 - j;
+                }
+                self.start_window(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Opens a window right after the last acknowledged block.
+    fn start_window(&mut self, now: Instant) {
+        self.phase = Phase::Data;
+        self.send.next = self.send.acked + 1;
+        self.send.window_end = self.send.acked + u64::from(self.params.windowsize);
+        self.arm(now);
+    }
+
+    fn transmit_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let i = self.send.next;
+        if i > self.send.window_end || self.send.last.is_some_and(|(l, _)| i > l) {
+            return None;
+        }
+        let bs = usize::from(self.params.blksize);
+        let needed = DATA_HEADER_LEN + bs;
+        if buf.len() < needed {
+            self.fail(TransferError::BufferTooSmall { needed }, None);
+            return None;
+        }
+        let wire = self.numbering.wire(i);
+        let slot = data_payload_slot(&mut buf[..needed], wire).ok()?;
+        let bs64 = bs as u64;
+        let read = self
+            .data
+            .read_block(&mut self.storage, (i - 1) * bs64, self.send.acked * bs64, slot);
+        let n = match read {
+            Ok(n) => n,
+            Err(e) => {
+                self.fail(TransferError::Storage(e), Some((e.error_code(), e.message())));
+                return self.poll_transmit(now, buf);
+            }
+        };
+        match self.send.last {
+            Some((l, len)) if (i < l && n != bs) || (i == l && n != len) => {
+                let e = StorageError::Changed;
+                self.fail(TransferError::Storage(e), Some((e.error_code(), e.message())));
+                return self.poll_transmit(now, buf);
+            }
+            None if n < bs => self.send.last = Some((i, n)),
+            _ => {}
+        }
+        if i > self.send.sent_max {
+            self.send.sent_max = i;
+            if self.send.probe.is_none() {
+                self.send.probe = Some((i, now));
+            }
+        } else {
+            self.send.probe = None;
+            if self.retries > 0 {
+                self.stats.retransmissions += 1;
+            }
+        }
+        self.send.next = i + 1;
+        self.arm(now);
+        Some(self.to_peer(DATA_HEADER_LEN + n))
+    }
+
+    fn on_data(&mut self, now: Instant, block: u16, payload: &[u8]) -> bool {
+        if self.sending {
+            return false;
+        }
+        match self.phase {
+            Phase::Requesting => {
+                if block != 1 {
+                    return false;
+                }
+                // The server ignored our options: defaults apply.
+                self.apply(TransferParams::default());
+                self.negotiated_pending = true;
+                self.phase = Phase::Data;
+            }
+            Phase::Data | Phase::Dally => {}
+            _ => return false,
+        }
+        let expected = self.recv.received + 1;
+        let Some(i) = self.numbering.resolve(expected, block) else {
+            return false;
+        };
+        if i == expected && self.phase == Phase::Data {
+            self.accept_block(now, payload);
+        } else if i < expected {
+            // A repeat: the sender missed our ACK. Tell it again where we are.
+            self.control = Some(Control::Ack);
+        } else if i > expected && !self.recv.gap_acked {
+            // A gap: acknowledge the last in-order block once; the sender restarts after it.
+            self.recv.gap_acked = true;
+            self.recv.since_ack = 0;
+            self.control = Some(Control::Ack);
+            self.arm(now);
+        }
+        true
+    }
+
+    fn accept_block(&mut self, now: Instant, payload: &[u8]) {
+        let bs = usize::from(self.params.blksize);
+        if payload.len() > bs {
+            let e = ProtocolError::DataTooLong;
+            self.fail(
+                TransferError::Protocol(e),
+                Some((ErrorCode::IllegalOperation, e.message())),
+            );
+            return;
+        }
+        let total = self.recv.bytes + payload.len() as u64;
+        if self.config.max_write_size.is_some_and(|max| total > max) {
+            self.fail(
+                TransferError::TooLarge,
+                Some((ErrorCode::DiskFull, "File too large")),
+            );
+            return;
+        }
+        let written = self
+            .data
+            .write_block(&mut self.storage, &mut self.recv.written, payload);
+        let last = payload.len() < bs;
+        let done = match written {
+            Ok(()) if last => self
+                .data
+                .finish_write(&mut self.storage, &mut self.recv.written)
+                .and_then(|()| self.storage.finish()),
+            other => other,
+        };
+        if let Err(e) = done {
+            self.fail(TransferError::Storage(e), Some((e.error_code(), e.message())));
+            return;
+        }
+        self.recv.received += 1;
+        self.recv.bytes = total;
+        self.recv.gap_acked = false;
+        self.recv.since_ack += 1;
+        self.progress();
+        if last {
+            self.control = Some(Control::Ack);
+            self.finish(Outcome::Finished);
+            self.phase = Phase::Dally;
+            self.deadline = Some(now + self.rto.current().saturating_mul(2).min(self.config.max_rto));
+        } else if self.recv.since_ack >= self.params.windowsize {
+            self.recv.since_ack = 0;
+            self.control = Some(Control::Ack);
+            self.arm(now);
+        } else {
+            self.arm(now);
+        }
+    }
+
+    fn encode_control(&mut self, control: Control, buf: &mut [u8]) -> Result<usize, usize> {
+        let needed = |e| match e {
+            crate::wire::EncodeError::BufferTooSmall { needed } => needed,
+            _ => 0,
+        };
+        match control {
+            Control::Request => {
+                let r = self.request.ok_or(0usize)?;
+                let mode = match r.mode {
+                    TransferMode::Octet => Mode::Octet,
+                    TransferMode::Netascii => Mode::Netascii,
+                };
+                encode_request(buf, r.kind, r.filename, mode, &r.options, OptionList::EMPTY).map_err(needed)
+            }
+            Control::Oack => encode_oack(buf, &self.options, OptionList::EMPTY).map_err(needed),
+            Control::Ack => {
+                self.recv.since_ack = 0;
+                encode_ack(buf, self.numbering.wire(self.recv.received)).map_err(needed)
+            }
+        }
+    }
+}
