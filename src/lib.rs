@@ -21,12 +21,16 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 #[cfg(any(feature = "std", test))]
+#[macro_use]
 extern crate std;
 
+#[cfg(feature = "std")]
+pub mod adapter;
 pub mod engine;
 pub mod error_code;
 pub mod netascii;
 pub mod options;
+pub mod server;
 pub mod storage;
 pub mod time;
 pub mod wire;

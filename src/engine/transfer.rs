@@ -114,6 +114,9 @@ struct RecvState {
     since_ack: u16,
     /// The current gap was already reported with an ACK.
     gap_acked: bool,
+    /// When our last first-time ACK (or request/OACK) left: the next in-order block samples
+    /// the round trip from it. Cleared on retransmission (Karn's rule).
+    probe: Option<Instant>,
 }
 
 /// Which final event is pending.
@@ -452,7 +455,10 @@ impl<'a, S: Storage> Transfer<'a, S> {
         }
         if let Some(control) = self.control.take() {
             match self.encode_control(control, buf) {
-                Ok(len) => return Some(self.to_peer(len)),
+                Ok(len) => {
+                    self.recv.probe = (self.retries == 0).then_some(now);
+                    return Some(self.to_peer(len));
+                }
                 Err(needed) => {
                     self.fail(TransferError::BufferTooSmall { needed }, None);
                     return None;
@@ -516,6 +522,11 @@ impl<'a, S: Storage> Transfer<'a, S> {
             Outcome::Declined => Some(Ok(0)),
             Outcome::Failed(e) => Some(Err(e)),
         }
+    }
+
+    /// Whether the peer declined our OACK with ERROR 8 (see [`Event::OptionsDeclined`]).
+    pub fn declined(&self) -> bool {
+        self.outcome == Some(Outcome::Declined)
     }
 
     /// The peer's address and port (its TID once known).
@@ -629,6 +640,9 @@ impl<'a, S: Storage> Transfer<'a, S> {
         let Some(request) = self.request.filter(|_| self.phase == Phase::Requesting) else {
             return false;
         };
+        if let Some(sent) = self.recv.probe.take() {
+            self.rto.sample(now - sent);
+        }
         match client_accept_oack(request.kind, &self.options, &list) {
             Ok(params) => {
                 self.apply(params);
@@ -656,6 +670,9 @@ impl<'a, S: Storage> Transfer<'a, S> {
         }
         match self.phase {
             Phase::Requesting if block == 0 => {
+                if let Some(sent) = self.recv.probe.take() {
+                    self.rto.sample(now - sent);
+                }
                 // The server ignored our options (or we sent none): defaults apply.
                 self.apply(TransferParams {
                     tsize: self.options.tsize,
@@ -668,6 +685,9 @@ impl<'a, S: Storage> Transfer<'a, S> {
                 true
             }
             Phase::OackSent if block == 0 => {
+                if let Some(sent) = self.recv.probe.take() {
+                    self.rto.sample(now - sent);
+                }
                 self.progress();
                 self.phase = Phase::Data;
                 self.start_window(now);
@@ -835,6 +855,9 @@ impl<'a, S: Storage> Transfer<'a, S> {
         if let Err(e) = done {
             self.fail(TransferError::Storage(e), Some((e.error_code(), e.message())));
             return;
+        }
+        if let Some(sent) = self.recv.probe.take() {
+            self.rto.sample(now - sent);
         }
         self.recv.received += 1;
         self.recv.bytes = total;

@@ -1,0 +1,524 @@
+//! The std multi-session server: UDP sockets and a `mio` event loop around the core
+//! [`ServerTable`], serving one [`Root`] directory.
+//!
+//! Each transfer gets a new port (TID) bound on the local address its request arrived on, as RFC
+//! 1350 requires, so replies leave from that address on multi-homed hosts; single-port mode
+//! serves every transfer from the listening socket instead (NAT, containers). On a wildcard
+//! listener the request's destination address is read with `IP_PKTINFO` / `IPV6_RECVPKTINFO`.
+//! IPv4 and IPv6 both work. The session cap bounds memory under a flood of requests: beyond it,
+//! requests get an ERROR.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::prelude::rust_2021::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+
+use super::fs::{Root, ServedFile};
+use super::{is_transient, size_buffers, StdClock, MAX_DATAGRAM};
+use crate::engine::{Config, ServerPolicy};
+use crate::error_code::ErrorCode;
+use crate::server::{Datagram, Full, Incoming, ServerTable, TransferReport, TransferResult};
+use crate::wire::RequestKind;
+
+/// Largest number of concurrent sessions a std server can be configured for.
+pub const MAX_SESSIONS: usize = 4096;
+
+/// How the std server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The served directory.
+    pub root: PathBuf,
+    /// Listening addresses (default `0.0.0.0:69`).
+    pub binds: Vec<SocketAddr>,
+    /// Uploads may create new files.
+    pub allow_write: bool,
+    /// Uploads may also replace existing files (implies nothing without `allow_write`).
+    pub allow_overwrite: bool,
+    /// Option caps and the upload size limit.
+    pub policy: ServerPolicy,
+    /// Timing and retry limits.
+    pub engine: Config,
+    /// Concurrent sessions allowed (at most [`MAX_SESSIONS`]).
+    pub max_sessions: usize,
+    /// Serve every transfer from the listening port.
+    pub single_port: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            root: PathBuf::from("."),
+            binds: vec![SocketAddr::from(([0, 0, 0, 0], 69))],
+            allow_write: false,
+            allow_overwrite: false,
+            policy: ServerPolicy::default(),
+            engine: Config::default(),
+            max_sessions: 1024,
+            single_port: false,
+        }
+    }
+}
+
+struct Listener {
+    socket: UdpSocket,
+    addr: SocketAddr,
+    wildcard: bool,
+}
+
+/// A running std server.
+pub struct Server {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    /// Session sockets by their local address, and their tokens.
+    sessions: HashMap<SocketAddr, (Token, UdpSocket)>,
+    tokens: HashMap<Token, SocketAddr>,
+    next_token: usize,
+    table: Box<ServerTable<ServedFile, MAX_SESSIONS>>,
+    root: Root,
+    single_port: bool,
+    clock: StdClock,
+    tx: Vec<u8>,
+    rx: Vec<u8>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listening", &self.local_addrs())
+            .field("sessions", &self.table.len())
+            .finish()
+    }
+}
+
+fn new_table(policy: ServerPolicy, engine: Config) -> Box<ServerTable<ServedFile, MAX_SESSIONS>> {
+    // The table is large (fixed capacity); build it on a thread with a stack big enough for a
+    // temporary copy, whatever the caller's stack size.
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || Box::new(ServerTable::new(policy, engine)))
+        .expect("spawn table builder")
+        .join()
+        .expect("table builder")
+}
+
+impl Server {
+    /// Opens the root and binds every listening address.
+    pub fn bind(config: &ServerConfig) -> io::Result<Server> {
+        let root = Root::open(&config.root, config.allow_write, config.allow_overwrite)
+            .map_err(|e| io::Error::new(e.kind(), format!("root {}: {e}", config.root.display())))?;
+        let poll = Poll::new()?;
+        let mut listeners = Vec::new();
+        for (i, &addr) in config.binds.iter().enumerate() {
+            let std_sock = bind_udp(addr)?;
+            let wildcard = addr.ip().is_unspecified();
+            if wildcard {
+                enable_pktinfo(&std_sock, addr.is_ipv4())?;
+            }
+            size_buffers(&std_sock, 4 << 20);
+            let addr = std_sock.local_addr()?;
+            let mut socket = UdpSocket::from_std(std_sock);
+            poll.registry()
+                .register(&mut socket, Token(i), Interest::READABLE)?;
+            listeners.push(Listener {
+                socket,
+                addr,
+                wildcard,
+            });
+        }
+        let mut policy = config.policy;
+        if policy.max_write_size.is_none() {
+            policy.max_write_size = config.engine.max_write_size;
+        }
+        let mut table = new_table(policy, config.engine);
+        table.set_session_limit(config.max_sessions);
+        Ok(Server {
+            poll,
+            next_token: listeners.len(),
+            listeners,
+            sessions: HashMap::new(),
+            tokens: HashMap::new(),
+            table,
+            root,
+            single_port: config.single_port,
+            clock: StdClock::new(),
+            tx: vec![0u8; MAX_DATAGRAM],
+            rx: vec![0u8; MAX_DATAGRAM],
+        })
+    }
+
+    /// The bound listening addresses (with the ports the OS picked for port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.addr).collect()
+    }
+
+    /// Sessions in progress.
+    pub fn sessions(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Serves until `stop` becomes true, reporting every finished transfer to `on_report`.
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        mut on_report: impl FnMut(&TransferReport<()>),
+    ) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        while !stop.load(Ordering::Relaxed) {
+            self.turn(&mut events, Duration::from_millis(200), &mut on_report)?;
+        }
+        self.table
+            .abort_all(ErrorCode::NotDefined, "Server shutting down");
+        self.flush()?;
+        self.reap(&mut on_report);
+        Ok(())
+    }
+
+    /// One turn of the event loop: waits at most `max_wait` for traffic or a deadline.
+    pub fn turn(
+        &mut self,
+        events: &mut Events,
+        max_wait: Duration,
+        on_report: &mut impl FnMut(&TransferReport<()>),
+    ) -> io::Result<()> {
+        let now = self.clock.now();
+        let wait = match self.table.poll_timeout() {
+            Some(t) if t <= now => Duration::ZERO,
+            Some(t) => (t - now).min(max_wait),
+            None => max_wait,
+        };
+        match self.poll.poll(events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for event in events.iter() {
+            let token = event.token();
+            if token.0 < self.listeners.len() {
+                self.drain_listener(token.0)?;
+            } else if let Some(&local) = self.tokens.get(&token) {
+                self.drain_session(local)?;
+            }
+        }
+        self.table.handle_timeout(self.clock.now());
+        self.flush()?;
+        self.reap(on_report);
+        Ok(())
+    }
+
+    fn drain_listener(&mut self, i: usize) -> io::Result<()> {
+        loop {
+            let l = &self.listeners[i];
+            let received = if l.wildcard {
+                recv_pktinfo(&l.socket, &mut self.rx, l.addr)
+            } else {
+                l.socket
+                    .recv_from(&mut self.rx)
+                    .map(|(n, from)| (n, from, l.addr))
+            };
+            let (n, from, local) = match received {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || is_transient(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let now = self.clock.now();
+            let datagram = &self.rx[..n];
+            if let Datagram::Request(incoming) = self.table.handle_datagram(now, local, from, true, datagram)
+            {
+                accept_request(
+                    &mut self.table,
+                    &self.root,
+                    &self.poll,
+                    &mut self.sessions,
+                    &mut self.tokens,
+                    &mut self.next_token,
+                    self.single_port,
+                    now,
+                    &incoming,
+                )?;
+            }
+            self.flush()?;
+        }
+    }
+
+    fn drain_session(&mut self, local: SocketAddr) -> io::Result<()> {
+        loop {
+            let Some((_, socket)) = self.sessions.get(&local) else {
+                return Ok(());
+            };
+            let (n, from) = match socket.recv_from(&mut self.rx) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || is_transient(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let now = self.clock.now();
+            let _ = self.table.handle_datagram(now, local, from, false, &self.rx[..n]);
+            self.flush()?;
+        }
+    }
+
+    /// Sends everything the table has to send.
+    fn flush(&mut self) -> io::Result<()> {
+        let now = self.clock.now();
+        while let Some(tx) = self.table.poll_transmit(now, &mut self.tx) {
+            let data = &self.tx[..tx.len];
+            let sent = if let Some((_, s)) = self.sessions.get(&tx.local) {
+                s.send_to(data, tx.destination).map(|_| ())
+            } else if let Some(l) = self.listeners.iter().find(|l| l.addr.port() == tx.local.port()) {
+                if l.wildcard {
+                    send_from(&l.socket, data, tx.destination, tx.local.ip())
+                } else {
+                    l.socket.send_to(data, tx.destination).map(|_| ())
+                }
+            } else {
+                Ok(())
+            };
+            match sent {
+                Ok(()) => {}
+                // Datagrams may be lost; the protocol retransmits.
+                Err(e) if is_transient(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Collects finished transfers: commits or discards uploads, closes their sockets.
+    fn reap(&mut self, on_report: &mut impl FnMut(&TransferReport<()>)) {
+        let now = self.clock.now();
+        while let Some(report) = self.table.poll_finished(now) {
+            let (mut report, storage) = report.into_parts();
+            if let Some((token, mut socket)) = self.sessions.remove(&report.local) {
+                let _ = self.poll.registry().deregister(&mut socket);
+                self.tokens.remove(&token);
+            }
+            let success = report.result.is_success() && report.kind == RequestKind::Write;
+            if let Err(e) = self.root.finish(storage, success) {
+                report.result = TransferResult::Failed(crate::engine::TransferError::Storage(e));
+            }
+            on_report(&report);
+        }
+    }
+}
+
+/// Answers a new request: resolves the file under the policy, opens the session's socket, and
+/// hands both to the table (or refuses with the matching ERROR).
+#[allow(clippy::too_many_arguments)]
+fn accept_request(
+    table: &mut ServerTable<ServedFile, MAX_SESSIONS>,
+    root: &Root,
+    poll: &Poll,
+    sessions: &mut HashMap<SocketAddr, (Token, UdpSocket)>,
+    tokens: &mut HashMap<Token, SocketAddr>,
+    next_token: &mut usize,
+    single_port: bool,
+    now: crate::time::Instant,
+    incoming: &Incoming<'_>,
+) -> io::Result<()> {
+    if table.is_full() {
+        table.refuse(incoming, ErrorCode::NotDefined, "Server busy, try again later");
+        return Ok(());
+    }
+    let file = match incoming.kind {
+        RequestKind::Read => root.open_read(incoming.filename()),
+        RequestKind::Write => root.create_upload(incoming.filename()),
+    };
+    let file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            table.refuse(incoming, e.error_code(), e.message());
+            return Ok(());
+        }
+    };
+    if single_port {
+        if let Err(Full(file)) = table.accept(now, incoming, file, incoming.local) {
+            let _ = root.finish(file, false);
+        }
+        return Ok(());
+    }
+    let bind_addr = SocketAddr::new(incoming.local.ip(), 0);
+    let std_sock = match bind_udp(bind_addr) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = root.finish(file, false);
+            table.refuse(incoming, ErrorCode::NotDefined, "Server out of sockets");
+            return Ok(());
+        }
+    };
+    let window = usize::from(
+        incoming
+            .options
+            .windowsize
+            .unwrap_or(1)
+            .min(table.policy().max_windowsize),
+    );
+    let block = usize::from(
+        incoming
+            .options
+            .blksize
+            .unwrap_or(512)
+            .min(table.policy().max_blksize),
+    ) + 64;
+    size_buffers(&std_sock, (window * block * 2).max(64 * 1024));
+    let tid = std_sock.local_addr()?;
+    let mut socket = UdpSocket::from_std(std_sock);
+    let token = Token(*next_token);
+    *next_token += 1;
+    poll.registry().register(&mut socket, token, Interest::READABLE)?;
+    match table.accept(now, incoming, file, tid) {
+        Ok(()) => {
+            sessions.insert(tid, (token, socket));
+            tokens.insert(token, tid);
+        }
+        Err(Full(file)) => {
+            let _ = root.finish(file, false);
+            let _ = poll.registry().deregister(&mut socket);
+        }
+    }
+    Ok(())
+}
+
+/// Binds a UDP socket (IPv6 sockets are v6-only so `[::]` and `0.0.0.0` can both be bound),
+/// non-blocking, for mio.
+fn bind_udp(addr: SocketAddr) -> io::Result<StdUdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+fn enable_pktinfo(socket: &StdUdpSocket, v4: bool) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let r = if v4 {
+        setsockopt(socket, sockopt::Ipv4PacketInfo, &true)
+    } else {
+        setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)
+    };
+    r.map_err(io::Error::from)
+}
+
+/// Receives a datagram and the local address it was sent to (from the packet-info control
+/// message), so the reply can leave from that address.
+fn recv_pktinfo(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    listen: SocketAddr,
+) -> io::Result<(usize, SocketAddr, SocketAddr)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::libc::in6_pktinfo);
+    let msg = recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+        .map_err(io::Error::from)?;
+    let from = msg
+        .address
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                .or_else(|| {
+                    a.as_sockaddr_in6()
+                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                })
+        })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without source"))?;
+    let mut local = listen;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            match c {
+                ControlMessageOwned::Ipv4PacketInfo(info) => {
+                    let ip = std::net::Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                    local = SocketAddr::new(IpAddr::V4(ip), listen.port());
+                }
+                ControlMessageOwned::Ipv6PacketInfo(info) => {
+                    let ip = std::net::Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                    local = SocketAddr::new(IpAddr::V6(ip), listen.port());
+                }
+                _ => {}
+            }
+        }
+    }
+    let n = msg.bytes;
+    Ok((n, from, local))
+}
+
+/// Sends from a wildcard-bound socket with `source` as the source address.
+fn send_from(socket: &UdpSocket, data: &[u8], to: SocketAddr, source: IpAddr) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrStorage};
+    let iov = [io::IoSlice::new(data)];
+    let dest = SockaddrStorage::from(to);
+    let fd = socket.as_raw_fd();
+    let r = match source {
+        IpAddr::V4(ip) if !ip.is_unspecified() => {
+            let info = nix::libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: nix::libc::in_addr {
+                    s_addr: u32::from(ip).to_be(),
+                },
+                ipi_addr: nix::libc::in_addr { s_addr: 0 },
+            };
+            sendmsg(
+                fd,
+                &iov,
+                &[ControlMessage::Ipv4PacketInfo(&info)],
+                MsgFlags::empty(),
+                Some(&dest),
+            )
+        }
+        IpAddr::V6(ip) if !ip.is_unspecified() => {
+            let info = nix::libc::in6_pktinfo {
+                ipi6_addr: nix::libc::in6_addr { s6_addr: ip.octets() },
+                ipi6_ifindex: 0,
+            };
+            sendmsg(
+                fd,
+                &iov,
+                &[ControlMessage::Ipv6PacketInfo(&info)],
+                MsgFlags::empty(),
+                Some(&dest),
+            )
+        }
+        _ => sendmsg(fd, &iov, &[], MsgFlags::empty(), Some(&dest)),
+    };
+    r.map(|_| ()).map_err(io::Error::from)
+}
+
+/// A one-line log record of a finished transfer.
+pub fn format_report(report: &TransferReport<()>) -> String {
+    let name = String::from_utf8_lossy(&report.filename);
+    let dir = match report.kind {
+        RequestKind::Read => "read",
+        RequestKind::Write => "write",
+    };
+    let secs = (report.ended - report.stats.started).as_secs_f64();
+    let p = report.params;
+    let result = match &report.result {
+        TransferResult::Completed(_) => "ok".to_string(),
+        TransferResult::Declined => "declined (options probe)".to_string(),
+        TransferResult::Failed(e) => format!("failed: {e}"),
+    };
+    format!(
+        "{peer} {dir} \"{name}\" blksize={bs} windowsize={ws} bytes={bytes} time={secs:.3}s retransmissions={rt} {result}",
+        peer = report.peer,
+        bs = p.blksize,
+        ws = p.windowsize,
+        bytes = report.stats.bytes,
+        rt = report.stats.retransmissions,
+    )
+}

@@ -1,0 +1,467 @@
+//! `tftp-proto`: serve a directory over TFTP, or get and put files.
+//!
+//! ```text
+//! tftp-proto serve [--root DIR] [--bind ADDR:PORT]... [--allow-write] [--allow-overwrite] ...
+//! tftp-proto get [OPTIONS] HOST[:PORT] REMOTE [LOCAL]     (or tftp://host[:port]/file [LOCAL])
+//! tftp-proto put [OPTIONS] HOST[:PORT] LOCAL [REMOTE]     (or tftp://host[:port]/file LOCAL)
+//! ```
+
+use std::io::{IsTerminal, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use tftp_proto::adapter::client::{Client, ClientError, Summary};
+use tftp_proto::adapter::server::{format_report, Server, ServerConfig, MAX_SESSIONS};
+use tftp_proto::engine::{Config, Event, ServerPolicy, TransferMode};
+use tftp_proto::options::{MAX_BLKSIZE, MIN_BLKSIZE};
+use tftp_proto::Options;
+
+#[derive(Parser)]
+#[command(
+    name = "tftp-proto",
+    version,
+    about = "A TFTP server and client (RFC 1350, 2347-2349, 7440)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a directory.
+    Serve(ServeArgs),
+    /// Download a file: HOST[:PORT] REMOTE [LOCAL], or tftp://host[:port]/file [LOCAL].
+    Get(TransferArgs),
+    /// Upload a file: HOST[:PORT] LOCAL [REMOTE], or tftp://host[:port]/file LOCAL.
+    Put(TransferArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Directory to serve.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    /// Address to listen on (repeatable). Default 0.0.0.0:69.
+    #[arg(long = "bind", value_name = "ADDR:PORT")]
+    binds: Vec<String>,
+    /// Let uploads create new files.
+    #[arg(long)]
+    allow_write: bool,
+    /// Let uploads replace existing files (needs --allow-write).
+    #[arg(long)]
+    allow_overwrite: bool,
+    /// Largest upload accepted, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_upload: Option<u64>,
+    /// Cap on the block size granted (e.g. 1468 for ROMs that cannot reassemble fragments).
+    #[arg(long, value_name = "N", default_value_t = MAX_BLKSIZE, value_parser = clap::value_parser!(u16).range(i64::from(MIN_BLKSIZE)..=i64::from(MAX_BLKSIZE)))]
+    max_blksize: u16,
+    /// Cap on the window size granted.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    max_windowsize: u16,
+    /// Concurrent transfers allowed; more get an ERROR.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=MAX_SESSIONS as u64))]
+    max_sessions: u64,
+    /// Serve every transfer from the listening port (NAT, containers).
+    #[arg(long)]
+    single_port: bool,
+    /// Initial retransmission timeout in seconds (adaptive afterwards).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    timeout: f64,
+    /// Retransmissions without progress before a transfer is abandoned.
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    retries: u8,
+    /// Log more (startup details).
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Octet,
+    Netascii,
+}
+
+#[derive(Args)]
+struct TransferArgs {
+    /// HOST[:PORT] or tftp://host[:port]/file, then the file names.
+    #[arg(required = true, num_args = 1..=3, value_name = "ARGS")]
+    args: Vec<String>,
+    /// Block size to request (8-65464).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(i64::from(MIN_BLKSIZE)..=i64::from(MAX_BLKSIZE)))]
+    blksize: Option<u16>,
+    /// Window size to request (1-65535).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    windowsize: Option<u16>,
+    /// Timeout to request, in whole seconds (1-255); also the initial retransmission timeout.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u8).range(1..))]
+    timeout: Option<u8>,
+    /// Retransmissions without progress before giving up.
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    retries: u8,
+    /// Ask for (get) or announce (put) the transfer size.
+    #[arg(long)]
+    tsize: bool,
+    /// Transfer mode.
+    #[arg(long, value_enum, default_value = "octet")]
+    mode: ModeArg,
+    /// Send no options at all (plain RFC 1350).
+    #[arg(long)]
+    no_options: bool,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(a) => serve(a),
+        Command::Get(a) => transfer(a, true),
+        Command::Put(a) => transfer(a, false),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("tftp-proto: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(a: ServeArgs) -> Result<(), String> {
+    if a.allow_overwrite && !a.allow_write {
+        return Err("--allow-overwrite needs --allow-write".into());
+    }
+    if !(a.timeout > 0.0 && a.timeout <= 255.0) {
+        return Err("--timeout must be between 0 and 255 seconds".into());
+    }
+    let binds = if a.binds.is_empty() {
+        vec![SocketAddr::from(([0, 0, 0, 0], 69))]
+    } else {
+        a.binds.iter().map(|b| parse_bind(b)).collect::<Result<_, _>>()?
+    };
+    let engine = Config {
+        initial_rto: Duration::from_secs_f64(a.timeout),
+        max_retries: a.retries,
+        ..Config::default()
+    };
+    let config = ServerConfig {
+        root: a.root.clone(),
+        binds,
+        allow_write: a.allow_write,
+        allow_overwrite: a.allow_overwrite,
+        policy: ServerPolicy {
+            max_blksize: a.max_blksize,
+            max_windowsize: a.max_windowsize,
+            max_write_size: a.max_upload,
+            ..ServerPolicy::default()
+        },
+        engine,
+        max_sessions: a.max_sessions as usize,
+        single_port: a.single_port,
+    };
+    let mut server = Server::bind(&config).map_err(|e| format!("cannot start server: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| format!("signal handler: {e}"))?;
+    }
+    let addrs: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
+    eprintln!(
+        "tftp-proto: serving {} on {} ({})",
+        a.root.display(),
+        addrs.join(", "),
+        if a.allow_write { "read-write" } else { "read-only" }
+    );
+    if a.verbose {
+        eprintln!(
+            "tftp-proto: max blksize {}, max windowsize {}, max sessions {}, {}",
+            a.max_blksize,
+            a.max_windowsize,
+            a.max_sessions,
+            if a.single_port {
+                "single port"
+            } else {
+                "one port per transfer"
+            }
+        );
+    }
+    let stderr = std::io::stderr();
+    server
+        .run(&stop, |report| {
+            let _ = writeln!(stderr.lock(), "{}", format_report(report));
+        })
+        .map_err(|e| format!("server failed: {e}"))?;
+    eprintln!("tftp-proto: stopped");
+    Ok(())
+}
+
+fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            s.to_socket_addrs()
+                .map_err(|e| e.to_string())?
+                .next()
+                .ok_or_else(|| "no address".to_string())
+        })
+        .map_err(|e| format!("invalid --bind {s:?} (expected ADDR:PORT, e.g. 0.0.0.0:69 or [::]:69): {e}"))
+}
+
+/// Resolves `HOST`, `HOST:PORT`, `[V6]`, `[V6]:PORT` or a bare IPv6 literal (port 69 by default).
+fn resolve_host(host: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = host.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
+        return Ok(SocketAddr::new(ip, 69));
+    }
+    let with_port = if host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        host.to_string()
+    } else {
+        format!("{host}:69")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {host:?}"))
+}
+
+/// Splits `tftp://host[:port]/file` (RFC 3617) into host and file.
+fn parse_url(s: &str) -> Option<Result<(String, String), String>> {
+    let rest = s.strip_prefix("tftp://").or_else(|| s.strip_prefix("TFTP://"))?;
+    let Some((host, file)) = rest.split_once('/') else {
+        return Some(Err(format!("URL {s:?} names no file")));
+    };
+    // RFC 3617 allows ";mode=..."; drop it (mode comes from --mode).
+    let file = file.split(";mode=").next().unwrap_or(file);
+    if host.is_empty() || file.is_empty() {
+        return Some(Err(format!("URL {s:?} needs a host and a file")));
+    }
+    Some(Ok((host.to_string(), percent_decode(file))))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn transfer(a: TransferArgs, get: bool) -> Result<(), String> {
+    let (host, remote, local) = match parse_url(&a.args[0]) {
+        Some(url) => {
+            let (host, file) = url?;
+            if a.args.len() > 2 {
+                return Err("with a tftp:// URL give at most one more argument (the local file)".into());
+            }
+            (host, file, a.args.get(1).cloned())
+        }
+        None => {
+            let host = a.args[0].clone();
+            let first = a.args.get(1).cloned().ok_or(if get {
+                "missing REMOTE file name"
+            } else {
+                "missing LOCAL file name"
+            })?;
+            if get {
+                (host, first, a.args.get(2).cloned())
+            } else {
+                let remote = a.args.get(2).cloned();
+                (host, remote.unwrap_or_default(), Some(first))
+            }
+        }
+    };
+    let server = resolve_host(&host)?;
+    let options = if a.no_options {
+        Options::NONE
+    } else {
+        Options {
+            blksize: a.blksize,
+            windowsize: a.windowsize,
+            timeout: a.timeout,
+            tsize: a.tsize.then_some(0),
+            rollover: None,
+        }
+    };
+    let mut config = Config {
+        max_retries: a.retries,
+        ..Config::default()
+    };
+    if let Some(t) = a.timeout {
+        config.initial_rto = Duration::from_secs(u64::from(t));
+    }
+    let mode = match a.mode {
+        ModeArg::Octet => TransferMode::Octet,
+        ModeArg::Netascii => TransferMode::Netascii,
+    };
+    let client = Client::new(server).options(options).mode(mode).config(config);
+    let show_bar = !a.quiet && std::io::stderr().is_terminal();
+
+    let result = if get {
+        let local = local.unwrap_or_else(|| default_local_name(&remote));
+        let mut bar = Bar::new(show_bar, None);
+        if local == "-" {
+            let stdout = std::io::stdout().lock();
+            client
+                .get_to_writer(remote.as_bytes(), stdout, |e| bar.on_event(e))
+                .map(|(_, s)| s)
+        } else {
+            client.get_file(remote.as_bytes(), Path::new(&local), |e| bar.on_event(e))
+        }
+        .inspect(|_| bar.done())
+        .map_err(|e| describe(&e, &remote))
+    } else {
+        let local = local.ok_or("missing LOCAL file name")?;
+        let remote = if remote.is_empty() {
+            if local == "-" {
+                return Err("uploading from stdin needs a REMOTE name".into());
+            }
+            Path::new(&local)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or("cannot derive REMOTE name from LOCAL")?
+        } else {
+            remote
+        };
+        if local == "-" {
+            let mut bar = Bar::new(show_bar, None);
+            client
+                .put_from_reader(std::io::stdin().lock(), remote.as_bytes(), |e| bar.on_event(e))
+                .inspect(|_| bar.done())
+                .map_err(|e| describe(&e, &remote))
+        } else {
+            let size = std::fs::metadata(&local).map(|m| m.len()).ok();
+            let mut bar = Bar::new(show_bar, size);
+            client
+                .put_file(Path::new(&local), remote.as_bytes(), |e| bar.on_event(e))
+                .inspect(|_| bar.done())
+                .map_err(|e| describe(&e, &remote))
+        }
+    };
+    let summary: Summary = result?;
+    if !a.quiet && !show_bar {
+        let secs = summary.elapsed.as_secs_f64().max(1e-6);
+        eprintln!(
+            "tftp-proto: {} {} bytes in {:.3} s ({:.1} MB/s), blksize {}, windowsize {}",
+            if get { "received" } else { "sent" },
+            summary.bytes,
+            secs,
+            summary.bytes as f64 / secs / 1e6,
+            summary.params.blksize,
+            summary.params.windowsize
+        );
+    }
+    Ok(())
+}
+
+fn default_local_name(remote: &str) -> String {
+    remote
+        .rsplit(['/', '\\'])
+        .find(|s| !s.is_empty())
+        .unwrap_or("download")
+        .to_string()
+}
+
+fn describe(e: &ClientError, remote: &str) -> String {
+    match e {
+        ClientError::Transfer(t) => format!("{remote}: {t}"),
+        other => other.to_string(),
+    }
+}
+
+/// A progress bar on a terminal; nothing otherwise.
+struct Bar {
+    bar: Option<ProgressBar>,
+}
+
+impl Bar {
+    fn new(show: bool, total: Option<u64>) -> Self {
+        let bar = show.then(|| {
+            let bar = ProgressBar::new(total.unwrap_or(0));
+            let style = if total.is_some() {
+                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            } else {
+                ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}")
+            };
+            if let Ok(style) = style {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Bar { bar }
+    }
+
+    fn on_event(&mut self, e: &Event) {
+        let Some(bar) = &self.bar else { return };
+        match e {
+            Event::Negotiated(p) => {
+                if let Some(t) = p.tsize.filter(|&t| t > 0) {
+                    bar.set_length(t);
+                    if let Ok(style) = ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    ) {
+                        bar.set_style(style);
+                    }
+                }
+            }
+            Event::Progress { bytes } | Event::Finished { bytes } => bar.set_position(*bytes),
+            _ => {}
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_hosts() {
+        assert_eq!(
+            parse_url("tftp://127.0.0.1:6969/dir/a%20b").unwrap().unwrap(),
+            ("127.0.0.1:6969".into(), "dir/a b".into())
+        );
+        assert!(parse_url("tftp://host").unwrap().is_err());
+        assert!(parse_url("host").is_none());
+        assert_eq!(
+            resolve_host("127.0.0.1").unwrap(),
+            "127.0.0.1:69".parse().unwrap()
+        );
+        assert_eq!(resolve_host("[::1]:6969").unwrap(), "[::1]:6969".parse().unwrap());
+        assert_eq!(resolve_host("[::1]").unwrap(), "[::1]:69".parse().unwrap());
+        assert_eq!(resolve_host("::1").unwrap(), "[::1]:69".parse().unwrap());
+        assert_eq!(default_local_name("/boot/pxelinux.0"), "pxelinux.0");
+        assert_eq!(default_local_name("a\\b.cfg"), "b.cfg");
+    }
+}
