@@ -90,8 +90,15 @@ fn send(stream: &[u8], read_chunks: &[u16], block_size: usize) -> Vec<Vec<u8>> {
         while !chunk.is_empty() {
             let room = block_size - fill;
             let (c, w) = enc.encode(chunk, &mut block[fill..]);
-            assert!(c <= chunk.len() && w <= room, "encode returned ({c}, {w}) for {} into {room}", chunk.len());
-            assert!(c > 0 || w > 0, "encode made no progress with {room} bytes of room");
+            assert!(
+                c <= chunk.len() && w <= room,
+                "encode returned ({c}, {w}) for {} into {room}",
+                chunk.len()
+            );
+            assert!(
+                c > 0 || w > 0,
+                "encode made no progress with {room} bytes of room"
+            );
             assert!(
                 w == room || (c == chunk.len() && !enc.has_pending()),
                 "encode stopped early: ({c}, {w}) for {} into {room}, pending {}",
@@ -116,7 +123,11 @@ fn send(stream: &[u8], read_chunks: &[u16], block_size: usize) -> Vec<Vec<u8>> {
             fill = 0;
         }
     }
-    assert_eq!(enc.flush(&mut block[fill..]), 0, "flush with nothing pending wrote");
+    assert_eq!(
+        enc.flush(&mut block[fill..]),
+        0,
+        "flush with nothing pending wrote"
+    );
     blocks.push(block[..fill].to_vec());
     blocks
 }
@@ -134,7 +145,11 @@ fn receive(blocks: &[Vec<u8>], chunk: usize, out_size: usize) -> Vec<u8> {
                 assert!(c > 0 || w > 0, "decode made no progress");
                 assert!(w <= c + 1, "decode wrote {w} bytes for {c} consumed");
                 if buf.len() > piece.len() {
-                    assert_eq!(c, piece.len(), "decode with input.len()+1 of room left input over");
+                    assert_eq!(
+                        c,
+                        piece.len(),
+                        "decode with input.len()+1 of room left input over"
+                    );
                 }
                 out.extend_from_slice(&buf[..w]);
                 piece = &piece[c..];
@@ -159,7 +174,11 @@ fn receive_in_place(blocks: &[Vec<u8>]) -> Vec<u8> {
             let mut fresh = NetasciiDecoder::new();
             let mut buf = vec![0u8; block.len() + 1];
             let (c, w) = fresh.decode(block, &mut buf);
-            assert_eq!((c, &buf[..w]), (block.len(), &b[..n]), "decode_in_place != decode");
+            assert_eq!(
+                (c, &buf[..w]),
+                (block.len(), &b[..n]),
+                "decode_in_place != decode"
+            );
         }
         out.extend_from_slice(&b[..n]);
     }
@@ -170,7 +189,11 @@ fn receive_in_place(blocks: &[Vec<u8>]) -> Vec<u8> {
 fn finish(dec: &mut NetasciiDecoder, out: &mut Vec<u8>) {
     let pending = dec.has_pending();
     assert_eq!(dec.finish(&mut []), 0, "finish wrote into an empty buffer");
-    assert_eq!(dec.has_pending(), pending, "finish into an empty buffer dropped the pending byte");
+    assert_eq!(
+        dec.has_pending(),
+        pending,
+        "finish into an empty buffer dropped the pending byte"
+    );
     let mut last = [0u8; 1];
     let w = dec.finish(&mut last);
     assert_eq!(w, usize::from(pending), "finish wrote {w} with pending {pending}");
@@ -196,15 +219,30 @@ fuzz_target!(|input: Input| {
         NetasciiEncoder::encoded_len(stream),
         "encoded_len != bytes actually sent"
     );
-    assert_eq!(receive(&blocks, chunk, out_size), stream, "decode(encode(x)) != x");
-    assert_eq!(receive_in_place(&blocks), stream, "decode_in_place(encode(x)) != x");
+    assert_eq!(
+        receive(&blocks, chunk, out_size),
+        stream,
+        "decode(encode(x)) != x"
+    );
+    assert_eq!(
+        receive_in_place(&blocks),
+        stream,
+        "decode_in_place(encode(x)) != x"
+    );
 
     // Raw, possibly malformed, wire bytes.
     let expected = decode_ref(stream);
     let raw_blocks: Vec<Vec<u8>> = stream.chunks(block_size).map(<[u8]>::to_vec).collect();
     let streamed = receive(&raw_blocks, chunk, out_size);
     assert!(streamed.len() <= stream.len() + 1);
-    assert!(streamed.len() <= stream.len(), "decoded output longer than its input");
+    assert!(
+        streamed.len() <= stream.len(),
+        "decoded output longer than its input"
+    );
     assert_eq!(streamed, expected, "decode of raw bytes != reference");
-    assert_eq!(receive_in_place(&raw_blocks), expected, "decode_in_place of raw bytes != reference");
+    assert_eq!(
+        receive_in_place(&raw_blocks),
+        expected,
+        "decode_in_place of raw bytes != reference"
+    );
 });

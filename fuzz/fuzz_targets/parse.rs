@@ -31,7 +31,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(n) => n,
         Err(e) => panic!("encode of a parsed packet failed: {e:?}; packet {pkt:?}"),
     };
-    assert_eq!(n, len, "encode wrote {n} bytes but encoded_len() said {len}; packet {pkt:?}");
+    assert_eq!(
+        n, len,
+        "encode wrote {n} bytes but encoded_len() said {len}; packet {pkt:?}"
+    );
     let again = Packet::parse(&buf[..n]).expect("re-encoded packet does not parse");
     assert_eq!(again, pkt, "parse(encode(p)) != p");
     assert_eq!(again.encoded_len(), len);
@@ -48,7 +51,10 @@ fuzz_target!(|data: &[u8]| {
         Err(EncodeError::BufferTooSmall { needed }) => {
             assert_eq!(needed, len, "BufferTooSmall.needed != encoded_len()")
         }
-        other => panic!("encode into {} bytes gave {other:?}, expected BufferTooSmall", len - 1),
+        other => panic!(
+            "encode into {} bytes gave {other:?}, expected BufferTooSmall",
+            len - 1
+        ),
     }
     assert!(
         short.iter().all(|&b| b == SENTINEL),
@@ -74,7 +80,10 @@ fn check_options(list: &OptionList<'_>) {
         (Err(e), None) => panic!("strict rejected ({e:?}) what lenient found clean: {lenient:?}"),
     }
 
-    let unknown = list.iter().filter(|o| OptionName::from_name(o.name).is_none()).count();
+    let unknown = list
+        .iter()
+        .filter(|o| OptionName::from_name(o.name).is_none())
+        .count();
     assert_eq!(lenient.unknown, unknown, "ParsedOptions.unknown miscounted");
 
     // The lenient result is always usable: every value is in its range.
@@ -89,5 +98,9 @@ fn check_options(list: &OptionList<'_>) {
     let n = o.encode(&mut enc).expect("Options::encode failed");
     assert_eq!(n, o.encoded_len());
     let back = OptionList::parse(&enc[..n]).expect("encoded options do not parse");
-    assert_eq!(Options::parse_strict(&back), Ok(o), "Options::encode does not round-trip");
+    assert_eq!(
+        Options::parse_strict(&back),
+        Ok(o),
+        "Options::encode does not round-trip"
+    );
 }

@@ -1,0 +1,203 @@
+//! A boot-loader style TFTP client: the engine and the codec driven through a stub network
+//! interface, with no std, no heap and no allocator: the firmware case.
+//!
+//! Build it for a Cortex-M4F and measure it:
+//!
+//! ```text
+//! cargo build --release --example firmware_client --target thumbv7em-none-eabihf --no-default-features
+//! arm-none-eabi-size target/thumbv7em-none-eabihf/release/examples/firmware_client
+//! ```
+//!
+//! On the host (`cargo run --example firmware_client`) the same `fetch` function downloads a
+//! file from an in-memory server engine and prints the engine's RAM use.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+use core::net::SocketAddr;
+
+use tftp_proto::engine::{ClientRequest, Config, Transfer, TransferMode};
+use tftp_proto::storage::SliceWriter;
+use tftp_proto::{Instant, Options, RequestKind};
+
+/// Largest block the firmware asks for: fits an Ethernet frame without IP fragmentation.
+pub const BLKSIZE: u16 = 1428;
+
+/// What the firmware's network stack provides.
+pub trait Nic {
+    /// Sends one UDP datagram.
+    fn send(&mut self, to: SocketAddr, datagram: &[u8]);
+    /// Returns a received datagram, if one is waiting.
+    fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)>;
+    /// The current time.
+    fn now(&mut self) -> Instant;
+}
+
+/// Downloads `name` from `server` into `dest`, returning the file's length.
+pub fn fetch<N: Nic>(nic: &mut N, server: SocketAddr, name: &[u8], dest: &mut [u8]) -> Option<usize> {
+    let request = ClientRequest {
+        kind: RequestKind::Read,
+        filename: name,
+        mode: TransferMode::Octet,
+        options: Options {
+            blksize: Some(BLKSIZE),
+            tsize: Some(0),
+            ..Options::NONE
+        },
+    };
+    let mut transfer = Transfer::client(
+        nic.now(),
+        server,
+        request,
+        SliceWriter::new(dest),
+        Config::default(),
+    )
+    .ok()?;
+    // A receiver only ever sends requests, ACKs and ERRORs: 516 bytes cover them.
+    let mut tx = [0u8; 516];
+    let mut rx = [0u8; 4 + BLKSIZE as usize];
+    loop {
+        let now = nic.now();
+        while let Some(t) = transfer.poll_transmit(now, &mut tx) {
+            nic.send(t.destination, &tx[..t.len]);
+        }
+        while transfer.poll_event().is_some() {}
+        if transfer.is_finished() {
+            break;
+        }
+        if let Some((n, from)) = nic.recv(&mut rx) {
+            transfer.handle_datagram(nic.now(), from, &rx[..n]);
+        } else if transfer.poll_timeout().is_some_and(|d| nic.now() >= d) {
+            transfer.handle_timeout(nic.now());
+        }
+    }
+    match transfer.outcome() {
+        Some(Ok(n)) => usize::try_from(n).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(target_os = "none")]
+mod target {
+    use core::hint::black_box;
+    use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+    use super::{fetch, Nic};
+    use tftp_proto::Instant;
+
+    /// A stand-in for the MAC/IP driver: opaque to the optimiser, so the engine is kept whole.
+    struct StubNic {
+        clock: u64,
+    }
+
+    static WIRE: [u8; 1432] = [0; 1432];
+
+    impl Nic for StubNic {
+        fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
+            black_box((to, datagram));
+        }
+        fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+            let n = black_box(WIRE.len()).min(buf.len());
+            buf[..n].copy_from_slice(&black_box(&WIRE)[..n]);
+            let from = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), black_box(69)));
+            black_box(n > 0).then_some((n, from))
+        }
+        fn now(&mut self) -> Instant {
+            self.clock += black_box(1000);
+            Instant::from_micros(self.clock)
+        }
+    }
+
+    #[no_mangle]
+    pub extern "C" fn _start() -> ! {
+        let mut image = [0u8; 16 * 1024];
+        let server = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 69));
+        let got = fetch(&mut StubNic { clock: 0 }, server, b"firmware.bin", &mut image);
+        black_box(got);
+        loop {}
+    }
+
+    #[panic_handler]
+    fn panic(_: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    use std::collections::VecDeque;
+    use tftp_proto::engine::ServerPolicy;
+    use tftp_proto::{Packet, RequestKind as Kind};
+
+    /// The host stand-in: an in-memory server engine at the other end of the wire.
+    struct SimNic {
+        clock: u64,
+        file: Vec<u8>,
+        server: Option<Transfer<'static, &'static [u8]>>,
+        to_client: VecDeque<Vec<u8>>,
+        tid: SocketAddr,
+        me: SocketAddr,
+    }
+
+    impl Nic for SimNic {
+        fn send(&mut self, _to: SocketAddr, datagram: &[u8]) {
+            let now = Instant::from_micros(self.clock);
+            if self.server.is_none() {
+                let Ok(Packet::Rrq(req)) = Packet::parse(datagram) else {
+                    return;
+                };
+                let file: &'static [u8] = Box::leak(self.file.clone().into_boxed_slice());
+                let policy = ServerPolicy::default();
+                self.server = Some(Transfer::server(
+                    now,
+                    self.me,
+                    Kind::Read,
+                    &req,
+                    file,
+                    &policy,
+                    Config::default(),
+                ));
+            } else if let Some(s) = self.server.as_mut() {
+                s.handle_datagram(now, self.me, datagram);
+            }
+            let mut buf = [0u8; 65536];
+            if let Some(s) = self.server.as_mut() {
+                while let Some(t) = s.poll_transmit(now, &mut buf) {
+                    self.to_client.push_back(buf[..t.len].to_vec());
+                }
+            }
+        }
+        fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+            let d = self.to_client.pop_front()?;
+            buf[..d.len()].copy_from_slice(&d);
+            Some((d.len(), self.tid))
+        }
+        fn now(&mut self) -> Instant {
+            self.clock += 10;
+            Instant::from_micros(self.clock)
+        }
+    }
+
+    let file: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut nic = SimNic {
+        clock: 0,
+        file: file.clone(),
+        server: None,
+        to_client: VecDeque::new(),
+        tid: "192.0.2.1:50123".parse().unwrap(),
+        me: "192.0.2.50:2000".parse().unwrap(),
+    };
+    let mut image = vec![0u8; 128 * 1024];
+    let n = fetch(
+        &mut nic,
+        "192.0.2.1:69".parse().unwrap(),
+        b"firmware.bin",
+        &mut image,
+    )
+    .expect("download");
+    assert_eq!(&image[..n], &file[..]);
+    println!(
+        "fetched {n} bytes; engine state {} bytes (Transfer<SliceWriter>), buffers {} bytes",
+        core::mem::size_of::<Transfer<'static, SliceWriter<'static>>>(),
+        516 + 4 + BLKSIZE as usize
+    );
+}

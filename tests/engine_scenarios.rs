@@ -1,0 +1,1854 @@
+//! Named engine scenarios: one test per engine line of PROTOCOL.md, each a whole transfer (or a
+//! hand-played half of one) in the simulated network of `common::sim`, whose audit also checks
+//! the standing rules (Sorcerer's Apprentice, windows, ERROR handling) on every step.
+
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::*;
+use tftp_proto::engine::{
+    ClientRequest, Config, Event, OackError, ProtocolError, ServerPolicy, Transfer, TransferError,
+    TransferMode, TransferParams,
+};
+use tftp_proto::storage::{Storage, StorageError};
+use tftp_proto::{EncodeError, ErrorCode, Field, Instant, OptionName, Options, Packet, RequestKind};
+
+// ---- helpers ------------------------------------------------------------------------------
+
+fn run<C: Storage, S: Storage>(sim: &mut Sim<'_, C, S>) {
+    if let Err(e) = sim.run() {
+        panic!("{e}\nclient: {:#?}\nserver: {:#?}", sim.client, sim.server);
+    }
+}
+
+fn file(len: usize) -> Vec<u8> {
+    Rng::new(len as u64).bytes(len)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn at(d: Duration) -> Instant {
+    Instant::ZERO + d
+}
+
+fn opts(blksize: Option<u16>, windowsize: Option<u16>) -> Options {
+    Options {
+        blksize,
+        windowsize,
+        ..Options::NONE
+    }
+}
+
+fn peer_code(e: &TransferError) -> Option<ErrorCode> {
+    match e {
+        TransferError::Peer(p) => Some(p.code),
+        _ => None,
+    }
+}
+
+fn negotiated<S>(side: &Side<'_, S>) -> TransferParams {
+    side.events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::Negotiated(p) => Some(*p),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{} never negotiated: {:?}", side.name, side.events))
+}
+
+/// A sim where both sides completed and the client's copy matches.
+fn assert_read_ok(sim: &Sim<'_, Vec<u8>, &[u8]>, file: &[u8]) {
+    assert_eq!(sim.client.outcome(), Some(Ok(file.len() as u64)), "client");
+    assert_eq!(sim.server().outcome(), Some(Ok(file.len() as u64)), "server");
+    assert!(sim.client.transfer.storage() == file, "client copy differs");
+}
+
+fn assert_write_ok(sim: &Sim<'_, &[u8], Vec<u8>>, file: &[u8]) {
+    assert_eq!(sim.client.outcome(), Some(Ok(file.len() as u64)), "client");
+    assert_eq!(sim.server().outcome(), Some(Ok(file.len() as u64)), "server");
+    assert!(sim.server().transfer.storage() == file, "server copy differs");
+}
+
+// ---- sanity -------------------------------------------------------------------------------
+
+#[test]
+fn read_and_write_complete_on_a_perfect_network() {
+    let f = file(3000);
+    let setup = Setup::default().options(opts(Some(1024), Some(4)));
+    let mut sim = read_pair(&f, &setup);
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    let mut sim = write_pair(&f, &setup);
+    run(&mut sim);
+    assert_write_ok(&sim, &f);
+    assert!(sim.client.transfer.is_finished() && sim.server().transfer.is_finished());
+}
+
+// ---- RFC 1350 -----------------------------------------------------------------------------
+
+#[test]
+fn request_carries_filename_mode_and_options() {
+    let setup = Setup {
+        filename: b"/pxelinux.0",
+        mode: TransferMode::Netascii,
+        ..Setup::default().options(opts(Some(1468), None))
+    };
+    let mut sim = read_pair(b"text\n", &setup);
+    run(&mut sim);
+    let first = &sim.client.sent[0];
+    assert_eq!(first.to, SERVER_WK);
+    let Pkt::Rrq(req) = &first.packet else {
+        panic!("{first:?}")
+    };
+    assert_eq!(req.filename, b"/pxelinux.0");
+    assert_eq!(req.mode, b"netascii");
+    assert_eq!(req.options, vec![("blksize".to_string(), "1468".to_string())]);
+}
+
+#[test]
+fn wrq_is_answered_with_ack_0_and_blocks_count_from_1() {
+    let f = file(1300);
+    let mut sim = write_pair(&f, &Setup::default());
+    run(&mut sim);
+    assert_write_ok(&sim, &f);
+    assert!(matches!(sim.client.sent[0].packet, Pkt::Wrq(_)));
+    assert_eq!(sim.server().acks(), vec![0, 1, 2, 3]);
+    assert_eq!(sim.client.data(), vec![(1, 512), (2, 512), (3, 276)]);
+}
+
+#[test]
+fn server_answers_from_its_own_tid_and_client_locks_on_it() {
+    let f = file(2000);
+    let mut sim = read_pair(&f, &Setup::default());
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert_eq!(sim.client.transfer.peer(), SERVER_TID);
+    assert!(sim.client.sent[1..].iter().all(|s| s.to == SERVER_TID));
+    assert!(sim.server().sent.iter().all(|s| s.to == CLIENT));
+}
+
+#[test]
+fn retransmitted_request_creates_no_second_session() {
+    // The server's first DATA is late, so the client repeats its request meanwhile.
+    let f = file(700);
+    let mut first = true;
+    let mut sim = read_pair(&f, &Setup::default());
+    sim.set_hook(move |dir, p| {
+        if dir == Dir::ServerToClient && is_data(p, 1) && std::mem::take(&mut first) {
+            Verdict::Delay(Duration::from_millis(1500))
+        } else {
+            Verdict::Deliver
+        }
+    });
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert!(sim.repeated_requests >= 1, "the request was repeated");
+    let rrqs = sim
+        .client
+        .sent
+        .iter()
+        .filter(|s| matches!(s.packet, Pkt::Rrq(_)))
+        .count();
+    assert_eq!(rrqs as u64, 1 + sim.repeated_requests);
+}
+
+#[test]
+fn mail_mode_refused() {
+    for kind in [RequestKind::Read, RequestKind::Write] {
+        let req = request(kind, "user@host", "MAIL", &[]);
+        let (side, out) = scripted_server(&req, Vec::new(), &ServerPolicy::default(), Config::default());
+        assert_eq!(decoded(&out).len(), 1);
+        assert_eq!(out[0].0, CLIENT);
+        assert_eq!(
+            Pkt::decode(&out[0].1).error_code(),
+            Some(ErrorCode::IllegalOperation)
+        );
+        assert!(matches!(
+            side.failure(),
+            TransferError::Refused {
+                code: ErrorCode::IllegalOperation,
+                ..
+            }
+        ));
+        assert!(side.transfer.is_finished());
+        assert!(matches!(side.final_event(), Some(Event::Failed(_))));
+    }
+}
+
+#[test]
+fn unknown_mode_refused() {
+    let req = request(RequestKind::Read, "f", "binary", &[("blksize", "1024")]);
+    let (side, out) = scripted_server(&req, &b"data"[..], &ServerPolicy::default(), Config::default());
+    assert_eq!(out.len(), 1, "only the ERROR, no OACK");
+    assert_eq!(
+        Pkt::decode(&out[0].1).error_code(),
+        Some(ErrorCode::IllegalOperation)
+    );
+    assert!(matches!(side.failure(), TransferError::Refused { .. }));
+    assert!(side.transfer.poll_timeout().is_none());
+}
+
+#[test]
+fn mode_is_case_insensitive() {
+    let (_, out) = scripted_server(
+        &request(RequestKind::Read, "f", "OcTeT", &[]),
+        &b"a\nb"[..],
+        &ServerPolicy::default(),
+        Config::default(),
+    );
+    assert_eq!(decoded(&out)[0].1, Pkt::Data { block: 1, len: 3 });
+    let (_, out) = scripted_server(
+        &request(RequestKind::Read, "f", "NetAscii", &[]),
+        &b"a\nb"[..],
+        &ServerPolicy::default(),
+        Config::default(),
+    );
+    assert_eq!(out[0].1, data(1, b"a\r\nb"));
+}
+
+#[test]
+fn zero_byte_file_is_one_empty_data() {
+    let mut sim = read_pair(b"", &Setup::default());
+    run(&mut sim);
+    assert_read_ok(&sim, b"");
+    assert_eq!(sim.server().data(), vec![(1, 0)]);
+    assert_eq!(sim.client.acks(), vec![1]);
+
+    let mut sim = write_pair(b"", &Setup::default().options(opts(Some(1024), Some(8))));
+    run(&mut sim);
+    assert_write_ok(&sim, b"");
+    assert_eq!(sim.client.data(), vec![(1, 0)]);
+}
+
+#[test]
+fn exact_multiple_ends_with_empty_data() {
+    let f = file(1024);
+    let mut sim = read_pair(&f, &Setup::default());
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert_eq!(sim.server().data(), vec![(1, 512), (2, 512), (3, 0)]);
+
+    let f = file(4 * 100);
+    let mut sim = write_pair(&f, &Setup::default().options(opts(Some(100), Some(2))));
+    run(&mut sim);
+    assert_write_ok(&sim, &f);
+    assert_eq!(
+        sim.client.data(),
+        vec![(1, 100), (2, 100), (3, 100), (4, 100), (5, 0)]
+    );
+}
+
+#[test]
+fn foreign_tid_gets_error_5_and_transfer_completes() {
+    let f = file(10 * 512 + 7);
+    let mut sim = read_pair(&f, &Setup::default());
+    let reached = sim
+        .run_until(|s| s.server.as_ref().is_some_and(|sv| sv.data().len() >= 3))
+        .unwrap();
+    assert!(reached);
+    // A plausible next DATA with garbage from another port of the server's host, and from
+    // another host using the server's port; an ACK from a stranger to the server.
+    sim.inject(ms(1), FOREIGN_SAME_HOST, CLIENT, data(4, &[0xEE; 512]));
+    sim.inject(ms(2), FOREIGN_HOST, CLIENT, data(5, &[0xEE; 512]));
+    sim.inject(ms(3), FOREIGN_HOST, SERVER_TID, ack(9));
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert_eq!(
+        sim.client.errors(),
+        vec![
+            (FOREIGN_SAME_HOST, ErrorCode::UnknownTid),
+            (FOREIGN_HOST, ErrorCode::UnknownTid)
+        ]
+    );
+    assert_eq!(sim.server().errors(), vec![(FOREIGN_HOST, ErrorCode::UnknownTid)]);
+    assert_eq!(
+        sim.server().data().len(),
+        11,
+        "nothing resent because of the strangers"
+    );
+}
+
+#[test]
+fn answer_from_another_host_before_tid_is_known_is_ignored() {
+    let f = file(600);
+    let mut sim = read_pair(&f, &Setup::default());
+    // Arrives before the server's DATA 1 (20 ms round trip).
+    sim.inject(ms(1), FOREIGN_HOST, CLIENT, data(1, b"spoofed"));
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert_eq!(sim.client.transfer.peer(), SERVER_TID);
+    assert!(sim.client.transfer.stats().dropped >= 1);
+}
+
+#[test]
+fn error_from_foreign_tid_is_not_answered() {
+    // Answering an ERROR with an ERROR could ping-pong between two confused endpoints.
+    let f = file(3000);
+    let mut sim = read_pair(&f, &Setup::default());
+    sim.run_until(|s| s.server.as_ref().is_some_and(|sv| sv.data().len() >= 2))
+        .unwrap();
+    sim.inject(ms(1), FOREIGN_SAME_HOST, CLIENT, error(5, "Unknown transfer ID"));
+    sim.inject(ms(1), FOREIGN_HOST, SERVER_TID, error(0, "go away"));
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert!(sim.client.errors().is_empty(), "{:?}", sim.client.errors());
+    assert!(sim.server().errors().is_empty(), "{:?}", sim.server().errors());
+}
+
+#[test]
+fn stray_flood_costs_bounded_memory() {
+    let req = request(RequestKind::Read, "f", "octet", &[]);
+    let (mut side, _) = scripted_server(
+        &req,
+        &[1u8; 2000][..],
+        &ServerPolicy::default(),
+        Config::default(),
+    );
+    for port in 0..100u16 {
+        let from = std::net::SocketAddr::new(FOREIGN_HOST.ip(), 1000 + port);
+        side.transfer.handle_datagram(at(ms(1)), from, &ack(1));
+    }
+    let out = side.deliver(at(ms(2)), CLIENT, &ack(1));
+    let answers = decoded(&out);
+    let strays = answers.iter().filter(|(to, _)| *to != CLIENT).count();
+    assert!(
+        (1..=8).contains(&strays),
+        "{strays} ERROR 5s queued for 100 strays"
+    );
+    assert!(answers
+        .iter()
+        .any(|(to, p)| *to == CLIENT && *p == Pkt::Data { block: 2, len: 512 }));
+    assert_clean(&side);
+}
+
+#[test]
+fn peer_error_ends_transfer() {
+    // The server's DATA 3 is replaced by an ERROR: the client stops at once.
+    let f = file(5000);
+    let mut sim = read_pair(&f, &Setup::default());
+    sim.set_hook(|dir, p| {
+        if dir == Dir::ServerToClient && is_data(p, 3) {
+            Verdict::Replace(error(2, "revoked"))
+        } else {
+            Verdict::Deliver
+        }
+    });
+    run(&mut sim);
+    let e = sim.client.failure();
+    assert_eq!(peer_code(&e), Some(ErrorCode::AccessViolation));
+    let TransferError::Peer(p) = &e else {
+        unreachable!()
+    };
+    assert_eq!(p.message(), b"revoked");
+    assert_eq!(sim.client.acks(), vec![1, 2], "nothing after the ERROR");
+    assert!(matches!(sim.client.final_event(), Some(Event::Failed(_))));
+
+    // The other way: the client aborts, the server stops at once.
+    let mut sim = read_pair(&f, &Setup::default());
+    sim.run_until(|s| s.client.acks().len() >= 2).unwrap();
+    sim.client.transfer.abort(ErrorCode::NotDefined, "user cancelled");
+    let now = sim.now;
+    let out = sim.client.fire(now);
+    assert_eq!(
+        decoded(&out),
+        vec![(SERVER_TID, Pkt::decode(&error(0, "user cancelled")))]
+    );
+    sim.inject(ms(10), CLIENT, SERVER_TID, out[0].1.clone());
+    run(&mut sim);
+    assert_eq!(sim.client.failure(), TransferError::Aborted);
+    assert_eq!(peer_code(&sim.server().failure()), Some(ErrorCode::NotDefined));
+    let server_data = sim.server().data().len();
+    assert!(
+        server_data <= 3,
+        "server kept sending after the ERROR: {server_data}"
+    );
+}
+
+#[test]
+fn error_packets_are_not_acked_or_retransmitted() {
+    // The client rejects a bad OACK with ERROR 8; that ERROR is lost, so the server repeats its
+    // OACK until it gives up. The client never repeats its ERROR nor answers anything.
+    let f = file(5000);
+    let mut sim = read_pair(&f, &Setup::default().options(opts(Some(1024), None)));
+    sim.set_hook(|dir, p| match (dir, p) {
+        (Dir::ServerToClient, Packet::Oack { .. }) => Verdict::Replace(oack(&[("blksize", "2048")])),
+        (Dir::ClientToServer, Packet::Error { .. }) => Verdict::Drop,
+        _ => Verdict::Deliver,
+    });
+    run(&mut sim);
+    assert!(matches!(
+        sim.client.failure(),
+        TransferError::Oack(OackError::Raised(OptionName::Blksize))
+    ));
+    let client_errors = sim.client.errors();
+    assert_eq!(client_errors, vec![(SERVER_TID, ErrorCode::OptionNegotiation)]);
+    let oacks = sim
+        .server()
+        .sent
+        .iter()
+        .filter(|s| matches!(s.packet, Pkt::Oack(_)))
+        .count();
+    assert!(oacks > 1, "the server retransmitted its OACK");
+    assert_eq!(sim.client.sent.len(), 2, "RRQ and one ERROR, nothing else");
+    assert_eq!(sim.server().failure(), TransferError::TimedOut);
+    // The server's own ERROR on giving up goes out once, after its last OACK, and is not answered.
+    assert_eq!(sim.server().errors(), vec![(CLIENT, ErrorCode::NotDefined)]);
+    assert!(matches!(
+        sim.server().sent.last().unwrap().packet,
+        Pkt::Error { .. }
+    ));
+}
+
+#[test]
+fn receiver_dallies_and_reacks_repeated_final_data() {
+    let f = file(3 * 512 + 100);
+    let mut first = true;
+    let mut sim = read_pair(&f, &Setup::default());
+    sim.set_hook(move |dir, p| {
+        if dir == Dir::ClientToServer && is_ack(p, 4) && std::mem::take(&mut first) {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    });
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert_eq!(sim.client.acks(), vec![1, 2, 3, 4, 4]);
+    assert_eq!(sim.server().data().last(), Some(&(4, 100)));
+    assert_eq!(sim.server().data().len(), 5, "final DATA sent twice");
+    // The re-ACK answers the repeated DATA (not a timer), after Finished was reported.
+    let reack = sim.client.sent.last().unwrap();
+    assert!(matches!(
+        reack.trigger,
+        Trigger::Datagram {
+            packet: Pkt::Data { block: 4, .. },
+            ..
+        }
+    ));
+    let finished_at = sim
+        .client
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, Event::Finished { .. }))
+        .unwrap()
+        .0;
+    assert!(finished_at < reack.at);
+}
+
+#[test]
+fn receiver_dally_ends_by_itself() {
+    let f = file(100);
+    let mut sim = read_pair(&f, &Setup::default());
+    sim.run_until(|s| s.client.final_event().is_some()).unwrap();
+    let finished_at = sim.now;
+    assert!(
+        !sim.client.transfer.is_finished(),
+        "the receiver dallies after its final ACK"
+    );
+    let dally_end = sim.client.transfer.poll_timeout().expect("dally deadline");
+    assert!(dally_end > finished_at);
+    run(&mut sim);
+    assert!(sim.client.transfer.is_finished());
+    assert_eq!(
+        sim.client.acks(),
+        vec![1],
+        "no further ACK without a repeated DATA"
+    );
+}
+
+// ---- RFC 1123 -----------------------------------------------------------------------------
+
+#[test]
+fn duplicate_ack_never_resends() {
+    let f = file(20 * 512 + 5);
+    for windowsize in [None, Some(4)] {
+        let mut sim = read_pair(&f, &Setup::default().options(opts(None, windowsize)));
+        sim.set_hook(|dir, p| {
+            if dir == Dir::ClientToServer && matches!(p, Packet::Ack { .. }) {
+                Verdict::Duplicate
+            } else {
+                Verdict::Deliver
+            }
+        });
+        run(&mut sim);
+        assert_read_ok(&sim, &f);
+        let server = sim.server();
+        assert_eq!(server.data().len(), 21, "every block exactly once");
+        assert_eq!(server.transfer.stats().retransmissions, 0);
+        assert!(server.transfer.stats().duplicate_acks >= sim.client.acks().len() as u64 - 1);
+        // Every duplicate ACK was answered by nothing at all.
+        let dup_answers = server
+            .sent
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.trigger,
+                    Trigger::Datagram {
+                        ack: Some(AckKind::Duplicate(_)),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(dup_answers, 0);
+    }
+}
+
+#[test]
+fn late_duplicate_acks_after_the_window_moved_never_resend() {
+    // Each ACK also arrives again much later, when the sender is several blocks further.
+    let f = file(30 * 512);
+    let mut sim = write_pair(&f, &Setup::default().options(opts(None, Some(2))));
+    let mut late = Vec::new();
+    sim.set_hook(move |dir, p| match p {
+        Packet::Ack { block } if dir == Dir::ServerToClient && *block > 0 => {
+            late.push(*block);
+            Verdict::Duplicate
+        }
+        _ => Verdict::Deliver,
+    });
+    // Delayed copies: inject old ACKs from the server's TID while the transfer runs.
+    sim.run_until(|s| s.client.data().len() >= 10).unwrap();
+    for (i, block) in [1u16, 2, 4, 6, 8].into_iter().enumerate() {
+        sim.inject(ms(5 * i as u64), SERVER_TID, CLIENT, ack(block));
+    }
+    run(&mut sim);
+    assert_write_ok(&sim, &f);
+    assert_eq!(sim.client.data().len(), 31);
+    assert_eq!(sim.client.transfer.stats().retransmissions, 0);
+}
+
+#[test]
+fn adaptive_timeout_backs_off_exponentially() {
+    // Every DATA is lost and no round trip was ever measured: the retransmission interval
+    // starts at the initial RTO and doubles each time, up to the ceiling.
+    let f = file(2000);
+    let config = Config {
+        initial_rto: Duration::from_secs(1),
+        max_rto: Duration::from_secs(60),
+        max_retries: 6,
+        idle_timeout: Duration::from_secs(600),
+        ..Config::default()
+    };
+    let setup = Setup {
+        server_config: config,
+        ..Setup::default()
+    };
+    let mut sim = read_pair(&f, &setup);
+    sim.set_hook(|dir, p| {
+        if dir == Dir::ServerToClient && matches!(p, Packet::Data { .. }) {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    });
+    run(&mut sim);
+    let server = sim.server();
+    let times: Vec<Instant> = server
+        .sent
+        .iter()
+        .filter(|s| s.packet == Pkt::Data { block: 1, len: 512 })
+        .map(|s| s.at)
+        .collect();
+    let gaps: Vec<u64> = times.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
+    assert_eq!(gaps, vec![1, 2, 4, 8, 16, 32], "send times {times:?}");
+    assert_eq!(server.failure(), TransferError::TimedOut);
+    let gave_up = server.sent.last().unwrap();
+    assert_eq!(gave_up.packet.error_code(), Some(ErrorCode::NotDefined));
+    assert_eq!(
+        (gave_up.at - *times.last().unwrap()).as_secs(),
+        60,
+        "capped at max_rto"
+    );
+}
+
+#[test]
+fn adaptive_timeout_follows_the_measured_round_trip() {
+    // After blocks flow with a 20 ms round trip, a lost block is resent long before the 1 s
+    // initial RTO, and repeated losses still double the interval.
+    let f = file(40 * 512);
+    let mut losses = 0;
+    let mut sim = read_pair(&f, &Setup::default());
+    sim.set_hook(move |dir, p| {
+        if dir == Dir::ServerToClient && is_data(p, 30) && losses < 3 {
+            losses += 1;
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    });
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    let times: Vec<Instant> = sim
+        .server()
+        .sent
+        .iter()
+        .filter(|s| s.packet.data_block() == Some(30))
+        .map(|s| s.at)
+        .collect();
+    assert_eq!(times.len(), 4);
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[0] >= Config::default().min_rto && gaps[0] < ms(300),
+        "{gaps:?}"
+    );
+    assert_eq!(gaps[1], gaps[0] * 2, "{gaps:?}");
+    assert_eq!(gaps[2], gaps[0] * 4, "{gaps:?}");
+}
+
+#[test]
+fn retry_cap_ends_transfer_with_timeout() {
+    // The server is unreachable: the request goes out 1 + max_retries times.
+    let config = Config {
+        max_retries: 4,
+        ..Config::default()
+    };
+    let setup = Setup {
+        client_config: config,
+        ..Setup::default()
+    };
+    let mut sim = read_pair(b"x", &setup);
+    sim.set_hook(|_, _| Verdict::Drop);
+    run(&mut sim);
+    assert_eq!(sim.client.failure(), TransferError::TimedOut);
+    let rrqs = sim
+        .client
+        .sent
+        .iter()
+        .filter(|s| matches!(s.packet, Pkt::Rrq(_)))
+        .count();
+    assert_eq!(rrqs, 5);
+    assert!(sim.server.is_none());
+    assert!(matches!(
+        sim.client.final_event(),
+        Some(Event::Failed(TransferError::TimedOut))
+    ));
+
+    // Mid-transfer: DATA 4 never arrives; the server sends it 1 + max_retries times, then an
+    // ERROR, while the client's re-ACKs of block 3 (duplicates) do not reset the count.
+    let f = file(10 * 512);
+    let setup = Setup {
+        server_config: config,
+        ..Setup::default()
+    };
+    let mut sim = read_pair(&f, &setup);
+    sim.set_hook(|dir, p| {
+        if dir == Dir::ServerToClient && is_data(p, 4) {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    });
+    run(&mut sim);
+    let server = sim.server();
+    assert_eq!(server.failure(), TransferError::TimedOut);
+    assert_eq!(server.data().iter().filter(|d| d.0 == 4).count(), 5);
+    assert_eq!(server.errors(), vec![(CLIENT, ErrorCode::NotDefined)]);
+    let client = sim.client.failure();
+    assert!(is_clean_timeout(&client), "{client:?}");
+}
+
+#[test]
+fn idle_deadline_ends_transfer() {
+    // Retries are effectively unlimited; only the idle deadline can end the transfer.
+    let config = Config {
+        max_retries: 255,
+        max_rto: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(10),
+        ..Config::default()
+    };
+    let setup = Setup {
+        client_config: config,
+        server_config: config,
+        ..Setup::default()
+    };
+    let f = file(5 * 512);
+    let mut sim = read_pair(&f, &setup);
+    sim.set_hook(|dir, p| {
+        if dir == Dir::ServerToClient && matches!(p, Packet::Data { block, .. } if *block >= 3) {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    });
+    // Strangers keep talking to the client: that must not keep it alive.
+    for s in 1..30 {
+        sim.inject(Duration::from_secs(s), FOREIGN_HOST, CLIENT, data(3, b"x"));
+    }
+    run(&mut sim);
+    assert_eq!(sim.client.failure(), TransferError::Idle);
+    // Last valid packet: DATA 2 delivered at 10 ms + 3 round trips.
+    let last_heard = sim
+        .client
+        .sent
+        .iter()
+        .rev()
+        .find(|s| {
+            matches!(
+                s.trigger,
+                Trigger::Datagram {
+                    packet: Pkt::Data { block: 2, .. },
+                    ..
+                }
+            )
+        })
+        .unwrap()
+        .at;
+    let (failed_at, _) = sim
+        .client
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, Event::Failed(_)))
+        .unwrap();
+    assert_eq!(*failed_at - last_heard, Duration::from_secs(10));
+    assert_eq!(
+        sim.client.errors().last(),
+        Some(&(SERVER_TID, ErrorCode::NotDefined))
+    );
+}
+
+// ---- RFC 2347 -----------------------------------------------------------------------------
+
+#[test]
+fn unknown_request_options_are_ignored() {
+    let req = request(
+        RequestKind::Read,
+        "f",
+        "octet",
+        &[("foo", "bar"), ("blksize", "1024"), ("xblksizex", "8")],
+    );
+    let (side, out) = scripted_server(
+        &req,
+        &[0u8; 3000][..],
+        &ServerPolicy::default(),
+        Config::default(),
+    );
+    assert_eq!(
+        decoded(&out),
+        vec![(CLIENT, Pkt::Oack(vec![("blksize".into(), "1024".into())]))]
+    );
+    assert_eq!(side.transfer.params().blksize, 1024);
+}
+
+#[test]
+fn no_oack_when_no_option_is_accepted() {
+    let policy = ServerPolicy {
+        allow_timeout: false,
+        ..ServerPolicy::default()
+    };
+    let req = request(RequestKind::Read, "f", "octet", &[("foo", "1"), ("timeout", "3")]);
+    let (_, out) = scripted_server(&req, &[0u8; 100][..], &policy, Config::default());
+    assert_eq!(decoded(&out), vec![(CLIENT, Pkt::Data { block: 1, len: 100 })]);
+    let req = request(
+        RequestKind::Write,
+        "f",
+        "octet",
+        &[("foo", "1"), ("blksize", "7")],
+    );
+    let (_, out) = scripted_server(&req, Vec::new(), &policy, Config::default());
+    assert_eq!(decoded(&out), vec![(CLIENT, Pkt::Ack { block: 0 })]);
+}
+
+#[test]
+fn client_confirms_oack_with_ack_0_on_read_and_data_1_on_write() {
+    let f = file(700);
+    let setup = Setup::default().options(opts(Some(600), None));
+    let mut sim = read_pair(&f, &setup);
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert!(sim.server().sent[0].packet.oack_option("blksize") == Some("600"));
+    assert_eq!(sim.client.acks(), vec![0, 1, 2]);
+    let mut sim = write_pair(&f, &setup);
+    run(&mut sim);
+    assert_write_ok(&sim, &f);
+    assert_eq!(sim.client.data(), vec![(1, 600), (2, 100)]);
+    assert_eq!(sim.server().acks(), vec![1, 2], "OACK instead of ACK 0");
+}
+
+#[test]
+fn oack_with_unrequested_option_is_rejected_with_error_8() {
+    for bad in [
+        oack(&[("blksize", "1024"), ("windowsize", "4")]),
+        oack(&[("xblksizex", "1024")]),
+        oack(&[("blksize", "1024"), ("blksize", "1024")]),
+    ] {
+        let (mut client, _) = scripted_client(
+            RequestKind::Read,
+            opts(Some(1024), None),
+            TransferMode::Octet,
+            Vec::new(),
+            Config::default(),
+        );
+        let out = client.deliver(at(ms(20)), SERVER_TID, &bad);
+        let answers = decoded(&out);
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].0, SERVER_TID);
+        assert_eq!(answers[0].1.error_code(), Some(ErrorCode::OptionNegotiation));
+        assert!(
+            matches!(client.failure(), TransferError::Oack(_)),
+            "{:?}",
+            client.failure()
+        );
+        assert!(client.transfer.is_finished());
+        assert_clean(&client);
+    }
+}
+
+#[test]
+fn oack_raising_blksize_is_rejected() {
+    for (asked, bad, name) in [
+        (
+            opts(Some(1024), None),
+            oack(&[("blksize", "1025")]),
+            OptionName::Blksize,
+        ),
+        (
+            opts(None, Some(4)),
+            oack(&[("windowsize", "5")]),
+            OptionName::Windowsize,
+        ),
+    ] {
+        let (mut client, _) = scripted_client(
+            RequestKind::Write,
+            asked,
+            TransferMode::Octet,
+            &[1u8; 5000][..],
+            Config::default(),
+        );
+        let out = client.deliver(at(ms(20)), SERVER_TID, &bad);
+        assert_eq!(
+            decoded(&out)[0].1.error_code(),
+            Some(ErrorCode::OptionNegotiation)
+        );
+        assert_eq!(client.failure(), TransferError::Oack(OackError::Raised(name)));
+        assert!(client.data().is_empty());
+    }
+}
+
+#[test]
+fn oack_changing_an_echoed_option_is_rejected() {
+    let asked = Options {
+        timeout: Some(3),
+        ..Options::NONE
+    };
+    let (mut client, _) = scripted_client(
+        RequestKind::Read,
+        asked,
+        TransferMode::Octet,
+        Vec::new(),
+        Config::default(),
+    );
+    let out = client.deliver(at(ms(20)), SERVER_TID, &oack(&[("timeout", "4")]));
+    assert_eq!(
+        decoded(&out)[0].1.error_code(),
+        Some(ErrorCode::OptionNegotiation)
+    );
+    assert_eq!(
+        client.failure(),
+        TransferError::Oack(OackError::Changed(OptionName::Timeout))
+    );
+}
+
+#[test]
+fn oack_omitting_blksize_uses_512() {
+    let asked = Options {
+        blksize: Some(8),
+        tsize: Some(0),
+        ..Options::NONE
+    };
+    let (mut client, _) = scripted_client(
+        RequestKind::Read,
+        asked,
+        TransferMode::Octet,
+        Vec::new(),
+        Config::default(),
+    );
+    let out = client.deliver(at(ms(20)), SERVER_TID, &oack(&[("tsize", "612")]));
+    assert_eq!(decoded(&out), vec![(SERVER_TID, Pkt::Ack { block: 0 })]);
+    assert_eq!(client.transfer.params().blksize, 512);
+    let block1 = [7u8; 512];
+    let out = client.deliver(at(ms(40)), SERVER_TID, &data(1, &block1));
+    assert_eq!(decoded(&out), vec![(SERVER_TID, Pkt::Ack { block: 1 })]);
+    assert!(
+        client.final_event().is_none(),
+        "512 bytes is a full block, not the end"
+    );
+    let out = client.deliver(at(ms(60)), SERVER_TID, &data(2, &[9u8; 100]));
+    assert_eq!(decoded(&out), vec![(SERVER_TID, Pkt::Ack { block: 2 })]);
+    assert_eq!(client.outcome(), Some(Ok(612)));
+    assert_eq!(negotiated(&client).tsize, Some(612));
+    assert_clean(&client);
+}
+
+#[test]
+fn server_ignoring_options_falls_back_on_data_1() {
+    let (mut client, _) = scripted_client(
+        RequestKind::Read,
+        opts(Some(1024), Some(8)),
+        TransferMode::Octet,
+        Vec::new(),
+        Config::default(),
+    );
+    let out = client.deliver(at(ms(20)), SERVER_TID, &data(1, &[1u8; 512]));
+    assert_eq!(decoded(&out), vec![(SERVER_TID, Pkt::Ack { block: 1 })]);
+    let p = client.transfer.params();
+    assert_eq!((p.blksize, p.windowsize), (512, 1));
+    let out = client.deliver(at(ms(40)), SERVER_TID, &data(2, &[2u8; 10]));
+    assert_eq!(decoded(&out), vec![(SERVER_TID, Pkt::Ack { block: 2 })]);
+    assert_eq!(client.outcome(), Some(Ok(522)));
+    assert_eq!(negotiated(&client), TransferParams::default());
+    assert_clean(&client);
+}
+
+#[test]
+fn server_ignoring_options_falls_back_on_ack_0() {
+    let f = file(700);
+    let (mut client, _) = scripted_client(
+        RequestKind::Write,
+        opts(Some(1024), Some(8)),
+        TransferMode::Octet,
+        &f[..],
+        Config::default(),
+    );
+    let out = client.deliver(at(ms(20)), SERVER_TID, &ack(0));
+    assert_eq!(
+        decoded(&out),
+        vec![(SERVER_TID, Pkt::Data { block: 1, len: 512 })]
+    );
+    let out = client.deliver(at(ms(40)), SERVER_TID, &ack(1));
+    assert_eq!(
+        decoded(&out),
+        vec![(SERVER_TID, Pkt::Data { block: 2, len: 188 })]
+    );
+    client.deliver(at(ms(60)), SERVER_TID, &ack(2));
+    assert_eq!(client.outcome(), Some(Ok(700)));
+    assert_clean(&client);
+}
+
+#[test]
+fn server_error_to_request_ends_client_without_answer() {
+    let (mut client, _) = scripted_client(
+        RequestKind::Read,
+        Options::NONE,
+        TransferMode::Octet,
+        Vec::new(),
+        Config::default(),
+    );
+    let out = client.deliver(at(ms(20)), SERVER_TID, &error(1, "File not found"));
+    assert!(out.is_empty());
+    assert_eq!(peer_code(&client.failure()), Some(ErrorCode::FileNotFound));
+    assert!(client.transfer.is_finished());
+    assert_clean(&client);
+}
+
+#[test]
+fn request_too_long_refused_at_client_construction() {
+    let make = |name: &'static [u8]| {
+        let req = ClientRequest {
+            kind: RequestKind::Read,
+            filename: name,
+            mode: TransferMode::Octet,
+            options: Options::NONE,
+        };
+        Transfer::client(Instant::ZERO, SERVER_WK, req, Vec::new(), Config::default()).map(|_| ())
+    };
+    // 2 + name + NUL + "octet" + NUL: 503 bytes of name make exactly 512.
+    let name: &'static [u8] = Box::leak(vec![b'a'; 504].into_boxed_slice());
+    assert_eq!(make(&name[..503]), Ok(()));
+    assert_eq!(make(name), Err(EncodeError::RequestTooLong { len: 513 }));
+    assert!(matches!(
+        make(&[b'b'; 600]),
+        Err(EncodeError::RequestTooLong { .. })
+    ));
+    assert_eq!(make(b"a\0b"), Err(EncodeError::InvalidField(Field::Filename)));
+    // Options count too.
+    let req = ClientRequest {
+        kind: RequestKind::Read,
+        filename: &name[..490],
+        mode: TransferMode::Octet,
+        options: opts(Some(1024), None),
+    };
+    assert!(Transfer::client(Instant::ZERO, SERVER_WK, req, Vec::new(), Config::default()).is_err());
+}
+
+// ---- RFC 2348 / 2349 / 7440 ---------------------------------------------------------------
+
+#[test]
+fn blksize_capped_by_server_policy() {
+    let f = file(5000);
+    let setup = Setup {
+        policy: ServerPolicy {
+            max_blksize: 1468,
+            ..ServerPolicy::default()
+        },
+        ..Setup::default().options(opts(Some(9000), None))
+    };
+    let mut sim = read_pair(&f, &setup);
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert_eq!(sim.server().sent[0].packet.oack_option("blksize"), Some("1468"));
+    assert_eq!(negotiated(&sim.client).blksize, 1468);
+    assert_eq!(
+        sim.server().data(),
+        vec![(1, 1468), (2, 1468), (3, 1468), (4, 596)]
+    );
+}
+
+#[test]
+fn blksize_8_with_every_option_works() {
+    let f = file(200);
+    let options = Options {
+        blksize: Some(8),
+        timeout: Some(1),
+        tsize: Some(0),
+        windowsize: Some(3),
+        rollover: Some(0),
+    };
+    let mut sim = read_pair(&f, &Setup::default().options(options));
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    let p = negotiated(&sim.client);
+    assert_eq!(
+        (p.blksize, p.timeout, p.tsize, p.windowsize, p.rollover),
+        (8, Some(1), Some(200), 3, Some(0))
+    );
+    let mut sim = write_pair(&f, &Setup::default().options(options));
+    run(&mut sim);
+    assert_write_ok(&sim, &f);
+}
+
+#[test]
+fn timeout_option_echoed_exactly_and_used_as_interval() {
+    let f = file(3000);
+    let options = Options {
+        timeout: Some(3),
+        ..Options::NONE
+    };
+    let mut sim = read_pair(&f, &Setup::default().options(options));
+    sim.set_hook(|dir, p| {
+        if dir == Dir::ServerToClient && is_data(p, 2) {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    });
+    run(&mut sim);
+    assert_eq!(sim.server().sent[0].packet.oack_option("timeout"), Some("3"));
+    assert_eq!(negotiated(&sim.client).timeout, Some(3));
+    for (side, times) in [
+        (
+            "server",
+            sim.server()
+                .sent
+                .iter()
+                .filter(|s| s.packet.data_block() == Some(2))
+                .map(|s| s.at)
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "client",
+            sim.client
+                .sent
+                .iter()
+                .filter(|s| s.packet.ack_block() == Some(1))
+                .map(|s| s.at)
+                .collect(),
+        ),
+    ] {
+        let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.len() >= 3, "{side}: {times:?}");
+        assert!(
+            gaps.iter().all(|g| *g == Duration::from_secs(3)),
+            "{side} retransmits every 3 s: {gaps:?}"
+        );
+    }
+}
+
+#[test]
+fn tsize_answered_on_read() {
+    let f = file(3000);
+    let options = Options {
+        tsize: Some(0),
+        ..Options::NONE
+    };
+    let mut sim = read_pair(&f, &Setup::default().options(options));
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    let Pkt::Rrq(req) = &sim.client.sent[0].packet else {
+        panic!()
+    };
+    assert_eq!(req.options, vec![("tsize".to_string(), "0".to_string())]);
+    assert_eq!(sim.server().sent[0].packet.oack_option("tsize"), Some("3000"));
+    assert_eq!(negotiated(&sim.client).tsize, Some(3000));
+
+    // In netascii the wire size is not the file size: tsize is left unanswered.
+    let setup = Setup {
+        mode: TransferMode::Netascii,
+        ..Setup::default().options(Options {
+            tsize: Some(0),
+            blksize: Some(1024),
+            ..Options::NONE
+        })
+    };
+    let mut sim = read_pair(b"a\nb\n", &setup);
+    run(&mut sim);
+    assert_eq!(sim.server().sent[0].packet.oack_option("tsize"), None);
+    assert_eq!(sim.client.transfer.storage(), b"a\nb\n");
+}
+
+#[test]
+fn tsize_echoed_on_write_and_refused_over_limit() {
+    let f = file(5000);
+    let options = Options {
+        tsize: Some(1),
+        ..Options::NONE
+    };
+    let mut sim = write_pair(&f, &Setup::default().options(options));
+    run(&mut sim);
+    assert_write_ok(&sim, &f);
+    let Pkt::Wrq(req) = &sim.client.sent[0].packet else {
+        panic!()
+    };
+    assert_eq!(
+        req.options,
+        vec![("tsize".to_string(), "5000".to_string())],
+        "the real size"
+    );
+    assert_eq!(sim.server().sent[0].packet.oack_option("tsize"), Some("5000"));
+    assert_eq!(negotiated(&sim.server()).tsize, Some(5000));
+
+    let setup = Setup {
+        policy: ServerPolicy {
+            max_write_size: Some(4000),
+            ..ServerPolicy::default()
+        },
+        ..Setup::default().options(options)
+    };
+    let mut sim = write_pair(&f, &setup);
+    run(&mut sim);
+    assert_eq!(
+        sim.server()
+            .sent
+            .iter()
+            .map(|s| s.packet.clone())
+            .collect::<Vec<_>>(),
+        vec![Pkt::Error {
+            code: ErrorCode::DiskFull,
+            message: b"File too large".to_vec()
+        }]
+    );
+    assert!(matches!(
+        sim.server().failure(),
+        TransferError::Refused {
+            code: ErrorCode::DiskFull,
+            ..
+        }
+    ));
+    assert_eq!(peer_code(&sim.client.failure()), Some(ErrorCode::DiskFull));
+    assert!(sim.client.data().is_empty());
+}
+
+#[test]
+fn huge_tsize_on_write_is_echoed_without_allocation() {
+    let req = request(
+        RequestKind::Write,
+        "f",
+        "octet",
+        &[("tsize", "18446744073709551615")],
+    );
+    let (mut side, out) = scripted_server(&req, Vec::new(), &ServerPolicy::default(), Config::default());
+    assert_eq!(
+        decoded(&out)[0].1.oack_option("tsize"),
+        Some("18446744073709551615")
+    );
+    assert_eq!(
+        side.transfer.storage().capacity(),
+        0,
+        "nothing pre-sized from the peer's tsize"
+    );
+    side.deliver(at(ms(10)), CLIENT, &data(1, b"tiny"));
+    assert_eq!(side.outcome(), Some(Ok(4)));
+    assert_eq!(side.transfer.storage(), b"tiny");
+}
+
+#[test]
+fn windowsize_capped_by_server_policy() {
+    let f = file(100 * 512);
+    let setup = Setup {
+        policy: ServerPolicy {
+            max_windowsize: 16,
+            ..ServerPolicy::default()
+        },
+        ..Setup::default().options(opts(None, Some(256)))
+    };
+    let mut sim = read_pair(&f, &setup);
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert_eq!(sim.server().sent[0].packet.oack_option("windowsize"), Some("16"));
+    assert_eq!(negotiated(&sim.client).windowsize, 16);
+    // DATA goes out in bursts of 16, each answering one ACK.
+    let mut bursts: Vec<usize> = Vec::new();
+    let mut last_trigger = None;
+    for s in sim
+        .server()
+        .sent
+        .iter()
+        .filter(|s| s.packet.data_block().is_some())
+    {
+        if last_trigger.as_ref() == Some(&(s.at, &s.trigger)) {
+            *bursts.last_mut().unwrap() += 1;
+        } else {
+            bursts.push(1);
+            last_trigger = Some((s.at, &s.trigger));
+        }
+    }
+    assert!(bursts.iter().all(|&b| b <= 16), "{bursts:?}");
+    assert_eq!(bursts[0], 16);
+}
+
+#[test]
+fn receiver_acks_last_block_of_each_window() {
+    let f = file(10 * 512 + 100);
+    let mut sim = read_pair(&f, &Setup::default().options(opts(None, Some(4))));
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert_eq!(sim.client.acks(), vec![0, 4, 8, 11]);
+    let blocks: Vec<u16> = sim.server().data().iter().map(|d| d.0).collect();
+    assert_eq!(blocks, (1..=11).collect::<Vec<u16>>());
+}
+
+#[test]
+fn window_with_lost_middle_block_restarts_after_last_acked() {
+    let f = file(12 * 512 + 10);
+    let mut first = true;
+    let mut sim = read_pair(&f, &Setup::default().options(opts(None, Some(4))));
+    sim.set_hook(move |dir, p| {
+        if dir == Dir::ServerToClient && is_data(p, 2) && std::mem::take(&mut first) {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    });
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    // The gap is reported once, by ACK 1; the window restarts at 2.
+    assert_eq!(sim.client.acks(), vec![0, 1, 5, 9, 13]);
+    let blocks: Vec<u16> = sim.server().data().iter().map(|d| d.0).collect();
+    assert_eq!(blocks, vec![1, 2, 3, 4, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+    assert_eq!(sim.client.transfer.storage().len(), f.len());
+}
+
+#[test]
+fn windowsize_1_is_wire_identical_to_rfc1350() {
+    let f = file(7 * 512 + 3);
+    let mut plain = read_pair(&f, &Setup::default());
+    run(&mut plain);
+    let mut win1 = read_pair(&f, &Setup::default().options(opts(None, Some(1))));
+    run(&mut win1);
+    assert_read_ok(&win1, &f);
+    assert_eq!(plain.server().data(), win1.server().data());
+    assert_eq!(
+        plain.client.acks(),
+        win1.client.acks()[1..],
+        "same ACKs after the ACK 0 handshake"
+    );
+}
+
+#[test]
+fn data_longer_than_blksize_is_error_4() {
+    for (options, len) in [(Options::NONE, 513), (opts(Some(1024), None), 1025)] {
+        let f = file(5000);
+        let mut sim = read_pair(&f, &Setup::default().options(options));
+        sim.set_hook(move |dir, p| {
+            if dir == Dir::ServerToClient && is_data(p, 2) {
+                Verdict::Replace(data(2, &vec![0xAB; len]))
+            } else {
+                Verdict::Deliver
+            }
+        });
+        run(&mut sim);
+        assert_eq!(
+            sim.client.failure(),
+            TransferError::Protocol(ProtocolError::DataTooLong)
+        );
+        assert_eq!(
+            sim.client.errors(),
+            vec![(SERVER_TID, ErrorCode::IllegalOperation)]
+        );
+        assert_eq!(
+            peer_code(&sim.server().failure()),
+            Some(ErrorCode::IllegalOperation)
+        );
+        assert_eq!(
+            sim.client.transfer.storage().len(),
+            usize::from(negotiated(&sim.client).blksize)
+        );
+    }
+}
+
+#[test]
+fn ack_for_a_block_never_sent_is_ignored() {
+    let f = file(4 * 512);
+    let mut sim = read_pair(&f, &Setup::default());
+    sim.run_until(|s| s.server.as_ref().is_some_and(|sv| !sv.data().is_empty()))
+        .unwrap();
+    sim.inject(ms(1), CLIENT, SERVER_TID, ack(3));
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert_eq!(sim.server().data().len(), 5);
+    assert!(sim.server().transfer.stats().dropped >= 1);
+}
+
+#[test]
+fn malformed_datagrams_from_the_peer_are_ignored() {
+    let f = file(4 * 512);
+    let mut sim = read_pair(&f, &Setup::default());
+    sim.run_until(|s| s.server.as_ref().is_some_and(|sv| sv.data().len() >= 2))
+        .unwrap();
+    for junk in [
+        vec![],
+        vec![0],
+        vec![0, 3],
+        vec![0, 4, 0],
+        vec![0, 9, 1, 2],
+        vec![0, 6, b'x'],
+    ] {
+        sim.inject(ms(1), SERVER_TID, CLIENT, junk.clone());
+        sim.inject(ms(1), CLIENT, SERVER_TID, junk);
+    }
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert!(sim.client.errors().is_empty() && sim.server().errors().is_empty());
+}
+
+// ---- block numbers past 65535 -------------------------------------------------------------
+
+fn wire_blocks(data: &[(u16, usize)]) -> Vec<u16> {
+    data.iter().map(|d| d.0).collect()
+}
+
+#[test]
+fn blocks_past_65535_wrap_to_0() {
+    let blocks = 65_540u64;
+    let f = file((blocks as usize - 1) * 8 + 3);
+    let options = Options {
+        rollover: Some(0),
+        ..opts(Some(8), Some(64))
+    };
+    let mut sim = read_pair(&f, &Setup::default().options(options));
+    sim.max_steps = 10 * blocks;
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert_eq!(sim.server().sent[0].packet.oack_option("rollover"), Some("0"));
+    let expect: Vec<u16> = (1..=blocks).map(|i| (i % 65536) as u16).collect();
+    assert_eq!(wire_blocks(&sim.server().data()), expect);
+    assert_eq!(sim.server().data()[65535], (0, 8), "block 65536 is numbered 0");
+
+    // Without the option the default is the same.
+    let mut sim = write_pair(&f, &Setup::default().options(opts(Some(8), Some(64))));
+    sim.max_steps = 10 * blocks;
+    run(&mut sim);
+    assert_write_ok(&sim, &f);
+    assert_eq!(wire_blocks(&sim.client.data()), expect);
+}
+
+#[test]
+fn rollover_1_wraps_to_1() {
+    let blocks = 65_540u64;
+    let f = file((blocks as usize - 1) * 8 + 3);
+    let options = Options {
+        rollover: Some(1),
+        ..opts(Some(8), Some(64))
+    };
+    let mut sim = read_pair(&f, &Setup::default().options(options));
+    sim.max_steps = 10 * blocks;
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert_eq!(sim.server().sent[0].packet.oack_option("rollover"), Some("1"));
+    let expect: Vec<u16> = (1..=blocks).map(|i| ((i - 1) % 65535 + 1) as u16).collect();
+    assert_eq!(wire_blocks(&sim.server().data()), expect);
+    assert!(
+        !sim.server().data().iter().any(|d| d.0 == 0),
+        "no DATA 0 under rollover 1"
+    );
+    assert!(sim.client.acks()[1..].iter().all(|&a| a != 0));
+
+    let mut sim = write_pair(&f, &Setup::default().options(options));
+    sim.max_steps = 10 * blocks;
+    run(&mut sim);
+    assert_write_ok(&sim, &f);
+    assert_eq!(wire_blocks(&sim.client.data()), expect);
+}
+
+#[test]
+fn more_than_131072_blocks() {
+    let blocks = 131_075u64;
+    let len = (blocks - 1) * 8 + 5;
+    let setup = Setup::default().options(opts(Some(8), Some(64)));
+    let mut sim = pair(
+        RequestKind::Read,
+        PatternCheck::default(),
+        PatternFile { len },
+        &setup,
+    );
+    sim.max_steps = 10 * blocks;
+    run(&mut sim);
+    assert_eq!(sim.client.outcome(), Some(Ok(len)));
+    assert_eq!(sim.server().outcome(), Some(Ok(len)));
+    let check = sim.client.transfer.storage();
+    assert_eq!(
+        (check.written, check.first_bad, check.finished),
+        (len, None, true)
+    );
+    let wire = wire_blocks(&sim.server().data());
+    let expect: Vec<u16> = (1..=blocks).map(|i| (i % 65536) as u16).collect();
+    assert_eq!(wire, expect);
+    assert_eq!(wire.iter().filter(|&&b| b == 0).count(), 2, "wrapped twice");
+
+    // And with a lossy network in the write direction, across both wraps.
+    let setup = Setup {
+        client_config: Config {
+            max_retries: 20,
+            ..Config::default()
+        },
+        server_config: Config {
+            max_retries: 20,
+            ..Config::default()
+        },
+        ..setup.net(Net::lossy(0.02, 0.02, 0.02))
+    };
+    let mut sim = pair(
+        RequestKind::Write,
+        PatternFile { len },
+        PatternCheck::default(),
+        &setup,
+    );
+    sim.max_steps = 20 * blocks;
+    run(&mut sim);
+    assert_eq!(sim.server().outcome(), Some(Ok(len)));
+    let check = sim.server().transfer.storage();
+    assert_eq!((check.written, check.first_bad), (len, None));
+}
+
+#[test]
+#[ignore = "moves 4 GiB through the engine: run in release (cargo test --release -- --ignored)"]
+fn transfer_over_4gib_offsets() {
+    let len = (1u64 << 32) + 123_457;
+    let setup = Setup::default().options(Options {
+        tsize: Some(0),
+        ..opts(Some(65464), Some(64))
+    });
+    let mut sim = pair(
+        RequestKind::Read,
+        PatternCheck::default(),
+        PatternFile { len },
+        &setup,
+    );
+    sim.max_steps = 200_000;
+    run(&mut sim);
+    assert_eq!(negotiated(&sim.client).tsize, Some(len));
+    assert_eq!(sim.client.outcome(), Some(Ok(len)));
+    assert_eq!(sim.server().outcome(), Some(Ok(len)));
+    let check = sim.client.transfer.storage();
+    assert_eq!(
+        (check.written, check.first_bad, check.finished),
+        (len, None, true)
+    );
+    let blocks = len.div_ceil(65464);
+    assert_eq!(sim.server().data().len() as u64, blocks);
+    assert_eq!(
+        sim.server().data().last(),
+        Some(&(wire_block(blocks, false), (len % 65464) as usize))
+    );
+
+    // Upload past 4 GiB, with some loss.
+    let setup = Setup {
+        client_config: Config {
+            max_retries: 20,
+            ..Config::default()
+        },
+        ..setup.net(Net::lossy(0.01, 0.01, 0.01))
+    };
+    let mut sim = pair(
+        RequestKind::Write,
+        PatternFile { len },
+        PatternCheck::default(),
+        &setup,
+    );
+    sim.max_steps = 400_000;
+    run(&mut sim);
+    assert_eq!(sim.client.outcome(), Some(Ok(len)));
+    let check = sim.server().transfer.storage();
+    assert_eq!((check.written, check.first_bad), (len, None));
+}
+
+// ---- field quirks -------------------------------------------------------------------------
+
+#[test]
+fn uefi_tsize_probe_ends_quietly() {
+    let f = file(10_000);
+    let probe = request(RequestKind::Read, "bootx64.efi", "octet", &[("tsize", "0")]);
+    let (mut server, out) = scripted_server(&probe, &f[..], &ServerPolicy::default(), Config::default());
+    assert_eq!(
+        decoded(&out),
+        vec![(CLIENT, Pkt::Oack(vec![("tsize".into(), "10000".into())]))]
+    );
+    let out = server.deliver(at(ms(10)), CLIENT, &error(8, "User aborted the transfer"));
+    assert!(out.is_empty(), "no answer to the ERROR 8");
+    assert_eq!(server.final_event(), Some(&Event::OptionsDeclined));
+    assert!(!server.events.iter().any(|(_, e)| matches!(e, Event::Failed(_))));
+    assert_eq!(server.outcome(), Some(Ok(0)));
+    assert!(server.transfer.is_finished());
+    assert_eq!(server.transfer.poll_timeout(), None);
+    assert!(server.data().is_empty());
+    assert_clean(&server);
+
+    // Then the firmware asks again without tsize, and is served.
+    let mut sim = read_pair(&f, &Setup::default());
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+
+    // The same probe with blksize too is declined the same way.
+    let probe = request(
+        RequestKind::Read,
+        "bootx64.efi",
+        "octet",
+        &[("blksize", "1468"), ("tsize", "0")],
+    );
+    let (mut server, _) = scripted_server(&probe, &f[..], &ServerPolicy::default(), Config::default());
+    server.deliver(at(ms(10)), CLIENT, &error(8, ""));
+    assert_eq!(server.final_event(), Some(&Event::OptionsDeclined));
+}
+
+#[test]
+fn error_8_after_data_started_is_a_failure() {
+    // Only an ERROR 8 answering the OACK is the quiet probe; later it is a real failure.
+    let f = file(3000);
+    let probe = request(RequestKind::Read, "f", "octet", &[("tsize", "0")]);
+    let (mut server, _) = scripted_server(&probe, &f[..], &ServerPolicy::default(), Config::default());
+    server.deliver(at(ms(10)), CLIENT, &ack(0));
+    server.deliver(at(ms(20)), CLIENT, &error(8, "changed my mind"));
+    assert!(matches!(
+        server.final_event(),
+        Some(Event::Failed(TransferError::Peer(_)))
+    ));
+    assert_clean(&server);
+}
+
+#[test]
+fn ack_with_trailing_bytes_accepted() {
+    let f = file(10 * 512 + 1);
+    let mut sim = read_pair(&f, &Setup::default().options(opts(None, Some(2))));
+    sim.set_hook(|dir, p| match p {
+        Packet::Ack { block } if dir == Dir::ClientToServer => {
+            let mut padded = ack(*block);
+            padded.extend_from_slice(&[0, 0, 0, 0]);
+            Verdict::Replace(padded)
+        }
+        _ => Verdict::Deliver,
+    });
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    assert_eq!(sim.server().transfer.stats().dropped, 0);
+    assert_eq!(sim.server().data().len(), 11);
+}
+
+/// Netascii as RFC 764 defines it, written independently of the crate.
+fn to_netascii(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &b in text {
+        match b {
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            b'\r' => out.extend_from_slice(b"\r\0"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[test]
+fn netascii_round_trip_through_engine() {
+    // With blksize 8, line ends and bare CRs land on every position of a block, including
+    // the last, so pairs straddle block boundaries.
+    let mut text = Vec::new();
+    for i in 0..60usize {
+        text.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, i % 11));
+        text.extend_from_slice(match i % 4 {
+            0 => b"\n",
+            1 => b"\r",
+            2 => b"\r\n",
+            _ => b"\n\n",
+        });
+    }
+    text.extend_from_slice(b"end\r");
+    let wire = to_netascii(&text);
+    assert!(wire.len() % 8 != 0);
+    let setup = Setup {
+        mode: TransferMode::Netascii,
+        ..Setup::default().options(opts(Some(8), None))
+    };
+
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let mut sim = read_pair(&text, &setup);
+    let log = Rc::clone(&seen);
+    sim.set_hook(move |dir, p| {
+        if let (Dir::ServerToClient, Packet::Data { payload, .. }) = (dir, p) {
+            log.borrow_mut().extend_from_slice(payload);
+        }
+        Verdict::Deliver
+    });
+    run(&mut sim);
+    assert_eq!(*seen.borrow(), wire, "the wire carries netascii");
+    assert_eq!(sim.client.transfer.storage(), &text, "decoded back to the file");
+    assert_eq!(
+        sim.client.outcome(),
+        Some(Ok(wire.len() as u64)),
+        "bytes count the wire"
+    );
+
+    // Both directions, with windows, loss, duplicates and reordering: retransmissions
+    // re-encode from the right point of the stream.
+    for seed in 0..20 {
+        let setup = Setup {
+            seed,
+            client_config: Config {
+                max_retries: 30,
+                ..Config::default()
+            },
+            server_config: Config {
+                max_retries: 30,
+                ..Config::default()
+            },
+            ..Setup {
+                mode: TransferMode::Netascii,
+                ..Setup::default().options(opts(Some(8), Some(4)))
+            }
+            .net(Net::lossy(0.2, 0.1, 0.1))
+        };
+        let mut sim = read_pair(&text, &setup);
+        run(&mut sim);
+        assert_eq!(sim.client.transfer.storage(), &text, "read, seed {seed}");
+        let mut sim = write_pair(&text, &setup);
+        run(&mut sim);
+        assert_eq!(sim.server().transfer.storage(), &text, "write, seed {seed}");
+    }
+}
+
+// ---- limits and storage failures ----------------------------------------------------------
+
+#[test]
+fn max_write_size_enforced_with_error_3() {
+    let f = file(5000);
+    let setup = Setup {
+        policy: ServerPolicy {
+            max_write_size: Some(3000),
+            ..ServerPolicy::default()
+        },
+        ..Setup::default()
+    };
+    let mut sim = write_pair(&f, &setup);
+    run(&mut sim);
+    assert_eq!(sim.server().failure(), TransferError::TooLarge);
+    assert_eq!(sim.server().errors(), vec![(CLIENT, ErrorCode::DiskFull)]);
+    assert_eq!(
+        sim.server().acks(),
+        vec![0, 1, 2, 3, 4, 5],
+        "block 6 passes 3000 bytes"
+    );
+    assert_eq!(peer_code(&sim.client.failure()), Some(ErrorCode::DiskFull));
+    assert!(sim.server().transfer.storage().len() <= 3000);
+
+    // A client reading has the same limit in its Config.
+    let setup = Setup {
+        client_config: Config {
+            max_write_size: Some(1000),
+            ..Config::default()
+        },
+        ..Setup::default()
+    };
+    let mut sim = read_pair(&f, &setup);
+    run(&mut sim);
+    assert_eq!(sim.client.failure(), TransferError::TooLarge);
+    assert_eq!(sim.client.errors(), vec![(SERVER_TID, ErrorCode::DiskFull)]);
+    assert_eq!(peer_code(&sim.server().failure()), Some(ErrorCode::DiskFull));
+}
+
+#[test]
+fn storage_read_error_sends_error_packet() {
+    for (e, code) in [
+        (StorageError::NotFound, ErrorCode::FileNotFound),
+        (StorageError::AccessDenied, ErrorCode::AccessViolation),
+        (StorageError::Io, ErrorCode::NotDefined),
+    ] {
+        let failing = Failing {
+            read: Some(e),
+            ..Failing::default()
+        };
+        let mut sim = pair(RequestKind::Read, Vec::new(), failing, &Setup::default());
+        run(&mut sim);
+        assert_eq!(sim.server().failure(), TransferError::Storage(e));
+        let sent: Vec<Pkt> = sim.server().sent.iter().map(|s| s.packet.clone()).collect();
+        assert_eq!(
+            sent,
+            vec![Pkt::Error {
+                code,
+                message: e.message().as_bytes().to_vec()
+            }]
+        );
+        assert_eq!(peer_code(&sim.client.failure()), Some(code));
+    }
+
+    // Writes: disk full after 1000 bytes is ERROR 3; a storage that cannot write at all is 2.
+    let f = file(3000);
+    for (e, limit, code) in [
+        (StorageError::DiskFull, 1000, ErrorCode::DiskFull),
+        (StorageError::AccessDenied, 0, ErrorCode::AccessViolation),
+        (StorageError::NotFound, 0, ErrorCode::FileNotFound),
+    ] {
+        let failing = Failing {
+            write: Some(e),
+            write_limit: limit,
+            ..Failing::default()
+        };
+        let mut sim = pair(RequestKind::Write, &f[..], failing, &Setup::default());
+        run(&mut sim);
+        assert_eq!(sim.server().failure(), TransferError::Storage(e));
+        assert_eq!(sim.server().errors(), vec![(CLIENT, code)]);
+        assert_eq!(peer_code(&sim.client.failure()), Some(code));
+        let acked = sim.server().acks();
+        assert_eq!(
+            acked.last(),
+            Some(&((limit / 512) as u16)),
+            "the failing block is not acknowledged"
+        );
+    }
+}
+
+#[test]
+fn storage_commit_failure_reaches_the_peer() {
+    let f = file(1500);
+    let failing = Failing {
+        finish: Some(StorageError::DiskFull),
+        ..Failing::default()
+    };
+    let mut sim = pair(RequestKind::Write, &f[..], failing, &Setup::default());
+    run(&mut sim);
+    assert_eq!(
+        sim.server().failure(),
+        TransferError::Storage(StorageError::DiskFull)
+    );
+    assert_eq!(
+        sim.server().acks(),
+        vec![0, 1, 2],
+        "the final block is not acknowledged"
+    );
+    assert_eq!(peer_code(&sim.client.failure()), Some(ErrorCode::DiskFull));
+}
+
+/// A file whose length the test changes while it is being sent.
+#[derive(Debug, Clone)]
+struct Changing(Rc<RefCell<Vec<u8>>>);
+
+impl Storage for Changing {
+    fn size(&mut self) -> Option<u64> {
+        Some(self.0.borrow().len() as u64)
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
+        let f = self.0.borrow();
+        let start = (offset as usize).min(f.len());
+        let n = buf.len().min(f.len() - start);
+        buf[..n].copy_from_slice(&f[start..start + n]);
+        Ok(n)
+    }
+}
+
+#[test]
+fn file_changing_size_during_read_fails_cleanly() {
+    type Change = fn(&mut Vec<u8>);
+    let cases: [(&str, usize, u16, u16, Change); 3] = [
+        // Shrinks after block 4 went out (and was lost): its resend would come up short.
+        ("shrink", 8 * 512, 1, 4, |f| f.truncate(3 * 512 + 200)),
+        // Same in a window: blocks 2..4 were sent full, block 2 is lost and resent short.
+        ("shrink in window", 8 * 512, 4, 2, |f| f.truncate(512 + 100)),
+        // Grows after the final block went out (and was lost): its resend would be longer.
+        ("grow", 3 * 512 + 100, 1, 4, |f| f.extend_from_slice(&[1; 300])),
+    ];
+    for (name, len, windowsize, lost, change) in cases {
+        let shared = Rc::new(RefCell::new(file(len)));
+        let setup = Setup::default().options(opts(None, Some(windowsize)));
+        let mut sim = pair(
+            RequestKind::Read,
+            Vec::new(),
+            Changing(Rc::clone(&shared)),
+            &setup,
+        );
+        let handle = Rc::clone(&shared);
+        let mut done = false;
+        sim.set_hook(move |dir, p| {
+            if dir == Dir::ServerToClient && is_data(p, lost) && !done {
+                done = true;
+                change(&mut handle.borrow_mut());
+                Verdict::Drop
+            } else {
+                Verdict::Deliver
+            }
+        });
+        run(&mut sim);
+        assert_eq!(
+            sim.server().failure(),
+            TransferError::Storage(StorageError::Changed),
+            "{name}"
+        );
+        assert_eq!(
+            sim.server().errors(),
+            vec![(CLIENT, ErrorCode::NotDefined)],
+            "{name}"
+        );
+        assert_eq!(
+            peer_code(&sim.client.failure()),
+            Some(ErrorCode::NotDefined),
+            "{name}"
+        );
+        assert!(
+            !matches!(sim.client.final_event(), Some(Event::Finished { .. })),
+            "{name}: the client must not believe it has the file"
+        );
+    }
+}
+
+// ---- size -----------------------------------------------------------------------------------
+
+#[test]
+fn size_of_transfer_is_small() {
+    use std::mem::size_of;
+    let sizes = [
+        ("Transfer<'static, &[u8]>", size_of::<Transfer<'static, &[u8]>>()),
+        (
+            "Transfer<'static, Vec<u8>>",
+            size_of::<Transfer<'static, Vec<u8>>>(),
+        ),
+        (
+            "Transfer<'static, SliceWriter>",
+            size_of::<Transfer<'static, tftp_proto::storage::SliceWriter<'static>>>(),
+        ),
+        (
+            "Transfer<'static, ()>-like (&mut [u8] writer)",
+            size_of::<Transfer<'static, &mut Vec<u8>>>(),
+        ),
+        ("Event", size_of::<Event>()),
+        ("TransferError", size_of::<TransferError>()),
+        ("Config", size_of::<Config>()),
+        ("TransferParams", size_of::<TransferParams>()),
+    ];
+    for (name, size) in sizes {
+        println!("size_of::<{name}>() = {size}");
+    }
+    for (name, size) in &sizes[..4] {
+        assert!(*size < 512, "{name} is {size} bytes");
+    }
+}
