@@ -5,7 +5,10 @@
 //! The table knows sessions by `(local address, peer address)`. With one port per transfer (RFC
 //! 1350) the local address is the transfer's own socket; in single-port mode it is the listening
 //! address, and the peer address alone tells transfers apart. A request repeated by the same
-//! client port while its session lives is dropped, not served twice. When the table is full, new
+//! client port while its session lives is dropped, not served twice; a *different* request from
+//! that port means the client has moved on (UEFI's size probe ends its first session with
+//! ERROR 8, and its next request may be read before that ERROR): the old session ends quietly and
+//! the new request is handed over. When the table is full, new
 //! requests get an ERROR, so a flood of requests costs bounded memory. Finished transfers come
 //! out of [`ServerTable::poll_finished`] with their stats and their storage (so an upload can be
 //! committed or discarded).
@@ -156,8 +159,36 @@ struct Session<S> {
     local: SocketAddr,
     kind: RequestKind,
     filename: Vec<u8, REPORT_NAME_LEN>,
+    /// Fingerprint of the request that started it, to tell a repeat from a new request.
+    request: u64,
+    /// Ended by a new request from its peer: sends nothing more, waits for `poll_finished`.
+    superseded: bool,
     queued: bool,
     reported: bool,
+}
+
+impl<S: Storage> Session<S> {
+    /// Whether datagrams and timers still concern it.
+    fn is_live(&self) -> bool {
+        !self.superseded && !self.transfer.is_finished()
+    }
+}
+
+/// FNV-1a over a request's kind, file name, mode and options: equal for a retransmission.
+fn request_fingerprint(kind: RequestKind, request: &Request<'_>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(&[kind as u8]);
+    eat(request.filename);
+    eat(&[0]);
+    eat(request.mode.as_bytes());
+    eat(&[0]);
+    eat(request.options.as_bytes());
+    h
 }
 
 /// A fixed-capacity table of up to `N` server transfers.
@@ -216,10 +247,13 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
         &self.policy
     }
 
+    /// The live session of `peer` on `local`. A finished session waiting for `poll_finished`
+    /// no longer counts: the peer may already have started a new one (the UEFI size probe ends
+    /// its first session with ERROR 8 and sends the next request at once).
     fn find(&self, local: SocketAddr, peer: SocketAddr) -> Option<usize> {
         self.slots.iter().position(|s| {
             s.as_ref()
-                .is_some_and(|s| s.transfer.peer() == peer && s.local == local)
+                .is_some_and(|s| s.transfer.peer() == peer && s.local == local && s.is_live())
         })
     }
 
@@ -240,7 +274,8 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
     ///
     /// `listening` says whether `local` is a listening address (where requests are accepted);
     /// datagrams for sessions are routed by `(local, from)` either way. Requests sent to a
-    /// broadcast or multicast address are ignored (RFC 1123).
+    /// broadcast or multicast address are ignored (RFC 1123). Datagrams from source port 0 are
+    /// dropped: nothing can be sent back to that port, so they would only hold a session.
     pub fn handle_datagram<'d>(
         &mut self,
         now: Instant,
@@ -249,6 +284,9 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
         listening: bool,
         datagram: &'d [u8],
     ) -> Datagram<'d> {
+        if from.port() == 0 {
+            return Datagram::Handled;
+        }
         if let Some(i) = self.find(local, from) {
             if let Some(Some(s)) = self.slots.get_mut(i) {
                 s.transfer.handle_datagram(now, from, datagram);
@@ -276,15 +314,31 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
                 if is_broadcast(local) {
                     return Datagram::Handled;
                 }
-                // A repeat of a request whose session is alive (on its own port): drop it.
-                if self.slots.iter().flatten().any(|s| s.transfer.peer() == from) {
-                    return Datagram::Handled;
-                }
                 let kind = if matches!(parsed, Ok(Packet::Rrq(_))) {
                     RequestKind::Read
                 } else {
                     RequestKind::Write
                 };
+                let fingerprint = request_fingerprint(kind, &request);
+                let live = self.slots.iter().position(|s| {
+                    s.as_ref()
+                        .is_some_and(|s| s.transfer.peer() == from && s.is_live())
+                });
+                if let Some(s) = live.and_then(|i| self.slots[i].as_mut()) {
+                    if s.request == fingerprint {
+                        // A repeat of the request whose session is alive (on its own port).
+                        return Datagram::Handled;
+                    }
+                    // The client has moved on: end its old session quietly (an ERROR from it
+                    // could be taken for the answer to the new request).
+                    s.superseded = true;
+                    if !s.reported {
+                        s.reported = true;
+                        if let Some(i) = live {
+                            let _ = self.done.push_back(i as u16);
+                        }
+                    }
+                }
                 Datagram::Request(Incoming {
                     peer: from,
                     local,
@@ -352,6 +406,8 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
             local: tid,
             kind: incoming.kind,
             filename,
+            request: request_fingerprint(incoming.kind, &incoming.request),
+            superseded: false,
             queued: false,
             reported: false,
         };
@@ -383,7 +439,7 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
     pub fn handle_timeout(&mut self, now: Instant) {
         for i in 0..self.slots.len() {
             let due = match &self.slots[i] {
-                Some(s) => s.transfer.poll_timeout().is_some_and(|t| t <= now),
+                Some(s) => !s.superseded && s.transfer.poll_timeout().is_some_and(|t| t <= now),
                 None => false,
             };
             if due {
@@ -400,6 +456,7 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
         self.slots
             .iter()
             .flatten()
+            .filter(|s| !s.superseded)
             .filter_map(|s| s.transfer.poll_timeout())
             .min()
     }
@@ -421,6 +478,9 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
                 continue;
             };
             s.queued = false;
+            if s.superseded {
+                continue;
+            }
             // Drain the session's events: the table reports outcomes itself.
             while s.transfer.poll_event().is_some() {}
             if let Some(tx) = s.transfer.poll_transmit(now, buf) {
@@ -494,5 +554,182 @@ fn is_broadcast(local: SocketAddr) -> bool {
     match local {
         SocketAddr::V4(a) => a.ip().is_broadcast() || a.ip().is_multicast(),
         SocketAddr::V6(a) => a.ip().is_multicast(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::OptionList;
+    use crate::wire::{encode_ack, encode_request};
+
+    const FILE: &[u8] = &[7u8; 1000];
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn rrq<'b>(buf: &'b mut [u8], options: &Options) -> &'b [u8] {
+        let n = encode_request(
+            buf,
+            RequestKind::Read,
+            b"boot.efi",
+            Mode::Octet,
+            options,
+            OptionList::EMPTY,
+        )
+        .unwrap();
+        &buf[..n]
+    }
+
+    /// UEFI's size probe: RRQ with tsize, OACK, ERROR 8, then at once a plain RRQ from the same
+    /// port, before the application collected the finished probe. The new request is served and
+    /// its datagrams reach it, not the finished session; a repeat of it is dropped.
+    #[test]
+    fn request_right_after_a_declined_probe_is_served() {
+        for single_port in [false, true] {
+            let mut table: ServerTable<&'static [u8], 4> =
+                ServerTable::new(ServerPolicy::default(), Config::default());
+            let now = Instant::ZERO;
+            let listen = addr("10.0.0.1:69");
+            let client = addr("10.0.0.2:40000");
+            let tids = if single_port {
+                [listen, listen]
+            } else {
+                [addr("10.0.0.1:50000"), addr("10.0.0.1:50001")]
+            };
+            let mut buf = [0u8; 600];
+            let mut req = [0u8; 512];
+            let probe = rrq(
+                &mut req,
+                &Options {
+                    tsize: Some(0),
+                    ..Options::NONE
+                },
+            );
+            let Datagram::Request(incoming) = table.handle_datagram(now, listen, client, true, probe) else {
+                panic!("the probe is a request");
+            };
+            table.accept(now, &incoming, FILE, tids[0]).unwrap();
+            let tx = table.poll_transmit(now, &mut buf).unwrap();
+            assert!(matches!(Packet::parse(&buf[..tx.len]), Ok(Packet::Oack { .. })));
+            assert!(table.poll_transmit(now, &mut buf).is_none());
+
+            let mut err = [0u8; 32];
+            let n = encode_error_lossy(&mut err, ErrorCode::OptionNegotiation, b"tsize only").unwrap();
+            let _ = table.handle_datagram(now, tids[0], client, single_port, &err[..n]);
+            assert!(table.poll_transmit(now, &mut buf).is_none());
+
+            let mut req = [0u8; 512];
+            let plain = rrq(&mut req, &Options::NONE);
+            let Datagram::Request(incoming) = table.handle_datagram(now, listen, client, true, plain) else {
+                panic!("the new request was dropped (single port {single_port})");
+            };
+            table.accept(now, &incoming, FILE, tids[1]).unwrap();
+            let tx = table.poll_transmit(now, &mut buf).unwrap();
+            assert_eq!(tx.local, tids[1]);
+            assert!(matches!(
+                Packet::parse(&buf[..tx.len]),
+                Ok(Packet::Data { block: 1, .. })
+            ));
+            assert!(table.poll_transmit(now, &mut buf).is_none());
+
+            assert!(matches!(
+                table.handle_datagram(now, listen, client, true, plain),
+                Datagram::Handled
+            ));
+            let mut ack = [0u8; 4];
+            encode_ack(&mut ack, 1).unwrap();
+            let _ = table.handle_datagram(now, tids[1], client, single_port, &ack);
+            let tx = table.poll_transmit(now, &mut buf).unwrap();
+            assert!(matches!(
+                Packet::parse(&buf[..tx.len]),
+                Ok(Packet::Data { block: 2, .. })
+            ));
+
+            let report = table.poll_finished(now).expect("the probe's report");
+            assert_eq!(report.result, TransferResult::Declined);
+            assert_eq!(table.len(), 1);
+        }
+    }
+
+    /// The new request overtakes the ERROR 8 that ends the probe (read first from the listening
+    /// socket): the probe's session ends quietly and the new request is served.
+    #[test]
+    fn different_request_from_a_live_sessions_port_supersedes_it() {
+        let mut table: ServerTable<&'static [u8], 4> =
+            ServerTable::new(ServerPolicy::default(), Config::default());
+        let mut now = Instant::ZERO;
+        let listen = addr("10.0.0.1:69");
+        let client = addr("10.0.0.2:40000");
+        let (old, new) = (addr("10.0.0.1:50000"), addr("10.0.0.1:50001"));
+        let mut buf = [0u8; 600];
+        let mut req = [0u8; 512];
+        let probe = rrq(
+            &mut req,
+            &Options {
+                tsize: Some(0),
+                ..Options::NONE
+            },
+        );
+        let Datagram::Request(incoming) = table.handle_datagram(now, listen, client, true, probe) else {
+            panic!("the probe is a request");
+        };
+        table.accept(now, &incoming, FILE, old).unwrap();
+        while table.poll_transmit(now, &mut buf).is_some() {}
+        // The same request again is a retransmission: dropped.
+        assert!(matches!(
+            table.handle_datagram(now, listen, client, true, probe),
+            Datagram::Handled
+        ));
+        let mut req = [0u8; 512];
+        let plain = rrq(&mut req, &Options::NONE);
+        let Datagram::Request(incoming) = table.handle_datagram(now, listen, client, true, plain) else {
+            panic!("the new request was dropped");
+        };
+        table.accept(now, &incoming, FILE, new).unwrap();
+        let tx = table.poll_transmit(now, &mut buf).unwrap();
+        assert_eq!(tx.local, new);
+        assert!(matches!(
+            Packet::parse(&buf[..tx.len]),
+            Ok(Packet::Data { block: 1, .. })
+        ));
+        assert!(
+            table.poll_transmit(now, &mut buf).is_none(),
+            "nothing from the old session"
+        );
+        let report = table.poll_finished(now).expect("the old session's report");
+        assert_eq!(report.local, old);
+        assert!(!report.result.is_success());
+        assert_eq!(table.len(), 1);
+        // The late ERROR 8 to the old port changes nothing for the new session.
+        let mut err = [0u8; 32];
+        let n = encode_error_lossy(&mut err, ErrorCode::OptionNegotiation, b"tsize only").unwrap();
+        let _ = table.handle_datagram(now, old, client, false, &err[..n]);
+        now = table.poll_timeout().unwrap();
+        table.handle_timeout(now);
+        let tx = table.poll_transmit(now, &mut buf).unwrap();
+        assert_eq!(tx.local, new, "the new session retransmits");
+        assert!(matches!(
+            Packet::parse(&buf[..tx.len]),
+            Ok(Packet::Data { block: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn datagrams_from_port_zero_are_dropped() {
+        let mut table: ServerTable<&'static [u8], 4> =
+            ServerTable::new(ServerPolicy::default(), Config::default());
+        let mut req = [0u8; 512];
+        let r = rrq(&mut req, &Options::NONE);
+        let d = table.handle_datagram(Instant::ZERO, addr("10.0.0.1:69"), addr("10.0.0.2:0"), true, r);
+        assert!(matches!(d, Datagram::Handled));
+        let mut ack = [0u8; 4];
+        encode_ack(&mut ack, 1).unwrap();
+        let _ = table.handle_datagram(Instant::ZERO, addr("10.0.0.1:69"), addr("10.0.0.2:0"), true, &ack);
+        assert!(
+            table.poll_transmit(Instant::ZERO, &mut [0u8; 600]).is_none(),
+            "no ERROR 5 to port 0"
+        );
     }
 }

@@ -258,9 +258,10 @@ pub(crate) fn create_temp_beside(target: &Path) -> std::io::Result<(PathBuf, Fil
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = target
+    // A shortened name keeps the temporary name within NAME_MAX whatever the target's length.
+    let name: String = target
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| n.to_string_lossy().chars().take(64).collect())
         .unwrap_or_default();
     let pid = std::process::id();
     for attempt in 0u32..100 {

@@ -7,10 +7,13 @@
 //! expect: a leading `/` means the root and `\` is a separator (Windows clients). `..` components
 //! are refused outright.
 //!
-//! Uploads go to a temporary file beside the target and are moved into place only when the
-//! transfer completes ([`Root::finish`]); a failed upload leaves nothing behind and never damages
-//! an existing file. Without `allow_overwrite` the move cannot replace a file, even one created
-//! meanwhile (it links the new name, which fails if it exists).
+//! Uploads go to a temporary file beside the target and are moved into place when the last block
+//! has been written, before it is acknowledged ([`Storage::finish`]): a client whose file cannot
+//! be committed hears an ERROR instead of the final ACK. A failed upload leaves nothing behind and
+//! never damages an existing file ([`Root::finish`] removes its temporary file). Without
+//! `allow_overwrite` the move cannot replace a file, even one created meanwhile (it links the new
+//! name, which fails if it exists), so of two concurrent uploads of one new name the second to
+//! finish gets ERROR 6.
 
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
@@ -41,9 +44,14 @@ pub enum ServedFile {
 /// An upload in progress: data goes to `temp`, which becomes `target` on success.
 #[derive(Debug)]
 pub struct Upload {
-    file: File,
+    /// The temporary file's handle, closed when committed.
+    file: Option<File>,
     temp: PathBuf,
     target: PathBuf,
+    /// The root, to commit in.
+    dir: Dir,
+    overwrite: bool,
+    committed: bool,
 }
 
 impl Upload {
@@ -54,6 +62,32 @@ impl Upload {
     /// The temporary path, relative to the root.
     pub fn temp(&self) -> &Path {
         &self.temp
+    }
+
+    /// Moves the temporary file into place (once).
+    fn commit(&mut self) -> Result<(), StorageError> {
+        if self.committed {
+            return Ok(());
+        }
+        // Closed first: some platforms cannot rename an open file.
+        self.file = None;
+        let result = if self.overwrite {
+            self.dir
+                .rename(&self.temp, &self.dir, &self.target)
+                .map_err(map_open)
+        } else {
+            // Link, which never replaces an existing file, then drop the temporary name.
+            let linked = self
+                .dir
+                .hard_link(&self.temp, &self.dir, &self.target)
+                .map_err(map_open);
+            if linked.is_ok() {
+                let _ = self.dir.remove_file(&self.temp);
+            }
+            linked
+        };
+        self.committed = result.is_ok();
+        result
     }
 }
 
@@ -72,13 +106,21 @@ impl Storage for ServedFile {
     }
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         match self {
-            ServedFile::Upload(u) => u.file.write_at(offset, data),
+            ServedFile::Upload(u) => match &mut u.file {
+                Some(f) => f.write_at(offset, data),
+                None => Err(StorageError::Io),
+            },
             ServedFile::Read(_) => Err(StorageError::AccessDenied),
         }
     }
     fn finish(&mut self) -> Result<(), StorageError> {
         match self {
-            ServedFile::Upload(u) => u.file.finish(),
+            ServedFile::Upload(u) => {
+                if let Some(f) = &mut u.file {
+                    f.finish()?;
+                }
+                u.commit()
+            }
             ServedFile::Read(_) => Ok(()),
         }
     }
@@ -146,7 +188,16 @@ impl Root {
     /// Opens `name` for a client to read. Only regular files are served.
     pub fn open_read(&self, name: &[u8]) -> Result<ServedFile, StorageError> {
         let path = normalize(name)?;
-        let file = self.dir.open(&path).map_err(map_open)?.into_std();
+        let mut opts = OpenOptions::new();
+        opts.read(true);
+        // A FIFO would block `open` (and the whole server) until a writer appears; with
+        // O_NONBLOCK it opens at once and is refused below. Regular files ignore the flag.
+        #[cfg(unix)]
+        {
+            use cap_std::fs::OpenOptionsExt;
+            opts.custom_flags(nix::libc::O_NONBLOCK);
+        }
+        let file = self.dir.open_with(&path, &opts).map_err(map_open)?.into_std();
         let meta = file.metadata().map_err(StorageError::from)?;
         if !meta.is_file() {
             return Err(if meta.is_dir() {
@@ -172,11 +223,13 @@ impl Root {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(map_open(e)),
         }
-        let base = target
+        // A shortened base keeps the temporary name within NAME_MAX whatever the target's length.
+        let base: String = target
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| n.to_string_lossy().chars().take(64).collect())
             .unwrap_or_default();
         let parent = target.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = self.dir.try_clone().map_err(StorageError::from)?;
         for _ in 0..100 {
             let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
             let temp = parent.join(format!(".{base}.tftp-upload-{}-{n}", std::process::id()));
@@ -185,9 +238,12 @@ impl Root {
             match self.dir.open_with(&temp, &opts) {
                 Ok(f) => {
                     return Ok(ServedFile::Upload(Upload {
-                        file: f.into_std(),
+                        file: Some(f.into_std()),
                         temp,
                         target,
+                        dir,
+                        overwrite: self.allow_overwrite,
+                        committed: false,
                     }))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -197,28 +253,21 @@ impl Root {
         Err(StorageError::Io)
     }
 
-    /// Ends a served file: a completed upload is moved into place, anything else is discarded.
+    /// Ends a served file. An upload not committed yet is moved into place on `success` (the
+    /// engine commits through [`Storage::finish`] already) and removed otherwise.
     /// Returns an error when a completed upload could not be committed (its temp file is removed).
     pub fn finish(&self, file: ServedFile, success: bool) -> Result<(), StorageError> {
-        let ServedFile::Upload(upload) = file else {
+        let ServedFile::Upload(mut upload) = file else {
             return Ok(());
         };
-        drop(upload.file);
-        if !success {
-            let _ = self.dir.remove_file(&upload.temp);
+        if upload.committed {
             return Ok(());
         }
-        let result = if self.allow_overwrite {
-            self.dir
-                .rename(&upload.temp, &self.dir, &upload.target)
-                .map_err(map_open)
-        } else {
-            // Link, which never replaces an existing file, then drop the temporary name.
-            self.dir
-                .hard_link(&upload.temp, &self.dir, &upload.target)
-                .map_err(map_open)
-        };
-        let _ = self.dir.remove_file(&upload.temp);
+        upload.file = None;
+        let result = if success { upload.commit() } else { Ok(()) };
+        if !upload.committed {
+            let _ = self.dir.remove_file(&upload.temp);
+        }
         result
     }
 }

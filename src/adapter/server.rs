@@ -175,7 +175,7 @@ impl Server {
         }
         self.table
             .abort_all(ErrorCode::NotDefined, "Server shutting down");
-        self.flush()?;
+        self.flush();
         self.reap(&mut on_report);
         Ok(())
     }
@@ -207,7 +207,7 @@ impl Server {
             }
         }
         self.table.handle_timeout(self.clock.now());
-        self.flush()?;
+        self.flush();
         self.reap(on_report);
         Ok(())
     }
@@ -242,9 +242,9 @@ impl Server {
                     self.single_port,
                     now,
                     &incoming,
-                )?;
+                );
             }
-            self.flush()?;
+            self.flush();
         }
     }
 
@@ -261,18 +261,22 @@ impl Server {
             };
             let now = self.clock.now();
             let _ = self.table.handle_datagram(now, local, from, false, &self.rx[..n]);
-            self.flush()?;
+            self.flush();
         }
     }
 
     /// Sends everything the table has to send.
-    fn flush(&mut self) -> io::Result<()> {
+    ///
+    /// A datagram that cannot be sent is dropped, whatever the error: the protocol recovers by
+    /// retransmission or timeout, and one peer's unusable address (source port 0, say) must not
+    /// stop the server for everyone.
+    fn flush(&mut self) {
         let now = self.clock.now();
         while let Some(tx) = self.table.poll_transmit(now, &mut self.tx) {
             let data = &self.tx[..tx.len];
-            let sent = if let Some((_, s)) = self.sessions.get(&tx.local) {
+            let _ = if let Some((_, s)) = self.sessions.get(&tx.local) {
                 s.send_to(data, tx.destination).map(|_| ())
-            } else if let Some(l) = self.listeners.iter().find(|l| l.addr.port() == tx.local.port()) {
+            } else if let Some(l) = listener_for(&self.listeners, tx.local) {
                 if l.wildcard {
                     send_from(&l.socket, data, tx.destination, tx.local.ip())
                 } else {
@@ -281,15 +285,7 @@ impl Server {
             } else {
                 Ok(())
             };
-            match sent {
-                Ok(()) => {}
-                // Datagrams may be lost; the protocol retransmits.
-                Err(e) if is_transient(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
-                Err(e) => return Err(e),
-            }
         }
-        Ok(())
     }
 
     /// Collects finished transfers: commits or discards uploads, closes their sockets.
@@ -310,6 +306,18 @@ impl Server {
     }
 }
 
+/// The listener a datagram from `local` leaves by: the one bound to exactly that address, else
+/// the wildcard one of the same port and family (the request arrived there, addressed to `local`).
+/// Several listeners may share a port (`127.0.0.1:69` and `10.0.0.1:69`, or `0.0.0.0:69` and
+/// `[::]:69`), so the port alone does not tell.
+fn listener_for(listeners: &[Listener], local: SocketAddr) -> Option<&Listener> {
+    listeners.iter().find(|l| l.addr == local).or_else(|| {
+        listeners
+            .iter()
+            .find(|l| l.wildcard && l.addr.port() == local.port() && l.addr.is_ipv4() == local.is_ipv4())
+    })
+}
+
 /// Answers a new request: resolves the file under the policy, opens the session's socket, and
 /// hands both to the table (or refuses with the matching ERROR).
 #[allow(clippy::too_many_arguments)]
@@ -323,10 +331,10 @@ fn accept_request(
     single_port: bool,
     now: crate::time::Instant,
     incoming: &Incoming<'_>,
-) -> io::Result<()> {
+) {
     if table.is_full() {
         table.refuse(incoming, ErrorCode::NotDefined, "Server busy, try again later");
-        return Ok(());
+        return;
     }
     let file = match incoming.kind {
         RequestKind::Read => root.open_read(incoming.filename()),
@@ -336,14 +344,14 @@ fn accept_request(
         Ok(f) => f,
         Err(e) => {
             table.refuse(incoming, e.error_code(), e.message());
-            return Ok(());
+            return;
         }
     };
     if single_port {
         if let Err(Full(file)) = table.accept(now, incoming, file, incoming.local) {
             let _ = root.finish(file, false);
         }
-        return Ok(());
+        return;
     }
     let bind_addr = SocketAddr::new(incoming.local.ip(), 0);
     let std_sock = match bind_udp(bind_addr) {
@@ -351,7 +359,7 @@ fn accept_request(
         Err(_) => {
             let _ = root.finish(file, false);
             table.refuse(incoming, ErrorCode::NotDefined, "Server out of sockets");
-            return Ok(());
+            return;
         }
     };
     let window = usize::from(
@@ -369,11 +377,21 @@ fn accept_request(
             .min(table.policy().max_blksize),
     ) + 64;
     size_buffers(&std_sock, (window * block * 2).max(64 * 1024));
-    let tid = std_sock.local_addr()?;
+    let tid = std_sock.local_addr();
     let mut socket = UdpSocket::from_std(std_sock);
     let token = Token(*next_token);
     *next_token += 1;
-    poll.registry().register(&mut socket, token, Interest::READABLE)?;
+    // Out of resources for this one request (e.g. the epoll watch limit): refuse it, keep serving.
+    let registered = tid.and_then(|tid| {
+        poll.registry()
+            .register(&mut socket, token, Interest::READABLE)
+            .map(|()| tid)
+    });
+    let Ok(tid) = registered else {
+        let _ = root.finish(file, false);
+        table.refuse(incoming, ErrorCode::NotDefined, "Server out of sockets");
+        return;
+    };
     match table.accept(now, incoming, file, tid) {
         Ok(()) => {
             sessions.insert(tid, (token, socket));
@@ -384,7 +402,6 @@ fn accept_request(
             let _ = poll.registry().deregister(&mut socket);
         }
     }
-    Ok(())
 }
 
 /// Binds a UDP socket (IPv6 sockets are v6-only so `[::]` and `0.0.0.0` can both be bound),

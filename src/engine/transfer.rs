@@ -114,6 +114,9 @@ struct RecvState {
     since_ack: u16,
     /// The current gap was already reported with an ACK.
     gap_acked: bool,
+    /// Index of the last repeated block of the current run of repeats (0: none since the
+    /// last new block).
+    repeat_run: u64,
     /// When our last first-time ACK (or request/OACK) left: the next in-order block samples
     /// the round trip from it. Cleared on retransmission (Karn's rule).
     probe: Option<Instant>,
@@ -351,7 +354,10 @@ impl<'a, S: Storage> Transfer<'a, S> {
                 return;
             }
         } else if from != self.peer {
-            if self.strays.push_back(from).is_err() {
+            // A stranger gets ERROR 5, unless it sent an ERROR itself: errors are never answered,
+            // and answering them could bounce ERROR 5 between two endpoints forever.
+            let is_error = datagram.get(..2) == Some(&[0, 5]);
+            if is_error || self.strays.push_back(from).is_err() {
                 self.stats.dropped += 1;
             }
             return;
@@ -763,7 +769,14 @@ impl<'a, S: Storage> Transfer<'a, S> {
             }
         };
         match self.send.last {
+            // A block that was read full before now reads short (the file shrank), or the final
+            // block changed length: what the peer already has no longer matches the file.
             Some((l, len)) if (i < l && n != bs) || (i == l && n != len) => {
+                let e = StorageError::Changed;
+                self.fail(TransferError::Storage(e), Some((e.error_code(), e.message())));
+                return self.poll_transmit(now, buf);
+            }
+            None if n < bs && i <= self.send.sent_max => {
                 let e = StorageError::Changed;
                 self.fail(TransferError::Storage(e), Some((e.error_code(), e.message())));
                 return self.poll_transmit(now, buf);
@@ -811,8 +824,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
         if i == expected && self.phase == Phase::Data {
             self.accept_block(now, payload);
         } else if i < expected {
-            // A repeat: the sender missed our ACK. Tell it again where we are.
-            self.control = Some(Control::Ack);
+            self.on_repeat(now, i);
         } else if i > expected && !self.recv.gap_acked {
             // A gap: acknowledge the last in-order block once; the sender restarts after it.
             self.recv.gap_acked = true;
@@ -821,6 +833,39 @@ impl<'a, S: Storage> Transfer<'a, S> {
             self.arm(now);
         }
         true
+    }
+
+    /// A block we already hold: the sender went back (its timer fired, or one of our ACKs
+    /// restarted its window while later blocks were in flight), or the network duplicated it.
+    ///
+    /// The first repeat of a run marks where the sender's window now starts; the blocks of that
+    /// window we already hold count towards it, and the ACK goes out at its end, as for new
+    /// blocks. The rest of the run is ignored. ACKing every repeat instead would restart the
+    /// sender's window mid-way each time, so that every later window overlaps the one before
+    /// it: one duplicated datagram would make the rest of the transfer send blocks twice.
+    fn on_repeat(&mut self, now: Instant, i: u64) {
+        let received = self.recv.received;
+        let run_start = self.recv.repeat_run == 0 || i <= self.recv.repeat_run;
+        self.recv.repeat_run = i;
+        if self.phase == Phase::Dally && i == received {
+            // The final block again: our final ACK was lost. Acknowledge it again, and wait
+            // longer for a further repeat, as the sender backs off between its retransmissions.
+            self.control = Some(Control::Ack);
+            self.rto.back_off();
+            self.deadline = Some(self.dally_end(now));
+        } else if run_start {
+            let held = u16::try_from(received - i + 1).unwrap_or(u16::MAX);
+            self.recv.since_ack = self.recv.since_ack.max(held);
+            if self.recv.since_ack >= self.params.windowsize {
+                self.control = Some(Control::Ack);
+            }
+        }
+    }
+
+    /// When a receiver that sent its final ACK at `now` may leave: twice the retransmission
+    /// interval, so a sender that lost our final ACK can repeat its final DATA and be answered.
+    fn dally_end(&self, now: Instant) -> Instant {
+        now + self.rto.current().saturating_mul(2).min(self.config.max_rto)
     }
 
     fn accept_block(&mut self, now: Instant, payload: &[u8]) {
@@ -862,13 +907,14 @@ impl<'a, S: Storage> Transfer<'a, S> {
         self.recv.received += 1;
         self.recv.bytes = total;
         self.recv.gap_acked = false;
+        self.recv.repeat_run = 0;
         self.recv.since_ack += 1;
         self.progress();
         if last {
             self.control = Some(Control::Ack);
             self.finish(Outcome::Finished);
             self.phase = Phase::Dally;
-            self.deadline = Some(now + self.rto.current().saturating_mul(2).min(self.config.max_rto));
+            self.deadline = Some(self.dally_end(now));
         } else if self.recv.since_ack >= self.params.windowsize {
             self.recv.since_ack = 0;
             self.control = Some(Control::Ack);

@@ -406,3 +406,242 @@ pub fn judge(
         _ => Ok(Ending::TimedOut),
     }
 }
+
+// ---- random whole-transfer scenarios (property tests and the sweep) --------------------------
+
+/// One randomised transfer: direction, file, options and network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// The client writes (else it reads).
+    pub write: bool,
+    /// File size in bytes.
+    pub size: usize,
+    /// Netascii mode, with a file full of CR, LF and NUL.
+    pub netascii: bool,
+    /// Requested `blksize`.
+    pub blksize: Option<u16>,
+    /// Requested `windowsize`.
+    pub windowsize: Option<u16>,
+    /// Request `tsize`.
+    pub tsize: bool,
+    /// Requested `rollover`.
+    pub rollover: Option<u8>,
+    /// Requested `timeout` (seconds).
+    pub timeout: Option<u8>,
+    /// Loss probability per datagram.
+    pub loss: f64,
+    /// Duplication probability per datagram.
+    pub duplicate: f64,
+    /// Reordering probability per datagram.
+    pub reorder: f64,
+    /// Retry cap of both sides.
+    pub max_retries: u8,
+    /// Seed of the file content and of the network.
+    pub seed: u64,
+}
+
+impl Scenario {
+    /// A random scenario: sizes mostly small, sometimes exact multiples of the block size or
+    /// empty, sometimes past 65535 blocks (then with a small block size and a light network).
+    pub fn random(rng: &mut Rng, max_impairment: f64) -> Scenario {
+        let blksize = match rng.range(0, 9) {
+            0..=2 => None,
+            3 => Some(rng.range(8, 64) as u16),
+            4 => Some(8),
+            5 => Some(rng.range(65, 2000) as u16),
+            6 => Some(1428),
+            7 => Some(rng.range(2000, 9000) as u16),
+            _ => Some(rng.range(8, 1024) as u16),
+        };
+        let bs = usize::from(blksize.unwrap_or(512));
+        let huge = rng.range(0, 199) == 0;
+        let size = match rng.range(0, 9) {
+            _ if huge => 65_536 * bs.min(16) + rng.range(0, 3 * bs as u64) as usize,
+            0 => 0,
+            1 => bs * rng.range(1, 8) as usize,
+            2 => bs * rng.range(1, 8) as usize + rng.range(1, bs as u64 - 1) as usize,
+            3 => rng.range(20_000, 200_000) as usize,
+            _ => rng.range(1, 12_000) as usize,
+        };
+        let blksize = if huge { Some(bs.min(16) as u16) } else { blksize };
+        let windowsize = match rng.range(0, 5) {
+            0 => None,
+            1 => Some(1),
+            2 => Some(64),
+            _ => Some(rng.range(1, 64) as u16),
+        };
+        let scale = if huge { 0.1 } else { 1.0 };
+        let mut impairment = || {
+            if rng.chance(0.2) {
+                0.0
+            } else {
+                rng.unit() * max_impairment * scale
+            }
+        };
+        let (loss, duplicate, reorder) = (impairment(), impairment(), impairment());
+        Scenario {
+            write: rng.chance(0.5),
+            size,
+            netascii: !huge && rng.chance(0.2),
+            blksize,
+            windowsize,
+            tsize: rng.chance(0.5),
+            rollover: [None, None, Some(0), Some(1)][rng.range(0, 3) as usize],
+            timeout: if rng.chance(0.1) { Some(1) } else { None },
+            loss,
+            duplicate,
+            reorder,
+            max_retries: if huge { 30 } else { rng.range(5, 15) as u8 },
+            seed: rng.next_u64(),
+        }
+    }
+
+    /// The file: random bytes, or for netascii, text dense with CR, LF and NUL.
+    pub fn file(&self) -> Vec<u8> {
+        let mut rng = Rng::new(self.seed ^ 0x5eed);
+        if self.netascii {
+            (0..self.size)
+                .map(|_| match rng.range(0, 9) {
+                    0 | 1 => b'\n',
+                    2 => b'\r',
+                    3 => 0,
+                    _ => rng.next_u64() as u8,
+                })
+                .collect()
+        } else {
+            rng.bytes(self.size)
+        }
+    }
+
+    /// The step budget: generous for go-back-N under loss, finite for a livelock.
+    pub fn step_budget(&self) -> u64 {
+        let bs = u64::from(self.blksize.unwrap_or(512));
+        let wire = if self.netascii {
+            2 * self.size as u64
+        } else {
+            self.size as u64
+        };
+        let blocks = wire / bs + 1;
+        let window = u64::from(self.windowsize.unwrap_or(1));
+        20_000 + blocks * (40 + 4 * window)
+    }
+
+    fn setup(&self) -> Setup {
+        let config = Config {
+            max_retries: self.max_retries,
+            ..Config::default()
+        };
+        Setup {
+            mode: if self.netascii {
+                TransferMode::Netascii
+            } else {
+                TransferMode::Octet
+            },
+            options: Options {
+                blksize: self.blksize,
+                windowsize: self.windowsize,
+                tsize: self.tsize.then_some(0),
+                rollover: self.rollover,
+                timeout: self.timeout,
+            },
+            client_config: config,
+            server_config: config,
+            net: Net::lossy(self.loss, self.duplicate, self.reorder),
+            seed: self.seed,
+            ..Setup::default()
+        }
+    }
+
+    /// Runs the transfer and judges it.
+    pub fn run(&self) -> Result<ScenarioReport, ScenarioFailure> {
+        let file = self.file();
+        let setup = self.setup();
+        if self.write {
+            let mut sim = write_pair(&file, &setup);
+            self.finish(&mut sim, &file, |sim| {
+                let server = sim.server.as_ref();
+                (
+                    server.map_or(&[][..], |s| &s.transfer.storage()[..]),
+                    sim.client.outcome(),
+                    server.and_then(|s| s.outcome()),
+                    sim.client.data().len(),
+                )
+            })
+        } else {
+            let mut sim = read_pair(&file, &setup);
+            self.finish(&mut sim, &file, |sim| {
+                let server = sim.server.as_ref();
+                (
+                    &sim.client.transfer.storage()[..],
+                    server.and_then(|s| s.outcome()),
+                    sim.client.outcome(),
+                    server.map_or(0, |s| s.data().len()),
+                )
+            })
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn finish<'a, C: Storage, S: Storage>(
+        &self,
+        sim: &mut Sim<'a, C, S>,
+        file: &[u8],
+        parts: impl for<'s> Fn(
+            &'s Sim<'a, C, S>,
+        ) -> (
+            &'s [u8],
+            Option<Result<u64, TransferError>>,
+            Option<Result<u64, TransferError>>,
+            usize,
+        ),
+    ) -> Result<ScenarioReport, ScenarioFailure> {
+        sim.max_steps = self.step_budget();
+        match sim.run() {
+            Ok(()) => {}
+            Err(
+                e @ (SimError::StepBudget { .. } | SimError::TimeBudget { .. } | SimError::Stalled { .. }),
+            ) => return Err(ScenarioFailure::Hang(e.to_string())),
+            Err(SimError::Violation(v)) => return Err(ScenarioFailure::Violation(v)),
+        }
+        let (received, sender, receiver, data_sent) = parts(sim);
+        let ending = judge(file, received, sender, receiver).map_err(|e| {
+            if e.starts_with("CORRUPTION") {
+                ScenarioFailure::Corruption(e)
+            } else {
+                ScenarioFailure::Unclean(e)
+            }
+        })?;
+        Ok(ScenarioReport {
+            ending,
+            steps: sim.steps,
+            data_sent: data_sent as u64,
+            sim_time: sim.now - tftp_proto::Instant::ZERO,
+        })
+    }
+}
+
+/// How a scenario went, when it went acceptably.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScenarioReport {
+    /// How it ended.
+    pub ending: Ending,
+    /// Simulation steps taken.
+    pub steps: u64,
+    /// DATA datagrams the sender sent.
+    pub data_sent: u64,
+    /// Simulated time taken.
+    pub sim_time: std::time::Duration,
+}
+
+/// How a scenario went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScenarioFailure {
+    /// A side finished without the receiver holding the exact file.
+    Corruption(String),
+    /// A side failed other than by a clean timeout.
+    Unclean(String),
+    /// The step or time budget ran out.
+    Hang(String),
+    /// The audit caught a protocol rule broken (e.g. DATA answering a duplicate ACK).
+    Violation(String),
+}

@@ -2,7 +2,10 @@
 //! `Pair` and str0m's network emulator.
 //!
 //! A client [`Transfer`] and a server [`Transfer`] are joined by a seeded network that can drop,
-//! duplicate, reorder and delay datagrams. The server is created the way a real server creates
+//! duplicate, reorder and delay datagrams (each direction is a FIFO link with latency and jitter;
+//! a reordered datagram is held back so later ones overtake it, a duplicate arrives later), and a
+//! test hook can drop, alter, duplicate or delay exactly the datagram it wants, or inject foreign
+//! ones. The server is created the way a real server creates
 //! it: the client's request reaches the server's well-known address, is parsed there, and
 //! [`Transfer::server`] answers from a TID address of its own. A simulated clock jumps straight to
 //! the next event (the next delivery or the earliest `poll_timeout`), and a step budget turns a
@@ -10,7 +13,8 @@
 //!
 //! Every datagram a side sends is recorded, decoded, with the input that triggered it, and an
 //! audit checks the protocol's standing rules on every step: the Sorcerer's Apprentice rule
-//! (DATA only after a new ACK, the OACK/ACK 0 handshake or a timer expiry), windows start right
+//! (DATA only after a new ACK, the OACK/ACK 0 handshake, a timer expiry, or the creation of a
+//! server read without options; each DATA is attributed to its trigger), windows start right
 //! after the acknowledged block and never exceed the window size, ERRORs are sent once and never
 //! answered, nothing is sent to the peer after the end, and events end with one final event.
 
@@ -95,13 +99,13 @@ impl Rng {
 pub struct Net {
     /// Probability a datagram is lost.
     pub loss: f64,
-    /// Probability a delivered datagram arrives twice (the copy has its own delay).
+    /// Probability a delivered datagram arrives twice (the copy comes later, out of order).
     pub duplicate: f64,
     /// Probability a datagram is held back by up to `reorder_delay` extra, so later ones overtake it.
     pub reorder: f64,
     /// One-way delay of every datagram.
     pub latency: Duration,
-    /// Extra random delay `0..=jitter` on every datagram.
+    /// Extra random delay `0..=jitter` on every datagram (order on a link is kept).
     pub jitter: Duration,
     /// Largest extra delay of a reordered datagram.
     pub reorder_delay: Duration,
@@ -396,6 +400,7 @@ pub struct Side<'a, S> {
     /// Protocol rule violations found by the audit.
     pub violations: Vec<String>,
     sending: bool,
+    is_client: bool,
     initial_peer: SocketAddr,
     known_peer: Option<SocketAddr>,
     audit: SenderAudit,
@@ -437,6 +442,7 @@ impl<'a, S: Storage> Side<'a, S> {
             timeouts: 0,
             violations: Vec::new(),
             sending,
+            is_client: known_peer.is_none(),
             known_peer,
             audit: SenderAudit::default(),
             error_sent: false,
@@ -474,7 +480,7 @@ impl<'a, S: Storage> Side<'a, S> {
     }
 
     /// Whether `from` is (or may be, before the client learnt the server's TID) the peer.
-    fn from_peer(&self, from: SocketAddr) -> bool {
+    fn is_peer(&self, from: SocketAddr) -> bool {
         match self.known_peer {
             Some(p) => from == p,
             None => from.ip() == self.initial_peer.ip(),
@@ -488,8 +494,8 @@ impl<'a, S: Storage> Side<'a, S> {
     fn classify_ack(&mut self, from: SocketAddr, packet: &Pkt) -> Option<AckKind> {
         let handshake = self.audit.sent_max == 0;
         let kind = match packet {
-            Pkt::Ack { .. } | Pkt::Oack(_) if !self.from_peer(from) => AckKind::Invalid,
-            Pkt::Oack(_) if handshake && self.name == "client" => AckKind::Handshake,
+            Pkt::Ack { .. } | Pkt::Oack(_) if !self.is_peer(from) => AckKind::Invalid,
+            Pkt::Oack(_) if handshake && self.is_client => AckKind::Handshake,
             Pkt::Oack(_) => AckKind::Invalid,
             Pkt::Ack { block: 0 } if handshake => AckKind::Handshake,
             Pkt::Ack { block } => match unwrap_block(self.audit.acked, *block, self.rollover_to_one()) {
@@ -515,7 +521,7 @@ impl<'a, S: Storage> Side<'a, S> {
         let was_terminated = matches!(self.final_event, Some(Event::Failed(_) | Event::OptionsDeclined));
         let was_finished = matches!(self.final_event, Some(Event::Finished { .. }));
         let error_from_peer = matches!(&trigger, Trigger::Datagram { from, packet: Pkt::Error { .. }, .. }
-            if self.from_peer(*from));
+            if self.is_peer(*from));
         let mut guard = 0;
         while let Some(tx) = self.transfer.poll_transmit(now, &mut self.buf) {
             guard += 1;
@@ -686,6 +692,11 @@ pub enum SimError {
     },
     /// The audit found a protocol rule broken.
     Violation(String),
+    /// Nothing left to deliver and no timer, yet a side is not finished.
+    Stalled {
+        /// Simulated time reached.
+        now: Instant,
+    },
 }
 
 impl fmt::Display for SimError {
@@ -698,6 +709,11 @@ impl fmt::Display for SimError {
             ),
             SimError::TimeBudget { now } => write!(f, "simulated time ran to {} us", now.as_micros()),
             SimError::Violation(v) => write!(f, "protocol violation: {v}"),
+            SimError::Stalled { now } => write!(
+                f,
+                "stalled at {} us: a side is unfinished with no timer",
+                now.as_micros()
+            ),
         }
     }
 }
@@ -759,10 +775,14 @@ pub struct Sim<'a, C, S> {
     hook: Option<Hook<'a>>,
     flights: Vec<Flight>,
     seq: u64,
+    started: bool,
+    /// Per direction: when the link delivers its last in-order datagram (FIFO floor).
+    link_free: [Instant; 2],
 }
 
 impl<'a, C: Storage, S: Storage> Sim<'a, C, S> {
-    /// Starts a simulation: the client's first datagram goes out at time zero.
+    /// Sets up a simulation; the client's first datagram goes out at time zero, on the first
+    /// step (so a hook installed before can see it).
     pub fn new(
         seed: u64,
         net: Net,
@@ -770,7 +790,7 @@ impl<'a, C: Storage, S: Storage> Sim<'a, C, S> {
         client_sends_data: bool,
         make_server: MakeServer<'a, S>,
     ) -> Self {
-        let mut sim = Sim {
+        let sim = Sim {
             now: Instant::ZERO,
             net,
             rng: Rng::new(seed),
@@ -786,9 +806,9 @@ impl<'a, C: Storage, S: Storage> Sim<'a, C, S> {
             hook: None,
             flights: Vec::new(),
             seq: 0,
+            started: false,
+            link_free: [Instant::ZERO; 2],
         };
-        let out = sim.client.start(sim.now);
-        sim.send(Dir::ClientToServer, CLIENT, out);
         sim
     }
 
@@ -816,7 +836,11 @@ impl<'a, C: Storage, S: Storage> Sim<'a, C, S> {
     /// Runs until both sides are over or nothing can happen any more.
     pub fn run(&mut self) -> Result<(), SimError> {
         while self.step()? {}
-        Ok(())
+        if self.is_done() {
+            Ok(())
+        } else {
+            Err(SimError::Stalled { now: self.now })
+        }
     }
 
     /// Runs until `stop` holds (checked before each step); returns whether it did.
@@ -833,6 +857,13 @@ impl<'a, C: Storage, S: Storage> Sim<'a, C, S> {
 
     /// One step: the next delivery, or the next timer instant. `Ok(false)` when nothing is left.
     pub fn step(&mut self) -> Result<bool, SimError> {
+        if !self.started {
+            self.started = true;
+            let out = self.client.start(self.now);
+            self.send(Dir::ClientToServer, CLIENT, out);
+            self.check()?;
+            return Ok(true);
+        }
         if self.is_done() && self.flights.iter().all(|f| f.to != CLIENT && f.to != SERVER_TID) {
             return Ok(false);
         }
@@ -960,6 +991,9 @@ impl<'a, C: Storage, S: Storage> Sim<'a, C, S> {
         }
     }
 
+    /// The network: loss, then duplication (the copy takes its own, later path), then the
+    /// delay. Datagrams keep their order on each link (one direction) unless reordering holds
+    /// one back, or a hook delays it, so later ones overtake it.
     fn impair(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>, extra: Duration) {
         if self.rng.chance(self.net.loss) {
             self.stats.lost += 1;
@@ -967,20 +1001,26 @@ impl<'a, C: Storage, S: Storage> Sim<'a, C, S> {
         }
         if self.rng.chance(self.net.duplicate) {
             self.stats.duplicated += 1;
-            let delay = self.delay(extra);
-            self.enqueue(self.now + delay, from, to, bytes.clone());
+            let late = self.base_delay() + self.rng.duration(self.net.reorder_delay.max(self.net.latency));
+            self.enqueue(self.now + late + extra, from, to, bytes.clone());
         }
-        let delay = self.delay(extra);
-        self.enqueue(self.now + delay, from, to, bytes);
+        let at = self.now + self.base_delay() + extra;
+        let link = usize::from(from != CLIENT);
+        let at = if self.rng.chance(self.net.reorder) {
+            self.stats.reordered += 1;
+            at + self.rng.duration(self.net.reorder_delay)
+        } else if extra > Duration::ZERO {
+            at
+        } else {
+            let at = at.max(self.link_free[link]);
+            self.link_free[link] = at;
+            at
+        };
+        self.enqueue(at, from, to, bytes);
     }
 
-    fn delay(&mut self, extra: Duration) -> Duration {
-        let mut delay = self.net.latency + self.rng.duration(self.net.jitter) + extra;
-        if self.rng.chance(self.net.reorder) {
-            self.stats.reordered += 1;
-            delay += self.rng.duration(self.net.reorder_delay);
-        }
-        delay
+    fn base_delay(&mut self) -> Duration {
+        self.net.latency + self.rng.duration(self.net.jitter)
     }
 
     fn enqueue(&mut self, at: Instant, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {

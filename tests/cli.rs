@@ -1,0 +1,557 @@
+//! The `tftp-proto` binary end to end: `serve` in a child process on a loopback port the OS
+//! picks (read back from its "serving ROOT on ADDR" line), and `get` / `put` children against it.
+//!
+//! Every wait is bounded by [`WAIT`], which only a broken test meets; nothing depends on speed.
+//! The server child is stopped with SIGTERM at the end of each test and must exit cleanly.
+#![cfg(feature = "cli")]
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tftp-proto");
+
+/// Upper bound of any single wait: only a broken test meets it.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("tftp-proto-cli-{}-{n}-{tag}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn list(dir: &Path) -> BTreeSet<OsString> {
+    fs::read_dir(dir)
+        .expect("list dir")
+        .map(|e| e.expect("dir entry").file_name())
+        .collect()
+}
+
+fn names(list: &[&str]) -> BTreeSet<OsString> {
+    list.iter().map(OsString::from).collect()
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A `tftp-proto serve` child; stopped with SIGTERM on drop.
+struct Serve {
+    child: Option<Child>,
+    addrs: Vec<SocketAddr>,
+    /// The server's stderr, line by line.
+    lines: mpsc::Receiver<String>,
+}
+
+impl Serve {
+    fn start(root: &Path, args: &[&str]) -> Serve {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--root")
+            .arg(root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut serve = Serve {
+            child: Some(child),
+            addrs: Vec::new(),
+            lines,
+        };
+        let line = serve.wait_line("the serving line", |l| l.contains("serving "));
+        serve.addrs = parse_serving(&line);
+        serve
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// `HOST:PORT` of the first listener, as the CLI takes it.
+    fn host(&self) -> String {
+        self.addr().to_string()
+    }
+
+    /// Waits for a stderr line `pred` accepts.
+    fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        loop {
+            match self.lines.recv_timeout(WAIT) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("server printed no line for {what}: {e}"),
+            }
+        }
+    }
+
+    /// Waits for the server's report line of a transfer of `name` (`read` or `write`).
+    fn wait_report(&self, dir: &str, name: &str) -> String {
+        let needle = format!("{dir} \"{name}\"");
+        self.wait_line(&needle, |l| l.contains(&needle))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn stop(mut self) {
+        let status = self.terminate().expect("server exit status");
+        assert!(status.success(), "serve exited with {status}");
+        self.wait_line("the stopped line", |l| l.contains("stopped"));
+    }
+
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let (tx, rx) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = tx.send(());
+            (child, status)
+        });
+        if rx.recv_timeout(WAIT).is_err() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            let _ = waiter.join();
+            panic!("serve did not exit on SIGTERM");
+        }
+        let (_, status) = waiter.join().expect("waiter");
+        status.ok()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let status = self.terminate();
+        if !std::thread::panicking() {
+            if let Some(status) = status {
+                assert!(status.success(), "serve exited with {status}");
+            }
+        }
+    }
+}
+
+/// `tftp-proto: serving ROOT on A, B (read-only)` -> [A, B].
+fn parse_serving(line: &str) -> Vec<SocketAddr> {
+    let (_, rest) = line
+        .rsplit_once(" on ")
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let list = rest.rsplit_once(" (").map_or(rest, |(l, _)| l);
+    let addrs: Vec<SocketAddr> = list
+        .split(", ")
+        .map(|a| {
+            a.parse()
+                .unwrap_or_else(|e| panic!("address {a:?} in {line:?}: {e}"))
+        })
+        .collect();
+    for a in &addrs {
+        assert_ne!(a.port(), 0, "the OS-chosen port is printed: {line:?}");
+    }
+    addrs
+}
+
+/// Runs the binary with `args` (and `stdin`), bounded by [`WAIT`].
+fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let pid = child.id().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(out) => out.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("tftp-proto {args:?} did not finish");
+        }
+    }
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+// ---- serve ----------------------------------------------------------------------------------
+
+#[test]
+fn serve_prints_the_bound_ports_and_stops_on_sigterm() {
+    let root = TempDir::new("root");
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0", "--bind", "[::1]:0"]);
+    assert_eq!(serve.addrs.len(), 2);
+    assert_eq!(
+        serve.addrs[0].ip(),
+        "127.0.0.1".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(serve.addrs[1].ip(), "::1".parse::<std::net::IpAddr>().unwrap());
+    serve.stop();
+}
+
+#[test]
+fn serve_refuses_overwrite_without_write() {
+    let root = TempDir::new("root");
+    let out = run(
+        &[
+            "serve",
+            "--root",
+            path(root.path()),
+            "--bind",
+            "127.0.0.1:0",
+            "--allow-overwrite",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--allow-overwrite needs --allow-write"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+// ---- get --------------------------------------------------------------------------------------
+
+#[test]
+fn get_host_port_remote_local() {
+    let root = TempDir::new("root");
+    let local = TempDir::new("local");
+    let content = pattern(100_000, 1);
+    fs::write(root.join("boot.img"), &content).unwrap();
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
+    let target = local.join("out.img");
+    let out = run(&["get", &serve.host(), "boot.img", path(&target)], None);
+    ok(&out);
+    assert_eq!(fs::read(&target).unwrap(), content);
+    assert!(stderr(&out).contains("received 100000 bytes"), "{}", stderr(&out));
+    // With options, into the same file (replaced atomically).
+    let out = run(
+        &[
+            "get",
+            "--blksize",
+            "1468",
+            "--windowsize",
+            "8",
+            "--tsize",
+            &serve.host(),
+            "boot.img",
+            path(&target),
+        ],
+        None,
+    );
+    ok(&out);
+    assert!(
+        stderr(&out).contains("blksize 1468, windowsize 8"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read(&target).unwrap(), content);
+    assert_eq!(list(local.path()), names(&["out.img"]));
+    serve.wait_report("read", "boot.img");
+    serve.stop();
+}
+
+#[test]
+fn get_tftp_url() {
+    let root = TempDir::new("root");
+    let local = TempDir::new("local");
+    fs::create_dir(root.join("dir")).unwrap();
+    fs::write(root.join("dir/a b.cfg"), b"url content").unwrap();
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
+    let url = format!("tftp://{}/dir/a%20b.cfg", serve.host());
+    let target = local.join("x.cfg");
+    ok(&run(&["get", &url, path(&target)], None));
+    assert_eq!(fs::read(&target).unwrap(), b"url content");
+    serve.stop();
+}
+
+#[test]
+fn get_to_stdout() {
+    let root = TempDir::new("root");
+    let content = pattern(5000, 2);
+    fs::write(root.join("f.bin"), &content).unwrap();
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
+    let out = run(&["get", &serve.host(), "f.bin", "-"], None);
+    ok(&out);
+    assert_eq!(out.stdout, content);
+    serve.stop();
+}
+
+#[test]
+fn get_over_ipv6() {
+    let root = TempDir::new("root");
+    let local = TempDir::new("local");
+    fs::write(root.join("f.bin"), b"over ipv6").unwrap();
+    let serve = Serve::start(root.path(), &["--bind", "[::1]:0"]);
+    let host = format!("[::1]:{}", serve.addr().port());
+    let target = local.join("f.bin");
+    ok(&run(&["get", &host, "f.bin", path(&target)], None));
+    assert_eq!(fs::read(&target).unwrap(), b"over ipv6");
+    let url = format!("tftp://[::1]:{}/f.bin", serve.addr().port());
+    let out = run(&["get", &url, "-"], None);
+    ok(&out);
+    assert_eq!(out.stdout, b"over ipv6");
+    serve.stop();
+}
+
+#[test]
+fn get_default_local_name_is_the_remote_base_name() {
+    let root = TempDir::new("root");
+    let cwd = TempDir::new("cwd");
+    fs::create_dir(root.join("boot")).unwrap();
+    fs::write(root.join("boot/pxelinux.0"), b"pxe").unwrap();
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
+    let out = Command::new(BIN)
+        .args(["get", "-q", &serve.host(), "/boot/pxelinux.0"])
+        .current_dir(cwd.path())
+        .output()
+        .expect("run get");
+    ok(&out);
+    assert_eq!(fs::read(cwd.join("pxelinux.0")).unwrap(), b"pxe");
+    assert!(out.stderr.is_empty(), "--quiet: {}", stderr(&out));
+    serve.stop();
+}
+
+#[test]
+fn get_missing_file_fails_and_leaves_nothing() {
+    let root = TempDir::new("root");
+    let local = TempDir::new("local");
+    fs::write(local.join("existing.bin"), b"precious").unwrap();
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
+    for target in ["new.bin", "existing.bin", "-"] {
+        let dest = if target == "-" {
+            "-".to_string()
+        } else {
+            path(&local.join(target)).to_string()
+        };
+        let out = run(&["get", &serve.host(), "missing.bin", &dest], None);
+        assert!(!out.status.success(), "{target}");
+        assert!(
+            stderr(&out).contains("File not found"),
+            "{target}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("missing.bin"), "{target}: {}", stderr(&out));
+        assert!(out.stdout.is_empty());
+    }
+    assert_eq!(fs::read(local.join("existing.bin")).unwrap(), b"precious");
+    assert_eq!(
+        list(local.path()),
+        names(&["existing.bin"]),
+        "no partial or temporary file"
+    );
+    serve.stop();
+}
+
+#[test]
+fn get_timeout_fails_and_leaves_nothing() {
+    let local = TempDir::new("local");
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let host = silent.local_addr().unwrap().to_string();
+    let target = local.join("f.bin");
+    let out = run(
+        &[
+            "get",
+            "--timeout",
+            "1",
+            "--retries",
+            "1",
+            &host,
+            "f.bin",
+            path(&target),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
+    assert!(list(local.path()).is_empty());
+}
+
+#[test]
+fn invalid_blksize_is_a_usage_error() {
+    for args in [
+        &["get", "--blksize", "4", "127.0.0.1:69", "f"][..],
+        &["get", "--blksize", "65465", "127.0.0.1:69", "f"],
+        &["put", "--windowsize", "0", "127.0.0.1:69", "f"],
+        &["get"],
+    ] {
+        let out = run(args, None);
+        // Exit status 2 is clap's usage error, before anything touches the network.
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).starts_with("error:"), "{args:?}: {}", stderr(&out));
+    }
+    let err = stderr(&run(&["get", "--blksize", "4", "127.0.0.1:69", "f"], None));
+    assert!(err.contains("--blksize") && err.contains("8..=65464"), "{err}");
+}
+
+#[test]
+fn unresolvable_host_fails() {
+    let local = TempDir::new("local");
+    let target = local.join("f");
+    let out = run(&["get", "no-such-host.invalid", "f", path(&target)], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot resolve"), "{}", stderr(&out));
+    assert!(list(local.path()).is_empty());
+    let out = run(
+        &["get", "tftp://no-such-host.invalid:6969/f", path(&target)],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(list(local.path()).is_empty());
+}
+
+// ---- put ----------------------------------------------------------------------------------------
+
+#[test]
+fn put_file() {
+    let root = TempDir::new("root");
+    let local = TempDir::new("local");
+    let content = pattern(70_000, 3);
+    fs::write(local.join("up.bin"), &content).unwrap();
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0", "--allow-write"]);
+    // REMOTE defaults to LOCAL's file name.
+    let out = run(
+        &["put", "--tsize", &serve.host(), path(&local.join("up.bin"))],
+        None,
+    );
+    ok(&out);
+    assert!(stderr(&out).contains("sent 70000 bytes"), "{}", stderr(&out));
+    let report = serve.wait_report("write", "up.bin");
+    assert!(report.ends_with(" ok"), "{report}");
+    assert_eq!(fs::read(root.join("up.bin")).unwrap(), content);
+    // An explicit REMOTE name, and a tftp:// URL.
+    ok(&run(
+        &["put", &serve.host(), path(&local.join("up.bin")), "renamed.bin"],
+        None,
+    ));
+    serve.wait_report("write", "renamed.bin");
+    let url = format!("tftp://{}/url.bin", serve.host());
+    ok(&run(&["put", &url, path(&local.join("up.bin"))], None));
+    serve.wait_report("write", "url.bin");
+    assert_eq!(fs::read(root.join("renamed.bin")).unwrap(), content);
+    assert_eq!(fs::read(root.join("url.bin")).unwrap(), content);
+    assert_eq!(list(root.path()), names(&["renamed.bin", "up.bin", "url.bin"]));
+    serve.stop();
+}
+
+#[test]
+fn put_from_stdin() {
+    let root = TempDir::new("root");
+    let content = pattern(300_000, 4);
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0", "--allow-write"]);
+    let out = run(
+        &[
+            "put",
+            "--blksize",
+            "1024",
+            "--windowsize",
+            "4",
+            &serve.host(),
+            "-",
+            "stdin.bin",
+        ],
+        Some(&content),
+    );
+    ok(&out);
+    serve.wait_report("write", "stdin.bin");
+    assert_eq!(fs::read(root.join("stdin.bin")).unwrap(), content);
+    // From stdin a REMOTE name is required.
+    let out = run(&["put", &serve.host(), "-"], Some(b"x"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("needs a REMOTE name"), "{}", stderr(&out));
+    serve.stop();
+}
+
+#[test]
+fn put_refused_by_a_read_only_server() {
+    let root = TempDir::new("root");
+    let local = TempDir::new("local");
+    fs::write(local.join("up.bin"), b"data").unwrap();
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
+    let out = run(&["put", &serve.host(), path(&local.join("up.bin"))], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("Access violation"), "{}", stderr(&out));
+    assert!(list(root.path()).is_empty());
+    serve.stop();
+}
+
+#[test]
+fn put_of_a_missing_local_file_fails() {
+    let local = TempDir::new("local");
+    let out = run(&["put", "127.0.0.1:9", path(&local.join("missing.bin"))], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("missing.bin"), "{}", stderr(&out));
+}
