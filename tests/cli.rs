@@ -555,3 +555,58 @@ fn put_of_a_missing_local_file_fails() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("missing.bin"), "{}", stderr(&out));
 }
+
+#[test]
+fn url_escapes_are_decoded_as_bytes() {
+    let root = TempDir::new("root");
+    let local = TempDir::new("local");
+    fs::write(root.join("a%b"), b"percent").unwrap();
+    {
+        use std::os::unix::ffi::OsStrExt;
+        fs::write(root.join(std::ffi::OsStr::from_bytes(b"caf\xe9")), b"latin-1").unwrap();
+    }
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
+    // A `%` not followed by two hex digits stays itself, even before a multi-byte character.
+    let out = run(&["get", &format!("tftp://{}/%aé", serve.host()), "-"], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("File not found"), "{}", stderr(&out));
+    let out = run(&["get", &format!("tftp://{}/a%b", serve.host()), "-"], None);
+    ok(&out);
+    assert_eq!(out.stdout, b"percent");
+    // %E9 is the byte 0xE9, not U+FFFD: file names are bytes.
+    let target = local.join("cafe");
+    ok(&run(
+        &["get", &format!("tftp://{}/caf%E9", serve.host()), path(&target)],
+        None,
+    ));
+    assert_eq!(fs::read(&target).unwrap(), b"latin-1");
+    serve.stop();
+}
+
+#[test]
+fn serve_fails_cleanly_on_a_bad_root_or_a_busy_port() {
+    let root = TempDir::new("root");
+    let out = run(
+        &[
+            "serve",
+            "--root",
+            path(&root.join("missing")),
+            "--bind",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot start server"), "{}", stderr(&out));
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let out = run(&["serve", "--root", path(root.path()), "--bind", &addr], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot start server"), "{}", stderr(&out));
+    let out = run(
+        &["serve", "--root", path(root.path()), "--bind", "not an address"],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("invalid --bind"), "{}", stderr(&out));
+}

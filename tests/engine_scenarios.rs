@@ -2044,7 +2044,7 @@ fn size_of_transfer_is_small() {
             size_of::<Transfer<'static, tftp_proto::storage::SliceWriter<'static>>>(),
         ),
         (
-            "Transfer<'static, ()>-like (&mut [u8] writer)",
+            "Transfer<'static, &mut Vec<u8>>",
             size_of::<Transfer<'static, &mut Vec<u8>>>(),
         ),
         ("Event", size_of::<Event>()),

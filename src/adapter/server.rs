@@ -278,7 +278,7 @@ impl Server {
                 s.send_to(data, tx.destination).map(|_| ())
             } else if let Some(l) = listener_for(&self.listeners, tx.local) {
                 if l.wildcard {
-                    send_from(&l.socket, data, tx.destination, tx.local.ip())
+                    send_from(&l.socket, data, tx.destination, tx.local)
                 } else {
                     l.socket.send_to(data, tx.destination).map(|_| ())
                 }
@@ -353,7 +353,9 @@ fn accept_request(
         }
         return;
     }
-    let bind_addr = SocketAddr::new(incoming.local.ip(), 0);
+    // The request's local address with a new port (keeping a link-local address's scope).
+    let mut bind_addr = incoming.local;
+    bind_addr.set_port(0);
     let std_sock = match bind_udp(bind_addr) {
         Ok(s) => s,
         Err(_) => {
@@ -465,7 +467,14 @@ fn recv_pktinfo(
                 }
                 ControlMessageOwned::Ipv6PacketInfo(info) => {
                     let ip = std::net::Ipv6Addr::from(info.ipi6_addr.s6_addr);
-                    local = SocketAddr::new(IpAddr::V6(ip), listen.port());
+                    // A link-local address means nothing without its interface: keep it as the
+                    // scope, or the transfer's socket cannot be bound to it.
+                    let scope = if ip.is_unicast_link_local() {
+                        info.ipi6_ifindex
+                    } else {
+                        0
+                    };
+                    local = SocketAddr::V6(std::net::SocketAddrV6::new(ip, listen.port(), 0, scope));
                 }
                 _ => {}
             }
@@ -475,14 +484,15 @@ fn recv_pktinfo(
     Ok((n, from, local))
 }
 
-/// Sends from a wildcard-bound socket with `source` as the source address.
-fn send_from(socket: &UdpSocket, data: &[u8], to: SocketAddr, source: IpAddr) -> io::Result<()> {
+/// Sends from a wildcard-bound socket with `source`'s address (and scope) as the source.
+fn send_from(socket: &UdpSocket, data: &[u8], to: SocketAddr, source: SocketAddr) -> io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrStorage};
     let iov = [io::IoSlice::new(data)];
     let dest = SockaddrStorage::from(to);
     let fd = socket.as_raw_fd();
     let r = match source {
-        IpAddr::V4(ip) if !ip.is_unspecified() => {
+        SocketAddr::V4(a) if !a.ip().is_unspecified() => {
+            let ip = *a.ip();
             let info = nix::libc::in_pktinfo {
                 ipi_ifindex: 0,
                 ipi_spec_dst: nix::libc::in_addr {
@@ -498,10 +508,13 @@ fn send_from(socket: &UdpSocket, data: &[u8], to: SocketAddr, source: IpAddr) ->
                 Some(&dest),
             )
         }
-        IpAddr::V6(ip) if !ip.is_unspecified() => {
+        SocketAddr::V6(a) if !a.ip().is_unspecified() => {
             let info = nix::libc::in6_pktinfo {
-                ipi6_addr: nix::libc::in6_addr { s6_addr: ip.octets() },
-                ipi6_ifindex: 0,
+                ipi6_addr: nix::libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                // The interface of a link-local source (0, any, otherwise).
+                ipi6_ifindex: a.scope_id(),
             };
             sendmsg(
                 fd,

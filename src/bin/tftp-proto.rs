@@ -241,8 +241,8 @@ fn resolve_host(host: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("cannot resolve {host:?}"))
 }
 
-/// Splits `tftp://host[:port]/file` (RFC 3617) into host and file.
-fn parse_url(s: &str) -> Option<Result<(String, String), String>> {
+/// Splits `tftp://host[:port]/file` (RFC 3617) into host and file (percent-decoded bytes).
+fn parse_url(s: &str) -> Option<Result<(String, Vec<u8>), String>> {
     let rest = s.strip_prefix("tftp://").or_else(|| s.strip_prefix("TFTP://"))?;
     let Some((host, file)) = rest.split_once('/') else {
         return Some(Err(format!("URL {s:?} names no file")));
@@ -255,14 +255,20 @@ fn parse_url(s: &str) -> Option<Result<(String, String), String>> {
     Some(Ok((host.to_string(), percent_decode(file))))
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes into bytes (file names are bytes, not necessarily UTF-8); a `%` not
+/// followed by two hex digits stays itself.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let hex = |c: u8| char::from(c).to_digit(16);
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+        if b[i] == b'%' {
+            if let (Some(hi), Some(lo)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push((hi * 16 + lo) as u8);
                 i += 3;
                 continue;
             }
@@ -270,7 +276,7 @@ fn percent_decode(s: &str) -> String {
         out.push(b[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 fn transfer(a: TransferArgs, get: bool) -> Result<(), String> {
@@ -290,10 +296,10 @@ fn transfer(a: TransferArgs, get: bool) -> Result<(), String> {
                 "missing LOCAL file name"
             })?;
             if get {
-                (host, first, a.args.get(2).cloned())
+                (host, first.into_bytes(), a.args.get(2).cloned())
             } else {
                 let remote = a.args.get(2).cloned();
-                (host, remote.unwrap_or_default(), Some(first))
+                (host, remote.unwrap_or_default().into_bytes(), Some(first))
             }
         }
     };
@@ -324,15 +330,15 @@ fn transfer(a: TransferArgs, get: bool) -> Result<(), String> {
     let show_bar = !a.quiet && std::io::stderr().is_terminal();
 
     let result = if get {
-        let local = local.unwrap_or_else(|| default_local_name(&remote));
+        let local = local.unwrap_or_else(|| default_local_name(&String::from_utf8_lossy(&remote)));
         let mut bar = Bar::new(show_bar, None);
         if local == "-" {
             let stdout = std::io::stdout().lock();
             client
-                .get_to_writer(remote.as_bytes(), stdout, |e| bar.on_event(e))
+                .get_to_writer(&remote, stdout, |e| bar.on_event(e))
                 .map(|(_, s)| s)
         } else {
-            client.get_file(remote.as_bytes(), Path::new(&local), |e| bar.on_event(e))
+            client.get_file(&remote, Path::new(&local), |e| bar.on_event(e))
         }
         .inspect(|_| bar.done())
         .map_err(|e| describe(&e, &remote))
@@ -344,7 +350,7 @@ fn transfer(a: TransferArgs, get: bool) -> Result<(), String> {
             }
             Path::new(&local)
                 .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
+                .map(|n| n.to_string_lossy().into_owned().into_bytes())
                 .ok_or("cannot derive REMOTE name from LOCAL")?
         } else {
             remote
@@ -352,14 +358,14 @@ fn transfer(a: TransferArgs, get: bool) -> Result<(), String> {
         if local == "-" {
             let mut bar = Bar::new(show_bar, None);
             client
-                .put_from_reader(std::io::stdin().lock(), remote.as_bytes(), |e| bar.on_event(e))
+                .put_from_reader(std::io::stdin().lock(), &remote, |e| bar.on_event(e))
                 .inspect(|_| bar.done())
                 .map_err(|e| describe(&e, &remote))
         } else {
             let size = std::fs::metadata(&local).map(|m| m.len()).ok();
             let mut bar = Bar::new(show_bar, size);
             client
-                .put_file(Path::new(&local), remote.as_bytes(), |e| bar.on_event(e))
+                .put_file(Path::new(&local), &remote, |e| bar.on_event(e))
                 .inspect(|_| bar.done())
                 .map_err(|e| describe(&e, &remote))
         }
@@ -388,9 +394,9 @@ fn default_local_name(remote: &str) -> String {
         .to_string()
 }
 
-fn describe(e: &ClientError, remote: &str) -> String {
+fn describe(e: &ClientError, remote: &[u8]) -> String {
     match e {
-        ClientError::Transfer(t) => format!("{remote}: {t}"),
+        ClientError::Transfer(t) => format!("{}: {t}", String::from_utf8_lossy(remote)),
         other => other.to_string(),
     }
 }
@@ -450,8 +456,10 @@ mod tests {
     fn urls_and_hosts() {
         assert_eq!(
             parse_url("tftp://127.0.0.1:6969/dir/a%20b").unwrap().unwrap(),
-            ("127.0.0.1:6969".into(), "dir/a b".into())
+            ("127.0.0.1:6969".into(), b"dir/a b".to_vec())
         );
+        assert_eq!(percent_decode("caf%E9%2"), b"caf\xe9%2");
+        assert_eq!(percent_decode("%a\u{e9}%"), "%a\u{e9}%".as_bytes());
         assert!(parse_url("tftp://host").unwrap().is_err());
         assert!(parse_url("host").is_none());
         assert_eq!(

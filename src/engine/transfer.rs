@@ -862,10 +862,11 @@ impl<'a, S: Storage> Transfer<'a, S> {
         }
     }
 
-    /// When a receiver that sent its final ACK at `now` may leave: twice the retransmission
-    /// interval, so a sender that lost our final ACK can repeat its final DATA and be answered.
+    /// When a receiver that sent its final ACK at `now` may leave: four retransmission
+    /// intervals, so a sender that lost our final ACK can repeat its final DATA (twice, with
+    /// its backoff) and be answered. Longer would delay every client that waits for the end.
     fn dally_end(&self, now: Instant) -> Instant {
-        now + self.rto.current().saturating_mul(2).min(self.config.max_rto)
+        now + self.rto.current().saturating_mul(4).min(self.config.max_rto)
     }
 
     fn accept_block(&mut self, now: Instant, payload: &[u8]) {
