@@ -13,29 +13,24 @@ pub(crate) struct Rto {
     rttvar_us: u32,
     has_sample: bool,
     backoff: u8,
-    fixed: Option<Duration>,
-    initial: Duration,
-    min: Duration,
-    max: Duration,
+    /// Seconds, when the `timeout` option fixed the interval.
+    fixed: Option<u8>,
 }
 
 impl Rto {
-    pub(crate) fn new(config: &Config) -> Self {
+    pub(crate) fn new() -> Self {
         Rto {
             srtt_us: 0,
             rttvar_us: 0,
             has_sample: false,
             backoff: 0,
             fixed: None,
-            initial: config.initial_rto,
-            min: config.min_rto,
-            max: config.max_rto.max(config.min_rto),
         }
     }
 
     /// Uses exactly `secs` seconds between retransmissions (the `timeout` option).
     pub(crate) fn set_fixed(&mut self, secs: u8) {
-        self.fixed = Some(Duration::from_secs(u64::from(secs)));
+        self.fixed = Some(secs);
     }
 
     /// Records a round-trip sample from a packet that was not retransmitted (Karn's rule).
@@ -62,18 +57,19 @@ impl Rto {
         self.backoff = self.backoff.saturating_add(1).min(16);
     }
 
-    /// The current interval.
-    pub(crate) fn current(&self) -> Duration {
-        if let Some(fixed) = self.fixed {
-            return fixed;
+    /// The current interval under `config`'s bounds.
+    pub(crate) fn current(&self, config: &Config) -> Duration {
+        if let Some(secs) = self.fixed {
+            return Duration::from_secs(u64::from(secs));
         }
+        let (min, max) = (config.min_rto, config.max_rto.max(config.min_rto));
         let base = if self.has_sample {
             let us = u64::from(self.srtt_us) + 4 * u64::from(self.rttvar_us);
-            Duration::from_micros(us).clamp(self.min, self.max)
+            Duration::from_micros(us).clamp(min, max)
         } else {
-            self.initial.clamp(self.min, self.max)
+            config.initial_rto.clamp(min, max)
         };
-        base.saturating_mul(1 << self.backoff).min(self.max)
+        base.saturating_mul(1 << self.backoff).min(max)
     }
 }
 
@@ -84,26 +80,26 @@ mod tests {
     #[test]
     fn adapts_backs_off_and_clamps() {
         let cfg = Config::default();
-        let mut rto = Rto::new(&cfg);
-        assert_eq!(rto.current(), cfg.initial_rto);
+        let mut rto = Rto::new();
+        assert_eq!(rto.current(&cfg), cfg.initial_rto);
         rto.sample(Duration::from_millis(100));
-        let first = rto.current();
+        let first = rto.current(&cfg);
         assert!(
             first >= Duration::from_millis(200) && first <= Duration::from_millis(400),
             "{first:?}"
         );
         rto.back_off();
-        assert_eq!(rto.current(), (first * 2).min(cfg.max_rto));
+        assert_eq!(rto.current(&cfg), (first * 2).min(cfg.max_rto));
         for _ in 0..20 {
             rto.back_off();
         }
-        assert_eq!(rto.current(), cfg.max_rto);
+        assert_eq!(rto.current(&cfg), cfg.max_rto);
         rto.reset_backoff();
         for _ in 0..50 {
             rto.sample(Duration::from_micros(50));
         }
-        assert_eq!(rto.current(), cfg.min_rto, "tiny RTTs clamp to the minimum");
+        assert_eq!(rto.current(&cfg), cfg.min_rto, "tiny RTTs clamp to the minimum");
         rto.set_fixed(3);
-        assert_eq!(rto.current(), Duration::from_secs(3));
+        assert_eq!(rto.current(&cfg), Duration::from_secs(3));
     }
 }

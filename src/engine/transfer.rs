@@ -58,6 +58,15 @@ pub struct ClientRequest<'a> {
     pub options: Options,
 }
 
+/// A client's request, kept to resend it (its options are the transfer's `options`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+struct PendingRequest<'a> {
+    kind: RequestKind,
+    filename: &'a [u8],
+    mode: TransferMode,
+}
+
 /// Which packet to (re)send besides data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -153,12 +162,12 @@ pub struct Transfer<'a, S> {
     send: SendState,
     recv: RecvState,
     /// Client: the request to (re)send.
-    request: Option<ClientRequest<'a>>,
+    request: Option<PendingRequest<'a>>,
     /// Server: the OACK to (re)send; client: the options requested.
     options: Options,
     control: Option<Control>,
     error_out: Option<(ErrorCode, &'static str)>,
-    strays: Deque<SocketAddr, 2>,
+    strays: Deque<SocketAddr, 1>,
     negotiated_pending: bool,
     progress_reported: u64,
     outcome: Option<Outcome>,
@@ -183,7 +192,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
             phase: Phase::Data,
             params: TransferParams::default(),
             numbering: Numbering::new(None),
-            rto: Rto::new(&config),
+            rto: Rto::new(),
             config,
             retries: 0,
             deadline: None,
@@ -245,7 +254,11 @@ impl<'a, S: Storage> Transfer<'a, S> {
         t.peer_locked = false;
         t.phase = Phase::Requesting;
         t.options = options;
-        t.request = Some(ClientRequest { options, ..request });
+        t.request = Some(PendingRequest {
+            kind: request.kind,
+            filename: request.filename,
+            mode: request.mode,
+        });
         t.control = Some(Control::Request);
         let mut probe = [0u8; crate::wire::MAX_REQUEST_LEN];
         t.encode_control(Control::Request, &mut probe).map_err(|_| {
@@ -604,7 +617,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
 
     /// (Re)arms the retransmission timer from `now`.
     fn arm(&mut self, now: Instant) {
-        self.deadline = Some(now + self.rto.current());
+        self.deadline = Some(now + self.rto.current(&self.config));
     }
 
     fn progress(&mut self) {
@@ -866,7 +879,11 @@ impl<'a, S: Storage> Transfer<'a, S> {
     /// intervals, so a sender that lost our final ACK can repeat its final DATA (twice, with
     /// its backoff) and be answered. Longer would delay every client that waits for the end.
     fn dally_end(&self, now: Instant) -> Instant {
-        now + self.rto.current().saturating_mul(4).min(self.config.max_rto)
+        now + self
+            .rto
+            .current(&self.config)
+            .saturating_mul(4)
+            .min(self.config.max_rto)
     }
 
     fn accept_block(&mut self, now: Instant, payload: &[u8]) {
@@ -937,7 +954,8 @@ impl<'a, S: Storage> Transfer<'a, S> {
                     TransferMode::Octet => Mode::Octet,
                     TransferMode::Netascii => Mode::Netascii,
                 };
-                encode_request(buf, r.kind, r.filename, mode, &r.options, OptionList::EMPTY).map_err(needed)
+                encode_request(buf, r.kind, r.filename, mode, &self.options, OptionList::EMPTY)
+                    .map_err(needed)
             }
             Control::Oack => encode_oack(buf, &self.options, OptionList::EMPTY).map_err(needed),
             Control::Ack => {
