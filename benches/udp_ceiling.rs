@@ -44,7 +44,7 @@ fn run(total: u64, blksize: usize, window: u64) -> (f64, u64) {
                     let b = u64::from(u16::from_be_bytes([buf[2], buf[3]]));
                     if b == next % 65536 {
                         next += 1;
-                        if (next - 1) % window == 0 || next > blocks {
+                        if (next - 1).is_multiple_of(window) || next > blocks {
                             let ack = ((next - 1) % 65536) as u16;
                             let _ = rx.send_to(&[0, 4, (ack >> 8) as u8, ack as u8], tx_addr);
                         }
@@ -72,22 +72,19 @@ fn run(total: u64, blksize: usize, window: u64) -> (f64, u64) {
             pkt[2..4].copy_from_slice(&((b % 65536) as u16).to_be_bytes());
             let _ = tx.send_to(&pkt, rx_addr);
         }
-        loop {
-            match tx.recv_from(&mut ack) {
-                Ok((4, _)) => {
-                    let a = u64::from(u16::from_be_bytes([ack[2], ack[3]]));
-                    // Resolve the 16-bit number near what was sent.
-                    let base = acked & !0xffff;
-                    let mut full = base | a;
-                    if full < acked {
-                        full += 65536;
-                    }
-                    if full > acked && full <= end {
-                        acked = full;
-                        break;
-                    }
-                }
-                _ => break,
+        while let Ok((n, _)) = tx.recv_from(&mut ack) {
+            if n != 4 {
+                continue;
+            }
+            let a = u64::from(u16::from_be_bytes([ack[2], ack[3]]));
+            // Resolve the 16-bit number near what was sent.
+            let mut full = (acked & !0xffff) | a;
+            if full < acked {
+                full += 65536;
+            }
+            if full > acked && full <= end {
+                acked = full;
+                break;
             }
         }
     }

@@ -196,7 +196,7 @@ fn fast_fail() -> Config {
         max_rto: Duration::from_millis(400),
         max_retries: 2,
         idle_timeout: Duration::from_secs(10),
-        max_write_size: None,
+        ..Config::default()
     }
 }
 

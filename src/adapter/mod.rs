@@ -6,7 +6,7 @@
 //!   back.
 //! * [`client`]: blocking `get` and `put` to and from files, byte buffers, readers and writers.
 //! * [`server`]: the multi-session std server with its root-confined file policy ([`fs`]).
-//! * [`io`]: [`Storage`](crate::storage::Storage) adapters for `Read` and `Write` streams.
+//! * [`io`]: [`Storage`] adapters for `Read` and `Write` streams.
 
 use std::prelude::rust_2021::*;
 pub mod client;

@@ -106,6 +106,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Largest file a receiver accepts (ERROR 3 beyond it). Default: no limit.
     pub max_write_size: Option<u64>,
+    /// Longest a receiver dallies after its final ACK (it waits four retransmission intervals,
+    /// at most this), to re-acknowledge a repeated final DATA. Default 1 s.
+    pub max_dally: Duration,
 }
 
 impl Default for Config {
@@ -117,6 +120,7 @@ impl Default for Config {
             max_retries: 6,
             idle_timeout: Duration::from_secs(60),
             max_write_size: None,
+            max_dally: Duration::from_secs(1),
         }
     }
 }
