@@ -501,21 +501,71 @@ fn exceeds(value: &[u8], max: u16) -> bool {
 }
 
 /// Number of decimal digits of `v`.
-pub(crate) fn decimal_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 10 {
-        v /= 10;
-        n += 1;
-    }
-    n
+pub(crate) fn decimal_len(v: u64) -> usize {
+    1 + POW10[1..].iter().filter(|&&p| v >= p).count()
 }
+
+/// Powers of ten up to 10^19: decimal output by subtraction, since 64-bit division is a
+/// library routine of about 1 KiB on small MCUs.
+const POW10: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
 
 /// Writes `v` in decimal at the start of `buf` (which must hold [`decimal_len`] bytes).
 pub(crate) fn write_decimal(mut v: u64, buf: &mut [u8]) -> usize {
     let len = decimal_len(v);
-    for slot in buf[..len].iter_mut().rev() {
-        *slot = b'0' + (v % 10) as u8;
-        v /= 10;
+    for (slot, &p) in buf[..len].iter_mut().zip(POW10[..len].iter().rev()) {
+        let mut digit = b'0';
+        while v >= p {
+            v -= p;
+            digit += 1;
+        }
+        *slot = digit;
     }
     len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_formatting_matches_std() {
+        let mut buf = [0u8; 20];
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut check = |v: u64| {
+            let n = write_decimal(v, &mut buf);
+            assert_eq!(n, decimal_len(v));
+            assert_eq!(core::str::from_utf8(&buf[..n]).unwrap(), std::format!("{v}"));
+        };
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            65535,
+            65536,
+            999_999_999_999,
+            u64::MAX,
+            u64::MAX - 1,
+            10u64.pow(19),
+        ] {
+            check(v);
+        }
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            check(x);
+            check(x >> 33);
+        }
+    }
 }

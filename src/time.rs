@@ -61,18 +61,32 @@ impl Instant {
         Duration::from_micros(self.micros.saturating_sub(earlier.micros))
     }
 
-    /// `self + d`, saturating at [`Instant::MAX`].
-    pub const fn saturating_add(self, d: Duration) -> Instant {
-        let add = d.as_micros();
-        let add = if add > u64::MAX as u128 {
-            u64::MAX
-        } else {
-            add as u64
-        };
+    /// Microseconds elapsed from `earlier` to `self`, or zero if `earlier` is later.
+    pub const fn micros_since(self, earlier: Instant) -> u64 {
+        self.micros.saturating_sub(earlier.micros)
+    }
+
+    /// `self + micros` microseconds, saturating at [`Instant::MAX`].
+    pub const fn add_micros(self, micros: u64) -> Instant {
         Instant {
-            micros: self.micros.saturating_add(add),
+            micros: self.micros.saturating_add(micros),
         }
     }
+
+    /// `self + d`, saturating at [`Instant::MAX`].
+    pub const fn saturating_add(self, d: Duration) -> Instant {
+        Instant {
+            micros: self.micros.saturating_add(duration_micros(d)),
+        }
+    }
+}
+
+/// Whole microseconds of `d`, saturating; 64-bit arithmetic only (`Duration::as_micros` is
+/// 128-bit, which is costly code on small MCUs).
+pub(crate) const fn duration_micros(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(d.subsec_micros() as u64)
 }
 
 impl Add<Duration> for Instant {
@@ -98,9 +112,8 @@ impl Sub<Instant> for Instant {
 impl Sub<Duration> for Instant {
     type Output = Instant;
     fn sub(self, d: Duration) -> Instant {
-        let sub = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         Instant {
-            micros: self.micros.saturating_sub(sub),
+            micros: self.micros.saturating_sub(duration_micros(d)),
         }
     }
 }

@@ -1349,13 +1349,16 @@ fn our_client_with(test: &str, server: Peer, plan: &[(IpAddr, Vec<Cfg>)]) {
 
 // ---- our server with their clients ------------------------------------------------------------
 
-/// tftp-hpa's client sends no options at all: lockstep, blksize 512.
+/// tftp-hpa's client sends no options at all: lockstep, blksize 512. Octet and netascii.
 #[test]
 fn our_server_with_tftp_hpa_client() {
     our_server_with(
         "our_server_with_tftp_hpa_client",
         Peer::TftpHpa,
-        &[(V4, vec![big(Opts::NONE)]), (V6, vec![cfg(Opts::NONE)])],
+        &[
+            (V4, vec![big(Opts::NONE), netascii(Opts::NONE)]),
+            (V6, vec![cfg(Opts::NONE), netascii(Opts::NONE)]),
+        ],
     );
 }
 
@@ -1426,6 +1429,8 @@ fn our_client_with_tftpd_hpa_server() {
         cfg(Opts::blk(65464)),
         cfg(Opts::win(1468, 16)),
         cfg(Opts::win(65464, 64).tsize()),
+        netascii(Opts::NONE),
+        netascii(Opts::blk(1468)),
     ];
     our_client_with(
         "our_client_with_tftpd_hpa_server",
@@ -1451,6 +1456,8 @@ fn our_client_with_atftpd_server() {
     let mut v4 = vec![big(Opts::NONE), few(tsize_timeout(2))];
     v4.extend(option_grid());
     v4.push(big(Opts::win(512, 16)));
+    v4.push(netascii(Opts::NONE));
+    v4.push(netascii(Opts::win(512, 4)));
     our_client_with("our_client_with_atftpd_server", Peer::Atftpd, &[(V4, v4)]);
 }
 
@@ -1473,6 +1480,7 @@ fn our_client_with_dnsmasq_server() {
         cfg(Opts::blk(1468).tsize()),
         cfg(Opts::blk(65464)),
         cfg(Opts::win(1468, 16)),
+        netascii(Opts::NONE),
     ];
     our_client_with(
         "our_client_with_dnsmasq_server",

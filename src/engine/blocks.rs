@@ -20,16 +20,16 @@ impl Numbering {
         if index == 0 {
             0
         } else if self.rollover_to_one {
-            ((index - 1) % 65535 + 1) as u16
+            (mod_65535(index - 1) + 1) as u16
         } else {
-            (index % 65536) as u16
+            index as u16 // the low 16 bits: index mod 65536
         }
     }
 
     /// Position of `block` in the numbering cycle, and the cycle length.
     fn cycle(self, block: u16) -> (u64, u64) {
         if self.rollover_to_one {
-            (u64::from(block).wrapping_sub(1) % 65535, 65535)
+            (mod_65535(u64::from(block).wrapping_sub(1)), 65535)
         } else {
             (u64::from(block), 65536)
         }
@@ -48,7 +48,9 @@ impl Numbering {
         let (want, len) = self.cycle(block);
         let (have, _) = self.cycle(self.wire(base.max(1)));
         let base = base.max(1);
-        let forward = (want + len - have) % len;
+        // `want` and `have` are below `len`, so one conditional subtraction reduces the sum.
+        let forward = want + len - have;
+        let forward = if forward >= len { forward - len } else { forward };
         if forward < len / 2 {
             Some(base + forward)
         } else {
@@ -58,6 +60,19 @@ impl Numbering {
                 .or(if block == 0 { Some(0) } else { None })
         }
     }
+}
+
+/// `x % 65535` without a division (64-bit division is a library call on small MCUs):
+/// 65536 is 1 modulo 65535, so the sum of the 16-bit digits keeps the remainder.
+fn mod_65535(x: u64) -> u64 {
+    let mut s = (x & 0xffff) + ((x >> 16) & 0xffff) + ((x >> 32) & 0xffff) + (x >> 48);
+    while s >= 65535 {
+        s = (s & 0xffff) + (s >> 16);
+        if s == 65535 {
+            s = 0;
+        }
+    }
+    s
 }
 
 #[cfg(test)]
@@ -77,6 +92,33 @@ mod tests {
         assert_eq!(one.wire(131070), 65535);
         assert_eq!(one.wire(131071), 1);
         assert_eq!(Numbering::new(Some(0)), zero);
+    }
+
+    #[test]
+    fn mod_65535_matches_division() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for v in [
+            0,
+            1,
+            65534,
+            65535,
+            65536,
+            131070,
+            131071,
+            u64::MAX,
+            u64::MAX - 1,
+            1 << 48,
+            (1 << 48) - 1,
+        ] {
+            assert_eq!(mod_65535(v), v % 65535, "{v}");
+        }
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            assert_eq!(mod_65535(x), x % 65535, "{x}");
+            assert_eq!(mod_65535(x >> 20), (x >> 20) % 65535);
+        }
     }
 
     #[test]

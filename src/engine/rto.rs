@@ -1,9 +1,11 @@
 //! Retransmission timing: an adaptive timeout (RFC 6298-style RTT estimate, Karn's rule,
 //! exponential backoff; RFC 1123 §4.2.3.2), or the fixed interval a negotiated `timeout` option sets.
 
+#[cfg(test)]
 use core::time::Duration;
 
 use super::Config;
+use crate::time::duration_micros;
 
 /// Retransmission timer state of one transfer.
 #[derive(Debug, Clone, Copy)]
@@ -34,8 +36,8 @@ impl Rto {
     }
 
     /// Records a round-trip sample from a packet that was not retransmitted (Karn's rule).
-    pub(crate) fn sample(&mut self, rtt: Duration) {
-        let r = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
+    pub(crate) fn sample(&mut self, rtt_micros: u64) {
+        let r = u32::try_from(rtt_micros).unwrap_or(u32::MAX);
         if self.has_sample {
             let diff = self.srtt_us.abs_diff(r);
             self.rttvar_us = self.rttvar_us - self.rttvar_us / 4 + diff / 4;
@@ -58,18 +60,25 @@ impl Rto {
     }
 
     /// The current interval under `config`'s bounds.
+    #[cfg(test)]
     pub(crate) fn current(&self, config: &Config) -> Duration {
+        Duration::from_micros(self.current_micros(config))
+    }
+
+    /// The current interval in microseconds (integer arithmetic only: cheap on small MCUs).
+    pub(crate) fn current_micros(&self, config: &Config) -> u64 {
         if let Some(secs) = self.fixed {
-            return Duration::from_secs(u64::from(secs));
+            return u64::from(secs) * 1_000_000;
         }
-        let (min, max) = (config.min_rto, config.max_rto.max(config.min_rto));
+        // In microseconds: 64-bit integer arithmetic only.
+        let min = duration_micros(config.min_rto);
+        let max = duration_micros(config.max_rto).max(min);
         let base = if self.has_sample {
-            let us = u64::from(self.srtt_us) + 4 * u64::from(self.rttvar_us);
-            Duration::from_micros(us).clamp(min, max)
+            u64::from(self.srtt_us) + 4 * u64::from(self.rttvar_us)
         } else {
-            config.initial_rto.clamp(min, max)
+            duration_micros(config.initial_rto)
         };
-        base.saturating_mul(1 << self.backoff).min(max)
+        base.clamp(min, max).saturating_mul(1 << self.backoff).min(max)
     }
 }
 
@@ -82,7 +91,7 @@ mod tests {
         let cfg = Config::default();
         let mut rto = Rto::new();
         assert_eq!(rto.current(&cfg), cfg.initial_rto);
-        rto.sample(Duration::from_millis(100));
+        rto.sample(100_000);
         let first = rto.current(&cfg);
         assert!(
             first >= Duration::from_millis(200) && first <= Duration::from_millis(400),
@@ -96,7 +105,7 @@ mod tests {
         assert_eq!(rto.current(&cfg), cfg.max_rto);
         rto.reset_backoff();
         for _ in 0..50 {
-            rto.sample(Duration::from_micros(50));
+            rto.sample(50);
         }
         assert_eq!(rto.current(&cfg), cfg.min_rto, "tiny RTTs clamp to the minimum");
         rto.set_fixed(3);

@@ -16,7 +16,7 @@ use super::Config;
 use crate::error_code::ErrorCode;
 use crate::options::{OptionList, Options};
 use crate::storage::{Storage, StorageError};
-use crate::time::Instant;
+use crate::time::{duration_micros, Instant};
 use crate::wire::{
     data_payload_slot, encode_ack, encode_error_lossy, encode_oack, encode_request, EncodeError, Mode,
     Packet, Request, RequestKind, DATA_HEADER_LEN,
@@ -617,7 +617,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
 
     /// (Re)arms the retransmission timer from `now`.
     fn arm(&mut self, now: Instant) {
-        self.deadline = Some(now + self.rto.current(&self.config));
+        self.deadline = Some(now.add_micros(self.rto.current_micros(&self.config)));
     }
 
     fn progress(&mut self) {
@@ -660,7 +660,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
             return false;
         };
         if let Some(sent) = self.recv.probe.take() {
-            self.rto.sample(now - sent);
+            self.rto.sample(now.micros_since(sent));
         }
         match client_accept_oack(request.kind, &self.options, &list) {
             Ok(params) => {
@@ -690,7 +690,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
         match self.phase {
             Phase::Requesting if block == 0 => {
                 if let Some(sent) = self.recv.probe.take() {
-                    self.rto.sample(now - sent);
+                    self.rto.sample(now.micros_since(sent));
                 }
                 // The server ignored our options (or we sent none): defaults apply.
                 self.apply(TransferParams {
@@ -705,7 +705,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
             }
             Phase::OackSent if block == 0 => {
                 if let Some(sent) = self.recv.probe.take() {
-                    self.rto.sample(now - sent);
+                    self.rto.sample(now.micros_since(sent));
                 }
                 self.progress();
                 self.phase = Phase::Data;
@@ -726,7 +726,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
                 }
                 if let Some((p, at)) = self.send.probe {
                     if p <= j {
-                        self.rto.sample(now - at);
+                        self.rto.sample(now.micros_since(at));
                         self.send.probe = None;
                     }
                 }
@@ -877,13 +877,11 @@ impl<'a, S: Storage> Transfer<'a, S> {
 
     /// When a receiver that sent its final ACK at `now` may leave: four retransmission
     /// intervals, so a sender that lost our final ACK can repeat its final DATA (twice, with
-    /// its backoff) and be answered. Longer would delay every client that waits for the end.
+    /// its backoff) and be answered; at most `max_dally`, as every client that waits for the
+    /// end of a download waits this long.
     fn dally_end(&self, now: Instant) -> Instant {
-        now + self
-            .rto
-            .current(&self.config)
-            .saturating_mul(4)
-            .min(self.config.max_rto)
+        let limit = duration_micros(self.config.max_rto).min(duration_micros(self.config.max_dally));
+        now.add_micros(self.rto.current_micros(&self.config).saturating_mul(4).min(limit))
     }
 
     fn accept_block(&mut self, now: Instant, payload: &[u8]) {
@@ -920,7 +918,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
             return;
         }
         if let Some(sent) = self.recv.probe.take() {
-            self.rto.sample(now - sent);
+            self.rto.sample(now.micros_since(sent));
         }
         self.recv.received += 1;
         self.recv.bytes = total;
