@@ -3,9 +3,18 @@
 //! buffers, sender and receiver pinned to different CPUs. It is what any TFTP implementation could
 //! reach at best with the same option set; `benches/peers.sh` prints our throughput as a share of it.
 //!
-//! Run: `cargo bench --bench udp_ceiling` (env `TFTP_BENCH_BYTES`, default 256 MiB per set).
-//! A lost datagram would stall a window: the receiver then re-requests it after 20 ms, and the
-//! number of such stalls is reported.
+//! Run: `cargo bench --bench udp_ceiling`. Environment:
+//!
+//! * `TFTP_BENCH_BYTES`: bytes per option set (default 256 MiB);
+//! * `TFTP_BENCH_SETS`: the option sets, comma-separated `BLKSIZExWINDOWSIZE[:BYTES]`
+//!   (default `512x1,1468x1,1468x16,65464x1,65464x64`, each `TFTP_BENCH_BYTES`);
+//! * `TFTP_BENCH_CPUS`: `SENDER,RECEIVER` CPUs (default `0,1`, as `benches/peers.sh` pins the
+//!   server and the client).
+//!
+//! Each set prints one machine-readable line:
+//! `ceiling blksize=B windowsize=W bytes=N seconds=S mbps=X stalls=K sender_cpu=C receiver_cpu=C`
+//! (`mbps` is 10^6 bytes per second). A lost datagram would stall a window: the receiver then
+//! re-requests it after 20 ms, and the number of such stalls is reported.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -26,14 +35,14 @@ fn socket() -> UdpSocket {
 }
 
 /// Moves `total` bytes as `blksize` blocks in windows of `window`; returns (seconds, stalls).
-fn run(total: u64, blksize: usize, window: u64) -> (f64, u64) {
+fn run(total: u64, blksize: usize, window: u64, cpus: (usize, usize)) -> (f64, u64) {
     let rx = socket();
     let tx = socket();
     let rx_addr = rx.local_addr().unwrap();
     let tx_addr = tx.local_addr().unwrap();
     let blocks = total.div_ceil(blksize as u64);
     let receiver = std::thread::spawn(move || {
-        pin(1);
+        pin(cpus.1);
         rx.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let mut buf = vec![0u8; blksize + 4];
         let mut next = 1u64;
@@ -59,7 +68,7 @@ fn run(total: u64, blksize: usize, window: u64) -> (f64, u64) {
         }
         stalls
     });
-    pin(0);
+    pin(cpus.0);
     tx.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let mut pkt = vec![0xA5u8; blksize + 4];
     pkt[..2].copy_from_slice(&[0, 3]);
@@ -93,20 +102,45 @@ fn run(total: u64, blksize: usize, window: u64) -> (f64, u64) {
     (secs, stalls)
 }
 
+/// Parses `BLKSIZExWINDOWSIZE[:BYTES]`.
+fn parse_set(s: &str, default_bytes: u64) -> Option<(usize, u64, u64)> {
+    let (set, bytes) = match s.split_once(':') {
+        Some((set, bytes)) => (set, bytes.trim().parse().ok()?),
+        None => (s, default_bytes),
+    };
+    let (bs, win) = set.trim().split_once('x')?;
+    let (bs, win): (usize, u64) = (bs.parse().ok()?, win.parse().ok()?);
+    (bs > 0 && win > 0 && bytes > 0).then_some((bs, win, bytes))
+}
+
 fn main() {
     let total: u64 = std::env::var("TFTP_BENCH_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256 << 20);
+    let sets =
+        std::env::var("TFTP_BENCH_SETS").unwrap_or_else(|_| "512x1,1468x1,1468x16,65464x1,65464x64".into());
+    let sets: Vec<(usize, u64, u64)> = sets
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| parse_set(s, total).unwrap_or_else(|| panic!("bad TFTP_BENCH_SETS entry {s:?}")))
+        .collect();
+    let cpus = std::env::var("TFTP_BENCH_CPUS").unwrap_or_else(|_| "0,1".into());
+    let cpus = cpus
+        .split_once(',')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+        .expect("TFTP_BENCH_CPUS is SENDER,RECEIVER");
     println!(
-        "udp_ceiling: {} MiB per option set, sender CPU 0, receiver CPU 1",
-        total >> 20
+        "# udp_ceiling: sender CPU {}, receiver CPU {}; one line per option set",
+        cpus.0, cpus.1
     );
-    for (bs, win) in [(512usize, 1u64), (1468, 1), (1468, 16), (65464, 1), (65464, 64)] {
-        let (secs, stalls) = run(total, bs, win);
+    for (bs, win, bytes) in sets {
+        let (secs, stalls) = run(bytes, bs, win, cpus);
         println!(
-            "ceiling {bs}x{win}: {:.1} MB/s ({stalls} stalls)",
-            total as f64 / secs / 1e6
+            "ceiling blksize={bs} windowsize={win} bytes={bytes} seconds={secs:.3} mbps={:.1} stalls={stalls} sender_cpu={} receiver_cpu={}",
+            bytes as f64 / secs / 1e6,
+            cpus.0,
+            cpus.1
         );
     }
 }

@@ -287,6 +287,11 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
         if from.port() == 0 {
             return Datagram::Handled;
         }
+        // RFC 1123: requests sent to a broadcast (or multicast) address are ignored, and nothing
+        // else sent there is answered either (a reply would come from that address).
+        if listening && is_broadcast(local) {
+            return Datagram::Handled;
+        }
         if let Some(i) = self.find(local, from) {
             if let Some(Some(s)) = self.slots.get_mut(i) {
                 s.transfer.handle_datagram(now, from, datagram);
@@ -311,9 +316,6 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
         }
         match parsed {
             Ok(Packet::Rrq(request)) | Ok(Packet::Wrq(request)) => {
-                if is_broadcast(local) {
-                    return Datagram::Handled;
-                }
                 let kind = if matches!(parsed, Ok(Packet::Rrq(_))) {
                     RequestKind::Read
                 } else {
@@ -356,6 +358,9 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
                 self.reply(local, from, ErrorCode::IllegalOperation, "Unexpected OACK");
                 Datagram::Handled
             }
+            // An ERROR is never answered, even a malformed one (`00 05`, `00 05 00`): two
+            // endpoints could otherwise bounce ERRORs between them forever.
+            Err(_) if datagram.get(..2) == Some(&[0, 5]) => Datagram::Handled,
             Err(e) => {
                 self.reply(local, from, ErrorCode::IllegalOperation, e.message());
                 Datagram::Handled

@@ -69,6 +69,10 @@ impl core::error::Error for StorageError {}
 /// [`StorageError::AccessDenied`].
 pub trait Storage {
     /// The total size, if known: answers `tsize` on a read. `None` leaves `tsize` unanswered.
+    ///
+    /// A sender asks once, when the transfer begins, and then holds the file to it: a file that
+    /// ends elsewhere (it shrank or grew meanwhile) fails the transfer with
+    /// [`StorageError::Changed`] instead of reaching the peer truncated or spliced.
     fn size(&mut self) -> Option<u64> {
         None
     }

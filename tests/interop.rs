@@ -20,7 +20,8 @@
 //! Every subprocess runs in its own process group under a watchdog ([`CLIENT_LIMIT`]); every
 //! server is stopped (the whole group, SIGKILL as a last resort) when its guard drops, also on
 //! panic. Tests use their own ports and directories and may run in parallel; the dnsmasq test
-//! holds [`PORT_69`].
+//! holds [`PORT_69`], and moves to another 127/8 address when some other process holds
+//! 127.0.0.1:69.
 #![cfg(all(feature = "cli", target_os = "linux"))]
 
 use std::collections::BTreeMap;
@@ -72,16 +73,20 @@ fn required() -> bool {
     set("CI") || set("TFTP_INTEROP_REQUIRED")
 }
 
-/// A missing peer: panics under CI, else prints a loud skip and returns `None`.
-fn missing<T>(peer: &str, why: &str) -> Option<T> {
-    let msg = format!(
-        "{peer} not installed ({why}); install the interop peers with \
-         `sudo bash tests/interop/peers.sh peers_install`"
-    );
+/// Something the interop tests need is not there: panics under CI, else prints a loud skip.
+fn unavailable(msg: &str) {
     if required() {
-        panic!("interop peer missing under CI / TFTP_INTEROP_REQUIRED: {msg}");
+        panic!("interop: {msg} (a failure under CI / TFTP_INTEROP_REQUIRED)");
     }
     eprintln!("\n!!!!! SKIPPED: {msg}\n");
+}
+
+/// A missing peer: see [`unavailable`].
+fn missing<T>(peer: &str, why: &str) -> Option<T> {
+    unavailable(&format!(
+        "{peer} not installed ({why}); install the interop peers with \
+         `sudo bash tests/interop/peers.sh peers_install`"
+    ));
     None
 }
 
@@ -135,9 +140,16 @@ fn output_of(cmd: &mut Command) -> String {
         .unwrap_or_default()
 }
 
-/// ::1 usable (some containers disable IPv6).
-fn ipv6_available() -> bool {
-    UdpSocket::bind((V6, 0)).is_ok() || missing::<()>("IPv6 on loopback (::1)", "cannot bind ::1").is_some()
+/// The plan without its IPv6 part when ::1 cannot be used (some containers disable IPv6).
+fn usable(plan: &[(IpAddr, Vec<Cfg>)]) -> Vec<(IpAddr, Vec<Cfg>)> {
+    let v6 = UdpSocket::bind((V6, 0)).is_ok();
+    if !v6 && plan.iter().any(|(ip, _)| ip.is_ipv6()) {
+        unavailable("IPv6 transfers: cannot bind ::1 (IPv6 disabled?)");
+    }
+    plan.iter()
+        .filter(|(ip, _)| v6 || ip.is_ipv4())
+        .cloned()
+        .collect()
 }
 
 fn is_root() -> bool {
@@ -832,6 +844,18 @@ impl OurServer {
             .expect("bound on that address")
     }
 
+    /// Waits (bounded) until a transfer of each of `names` is in the log.
+    fn wait_logged(&self, names: &[&str]) {
+        let deadline = Instant::now() + SERVER_LIMIT;
+        while Instant::now() < deadline {
+            let log = self.daemon.log();
+            if names.iter().all(|n| log.contains(&format!(" \"{n}\" "))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops it (SIGTERM: a clean exit is asserted) and returns its transfer log by file name.
     fn stop(mut self) -> BTreeMap<String, Report> {
         let status = self.daemon.stop();
@@ -872,6 +896,11 @@ impl OurServer {
 
 /// A third-party server on `ip` (tftpd-hpa and atftpd on a free port, dnsmasq on 69).
 fn start_peer_server(peer: Peer, prog: &Path, root: &Path, logs: &Path, ip: IpAddr) -> (Daemon, SocketAddr) {
+    let ip = if peer == Peer::Dnsmasq {
+        port_69_address(ip)
+    } else {
+        ip
+    };
     let mut last = String::new();
     for _attempt in 0..5 {
         let port = if peer == Peer::Dnsmasq { 69 } else { free_port(ip) };
@@ -938,6 +967,25 @@ fn start_peer_server(peer: Peer, prog: &Path, root: &Path, logs: &Path, ip: IpAd
     panic!("cannot start {}: {last}", peer.name());
 }
 
+/// A loopback address whose port 69 is free, for dnsmasq: `ip`, or for IPv4 another 127/8
+/// address when something else (another test run's dnsmasq, a system tftpd) holds 127.0.0.1:69.
+/// dnsmasq binds with SO_REUSEADDR, so it would start anyway and share the port with the other
+/// server, which would then answer some of our requests.
+fn port_69_address(ip: IpAddr) -> IpAddr {
+    let candidates: Vec<IpAddr> = match ip {
+        IpAddr::V4(_) => (1..=20)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+            .collect(),
+        IpAddr::V6(_) => vec![ip],
+    };
+    for &candidate in &candidates {
+        if UdpSocket::bind((candidate, 69)).is_ok() {
+            return candidate;
+        }
+    }
+    panic!("port 69 is in use on {candidates:?} (another TFTP server?): dnsmasq cannot be tested");
+}
+
 // ---- the matrix -------------------------------------------------------------------------------
 
 /// What a cell must show.
@@ -974,6 +1022,8 @@ struct Row {
 /// The results of one test, printed and saved as a table; failures fail the test at the end.
 struct Matrix {
     test: String,
+    /// Lines printed above the rows (the servers' addresses).
+    header: Vec<String>,
     rows: Vec<Row>,
     start: Instant,
 }
@@ -982,6 +1032,7 @@ impl Matrix {
     fn new(test: &str) -> Matrix {
         Matrix {
             test: test.to_string(),
+            header: Vec::new(),
             rows: Vec::new(),
             start: Instant::now(),
         }
@@ -1034,6 +1085,10 @@ impl Matrix {
             failed.len(),
             self.start.elapsed().as_secs_f64()
         );
+        for h in &self.header {
+            text += h;
+            text.push('\n');
+        }
         for r in &self.rows {
             text += &line(r);
             text.push('\n');
@@ -1101,15 +1156,14 @@ fn discard_if_big(path: &Path, size: usize) {
 /// of each transfer: result, size and the blksize/windowsize negotiated.
 fn our_server_with(test: &str, client: Peer, plan: &[(IpAddr, Vec<Cfg>)]) {
     let Some(prog) = program(client) else { return };
+    let plan = &usable(plan);
     let ips: Vec<IpAddr> = plan.iter().map(|(ip, _)| *ip).collect();
-    if ips.contains(&V6) && !ipv6_available() {
-        return;
-    }
     let scratch = Scratch::new(test);
     let (root, out) = (scratch.root(), scratch.out());
     let files = write_files(&root, has_big(plan));
     let server = OurServer::start(&root, &scratch.logs(), &ips);
     let mut m = Matrix::new(test);
+    m.header.push(format!("tftp-proto serve on {:?}", server.addrs));
     // Our server's log line each passed cell must have: (row, remote name, direction, size, expect).
     let mut to_check = Vec::new();
     let mut id = 0;
@@ -1173,6 +1227,9 @@ fn our_server_with(test: &str, client: Peer, plan: &[(IpAddr, Vec<Cfg>)]) {
             }
         }
     }
+    // The last transfers' final ACKs may still be on their way: SIGTERM would abort them.
+    let names: Vec<&str> = to_check.iter().map(|c| c.1.as_str()).collect();
+    server.wait_logged(&names);
     let reports = server.stop();
     for (row, name, dir, size, expect) in to_check {
         let Expect::Ok { blksize, windowsize } = expect else {
@@ -1216,8 +1273,8 @@ fn check_our_client(
     if !r.success() {
         return Err(r.describe());
     }
-    // tftpd-hpa and atftpd acknowledge the final DATA before they close the file: it can look
-    // short for a moment after our client is done.
+    // atftpd acknowledges the final DATA of an upload before it closes the file: the file can
+    // look short for a moment after our client is done (the note says when it did).
     let mut note = String::new();
     let start = Instant::now();
     while let Err(e) = same_file(result, want) {
@@ -1260,9 +1317,7 @@ fn check_refused_upload(r: &Run, result: &Path) -> Result<String, String> {
 /// Our client with one third-party server: every cfg × file, GET and PUT, on every family.
 fn our_client_with(test: &str, server: Peer, plan: &[(IpAddr, Vec<Cfg>)]) {
     let Some(prog) = program(server) else { return };
-    if plan.iter().any(|(ip, _)| ip.is_ipv6()) && !ipv6_available() {
-        return;
-    }
+    let plan = &usable(plan);
     let scratch = Scratch::new(test);
     let (root, out) = (scratch.root(), scratch.out());
     let files = write_files(&root, has_big(plan));
@@ -1270,6 +1325,7 @@ fn our_client_with(test: &str, server: Peer, plan: &[(IpAddr, Vec<Cfg>)]) {
     let mut id = 0;
     for (ip, cfgs) in plan {
         let (mut daemon, addr) = start_peer_server(server, &prog, &root, &scratch.logs(), *ip);
+        m.header.push(format!("{} serving on {addr}", server.name()));
         for cfg in cfgs {
             let o = cfg.opts;
             for file in files_of(cfg) {

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::prelude::rust_2021::*;
 use std::time::Duration;
 
-use super::io::{ReadStorage, WriteStorage};
-use super::{drive, size_buffers, DriveError, StdClock};
+use super::io::{BufferedFile, ReadStorage, WriteStorage};
+use super::{drive, size_buffers, DriveError, StdClock, UdpTransport};
 use crate::engine::{
     ClientRequest, Config, Event, Stats, Transfer, TransferError, TransferMode, TransferParams,
 };
@@ -134,7 +134,7 @@ impl Client {
         } else {
             "[::]:0".parse().expect("valid literal")
         };
-        let mut socket = UdpSocket::bind(bind).map_err(ClientError::Io)?;
+        let socket = UdpSocket::bind(bind).map_err(ClientError::Io)?;
         let window = usize::from(self.options.windowsize.unwrap_or(1));
         let block = usize::from(self.options.blksize.unwrap_or(512)) + 32;
         size_buffers(&socket, (window * block * 2).max(256 * 1024));
@@ -148,7 +148,8 @@ impl Client {
         };
         let mut transfer = Transfer::client(clock.now(), self.server, request, storage, self.config)
             .map_err(ClientError::Request)?;
-        let result = drive(&mut socket, &mut transfer, &clock, on_event);
+        let mut transport = UdpTransport::new(socket);
+        let result = drive(&mut transport, &mut transfer, &clock, on_event);
         let summary = Summary {
             bytes: transfer.stats().bytes,
             params: transfer.params(),
@@ -193,7 +194,7 @@ impl Client {
         };
         let (tmp_path, file) = create_temp_beside(local).map_err(local_err)?;
         let guard = TempGuard(Some(tmp_path.clone()));
-        let (file, summary) = self.get(remote, file, on_event)?;
+        let (file, summary) = self.get(remote, BufferedFile::new(file, 256 * 1024), on_event)?;
         drop(file);
         fs::rename(&tmp_path, local).map_err(local_err)?;
         guard.disarm();

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cap_std::fs::{Dir, OpenOptions};
 
+use super::io::ReadAheadFile;
 use crate::storage::{Storage, StorageError};
 
 /// The served directory and what clients may do in it.
@@ -36,7 +37,7 @@ pub struct Root {
 #[derive(Debug)]
 pub enum ServedFile {
     /// A file read by a client.
-    Read(File),
+    Read(ReadAheadFile),
     /// An upload in progress.
     Upload(Upload),
 }
@@ -206,7 +207,7 @@ impl Root {
                 StorageError::AccessDenied
             });
         }
-        Ok(ServedFile::Read(file))
+        Ok(ServedFile::Read(ReadAheadFile::new(file, 32 * 1024)))
     }
 
     /// Starts an upload of `name`: checks the policy and creates the temporary file.
@@ -279,6 +280,10 @@ fn map_open(e: std::io::Error) -> StorageError {
         // cap-std reports escapes (symlinks out, `..`) as permission errors.
         std::io::ErrorKind::PermissionDenied => StorageError::AccessDenied,
         _ if e.raw_os_error() == Some(40) => StorageError::AccessDenied, // ELOOP
+        // ENAMETOOLONG, ENOTDIR (`file/x`): no file by that name can exist.
+        _ if matches!(e.raw_os_error(), Some(36 | 20)) => StorageError::NotFound,
+        // ENXIO, ENODEV: a socket or a device, not a file to serve.
+        _ if matches!(e.raw_os_error(), Some(6 | 19)) => StorageError::AccessDenied,
         _ => StorageError::from(e),
     }
 }

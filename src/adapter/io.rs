@@ -138,3 +138,185 @@ mod tests {
         assert_eq!(s.into_inner(), b"abcd");
     }
 }
+
+/// Receives into a file through a write buffer: blocks arrive strictly in order, so they are
+/// gathered and written `capacity` bytes at a time (one `pwrite` per many blocks instead of one
+/// per block). [`Storage::finish`] writes the rest and syncs, before the final ACK goes out.
+#[derive(Debug)]
+pub struct BufferedFile {
+    file: std::fs::File,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    base: u64,
+    capacity: usize,
+}
+
+impl BufferedFile {
+    /// Wraps a file opened for writing, buffering up to `capacity` bytes.
+    pub fn new(file: std::fs::File, capacity: usize) -> Self {
+        BufferedFile {
+            file,
+            buf: Vec::new(),
+            base: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn flush_buf(&mut self) -> Result<(), StorageError> {
+        if !self.buf.is_empty() {
+            self.file.write_at(self.base, &self.buf)?;
+            self.base += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Storage for BufferedFile {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        if offset != self.base + self.buf.len() as u64 {
+            return Err(StorageError::Io);
+        }
+        if self.buf.len() + data.len() > self.capacity {
+            self.flush_buf()?;
+        }
+        if data.len() >= self.capacity {
+            self.file.write_at(offset, data)?;
+            self.base += data.len() as u64;
+        } else {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(self.capacity);
+            }
+            self.buf.extend_from_slice(data);
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), StorageError> {
+        self.flush_buf()?;
+        self.file.finish()
+    }
+}
+
+#[cfg(test)]
+mod buffered_tests {
+    use super::*;
+
+    #[test]
+    fn buffered_file_writes_everything_in_order() {
+        let dir = std::env::temp_dir().join(format!("tftp-proto-buffered-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.bin");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut s = BufferedFile::new(file, 1000);
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let mut off = 0;
+        for chunk in data.chunks(333).chain(std::iter::once(&data[..0])) {
+            s.write_at(off, chunk).unwrap();
+            off += chunk.len() as u64;
+        }
+        assert_eq!(
+            s.write_at(3, b"x"),
+            Err(StorageError::Io),
+            "out of order is refused"
+        );
+        s.write_at(off, &[7u8; 2500]).unwrap(); // larger than the buffer: written through
+        s.finish().unwrap();
+        let mut expect = data.clone();
+        expect.extend_from_slice(&[7u8; 2500]);
+        assert_eq!(std::fs::read(&path).unwrap(), expect);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Serves a file for sending with a small read-ahead: small blocks are copied from a buffer
+/// refilled `capacity` bytes at a time (one `pread` per many blocks); blocks of `capacity` or
+/// more are read straight into the datagram, as without it. Re-reads for retransmission are
+/// served from the buffer when it still holds them.
+#[derive(Debug)]
+pub struct ReadAheadFile {
+    file: std::fs::File,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`; `buf.len()` bytes are valid.
+    base: u64,
+    capacity: usize,
+}
+
+impl ReadAheadFile {
+    /// Wraps a file opened for reading, with a read-ahead of `capacity` bytes (allocated on
+    /// first use).
+    pub fn new(file: std::fs::File, capacity: usize) -> Self {
+        ReadAheadFile {
+            file,
+            buf: Vec::new(),
+            base: 0,
+            capacity,
+        }
+    }
+
+    /// The file.
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+}
+
+impl Storage for ReadAheadFile {
+    fn size(&mut self) -> Option<u64> {
+        self.file.size()
+    }
+    fn read_at(&mut self, offset: u64, out: &mut [u8]) -> Result<usize, StorageError> {
+        if out.len() * 4 > self.capacity {
+            return self.file.read_at(offset, out);
+        }
+        let end = self.base + self.buf.len() as u64;
+        let held = offset >= self.base && offset + out.len() as u64 <= end;
+        if !held {
+            self.buf.resize(self.capacity, 0);
+            let n = self.file.read_at(offset, &mut self.buf)?;
+            self.buf.truncate(n);
+            self.base = offset;
+        }
+        let start = usize::try_from(offset - self.base)
+            .unwrap_or(usize::MAX)
+            .min(self.buf.len());
+        let n = out.len().min(self.buf.len() - start);
+        out[..n].copy_from_slice(&self.buf[start..start + n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod read_ahead_tests {
+    use super::*;
+
+    #[test]
+    fn read_ahead_matches_the_file_for_any_pattern() {
+        let dir = std::env::temp_dir().join(format!("tftp-proto-readahead-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("in.bin");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let mut s = ReadAheadFile::new(std::fs::File::open(&path).unwrap(), 4096);
+        let mut b = [0u8; 512];
+        // Sequential, a resend of an earlier block, a jump, the tail and past the end.
+        for off in [0u64, 512, 1024, 512, 50_000, 99_900, 99_999, 100_000, 200_000] {
+            let n = s.read_at(off, &mut b).unwrap();
+            let lo = (off as usize).min(data.len());
+            let hi = (lo + 512).min(data.len());
+            assert_eq!(&b[..n], &data[lo..hi], "offset {off}");
+        }
+        let mut big = vec![0u8; 4096];
+        assert_eq!(
+            s.read_at(10, &mut big).unwrap(),
+            4096,
+            "large reads go straight through"
+        );
+        assert_eq!(&big[..], &data[10..4106]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

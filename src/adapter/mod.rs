@@ -108,6 +108,72 @@ impl Transport for UdpSocket {
     }
 }
 
+/// A [`UdpSocket`] transport that remembers its read timeout, so waiting for a datagram costs
+/// one `recvfrom` instead of a `setsockopt` plus a `recvfrom`. The set timeout is kept while it
+/// is at most a quarter longer than the wanted one (a retransmission timer may fire that much
+/// late) and at least half of it (a wait ending early just returns `Ok(None)` and the engine's
+/// timer is not due yet).
+#[derive(Debug)]
+pub struct UdpTransport {
+    socket: UdpSocket,
+    timeout: Option<Duration>,
+}
+
+impl UdpTransport {
+    /// Wraps a bound socket (blocking mode).
+    pub fn new(socket: UdpSocket) -> Self {
+        UdpTransport {
+            socket,
+            timeout: None,
+        }
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+}
+
+impl Transport for UdpTransport {
+    fn send_to(&mut self, datagram: &[u8], to: SocketAddr) -> stdio::Result<()> {
+        Transport::send_to(&mut self.socket, datagram, to)
+    }
+
+    fn recv_from(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> stdio::Result<Option<(usize, SocketAddr)>> {
+        // A zero timeout means "block forever" to set_read_timeout: use the smallest real one.
+        let want = timeout.map(|t| t.max(Duration::from_micros(1)));
+        let keep = match (self.timeout, want) {
+            (Some(set), Some(want)) => set <= want.saturating_add(want / 4) && want <= set.saturating_mul(2),
+            (None, None) => true,
+            _ => false,
+        };
+        if !keep {
+            self.socket.set_read_timeout(want)?;
+            self.timeout = want;
+        }
+        loop {
+            match self.socket.recv_from(buf) {
+                Ok((n, from)) => return Ok(Some((n, from))),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        stdio::ErrorKind::WouldBlock | stdio::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) if e.kind() == stdio::ErrorKind::Interrupted => continue,
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// Errors a UDP socket reports for earlier datagrams (ICMP) or momentary pressure.
 pub(crate) fn is_transient(e: &stdio::Error) -> bool {
     matches!(
@@ -121,6 +187,10 @@ pub(crate) fn is_transient(e: &stdio::Error) -> bool {
 /// Largest datagram any transfer can produce (blksize 65464 + 4).
 pub const MAX_DATAGRAM: usize = 65468;
 
+/// Size of receive buffers: any UDP payload fits whole, so a datagram longer than any valid
+/// packet (a DATA past blksize 65464) is judged by its real length, never cut to a valid one.
+pub(crate) const RECV_BUFFER: usize = 65536;
+
 /// Runs `transfer` over `transport` until it is finished, passing every event to `on_event`.
 ///
 /// Returns the bytes transferred, or the reason it failed. A transport error aborts the transfer.
@@ -131,7 +201,7 @@ pub fn drive<T: Transport, S: Storage>(
     mut on_event: impl FnMut(&Event),
 ) -> Result<u64, DriveError> {
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut rx = vec![0u8; MAX_DATAGRAM];
+    let mut rx = vec![0u8; RECV_BUFFER];
     loop {
         let now = clock.now();
         while let Some(tx) = transfer.poll_transmit(now, &mut buf) {

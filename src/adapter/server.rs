@@ -21,7 +21,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
 use super::fs::{Root, ServedFile};
-use super::{is_transient, size_buffers, StdClock, MAX_DATAGRAM};
+use super::{is_transient, size_buffers, StdClock, MAX_DATAGRAM, RECV_BUFFER};
 use crate::engine::{Config, ServerPolicy};
 use crate::error_code::ErrorCode;
 use crate::server::{Datagram, Full, Incoming, ServerTable, TransferReport, TransferResult};
@@ -149,7 +149,7 @@ impl Server {
             single_port: config.single_port,
             clock: StdClock::new(),
             tx: vec![0u8; MAX_DATAGRAM],
-            rx: vec![0u8; MAX_DATAGRAM],
+            rx: vec![0u8; RECV_BUFFER],
         })
     }
 
@@ -463,6 +463,15 @@ fn recv_pktinfo(
             match c {
                 ControlMessageOwned::Ipv4PacketInfo(info) => {
                     let ip = std::net::Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                    // The kernel's reply address differs from the destination only when that is
+                    // a broadcast or multicast address (e.g. 192.0.2.255, 127.255.255.255):
+                    // report it as the broadcast address, which the table ignores (RFC 1123).
+                    let spec = std::net::Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+                    let ip = if ip != spec && !spec.is_unspecified() {
+                        std::net::Ipv4Addr::BROADCAST
+                    } else {
+                        ip
+                    };
                     local = SocketAddr::new(IpAddr::V4(ip), listen.port());
                 }
                 ControlMessageOwned::Ipv6PacketInfo(info) => {

@@ -94,6 +94,14 @@ impl DataPath {
         Ok(n)
     }
 
+    /// The file offset reached by the read that ended at wire offset `wire_end`.
+    pub(crate) fn file_offset(&self, wire_end: u64) -> u64 {
+        match self {
+            DataPath::TextOut { cursor, .. } => cursor.file,
+            _ => wire_end,
+        }
+    }
+
     /// Writes a received payload; `written` is the file offset so far and is advanced.
     pub(crate) fn write_block<S: Storage>(
         &mut self,

@@ -105,6 +105,9 @@ struct SendState {
     sent_max: u64,
     /// Final block index and its length, once read.
     last: Option<(u64, usize)>,
+    /// The file's size when the transfer began, when the storage knows it: the file must end
+    /// exactly there.
+    size: Option<u64>,
     /// RTT probe: a block sent once, and when.
     probe: Option<(u64, Instant)>,
 }
@@ -181,9 +184,10 @@ impl<'a, S: Storage> Transfer<'a, S> {
         peer: SocketAddr,
         sending: bool,
         netascii: bool,
-        storage: S,
+        mut storage: S,
         config: Config,
     ) -> Self {
+        let size = if sending { storage.size() } else { None };
         Transfer {
             storage,
             peer,
@@ -198,7 +202,10 @@ impl<'a, S: Storage> Transfer<'a, S> {
             deadline: None,
             last_heard: now,
             data: DataPath::new(netascii, sending),
-            send: SendState::default(),
+            send: SendState {
+                size,
+                ..SendState::default()
+            },
             recv: RecvState::default(),
             request: None,
             options: Options::NONE,
@@ -781,6 +788,18 @@ impl<'a, S: Storage> Transfer<'a, S> {
                 return self.poll_transmit(now, buf);
             }
         };
+        // A file that shrank or grew since the transfer began would reach the peer silently
+        // truncated or spliced: it must end exactly at its size, and nothing may lie past it.
+        let end = self.data.file_offset((i - 1) * bs64 + n as u64);
+        if self
+            .send
+            .size
+            .is_some_and(|size| end > size || (n < bs && end != size))
+        {
+            let e = StorageError::Changed;
+            self.fail(TransferError::Storage(e), Some((e.error_code(), e.message())));
+            return self.poll_transmit(now, buf);
+        }
         match self.send.last {
             // A block that was read full before now reads short (the file shrank), or the final
             // block changed length: what the peer already has no longer matches the file.

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# benches/concurrency.sh — 1,000 concurrent 1 MiB downloads from one server process on loopback
+# (tests/concurrency.rs, #[ignore]d): every download byte-identical, the peak number of concurrent
+# sessions, the server's peak memory and its memory per session.
+#
+#   bash benches/concurrency.sh [CLIENTS] [BLKSIZE]
+#
+# CLIENTS (default 1000) and BLKSIZE (default: none requested, i.e. 512) become TFTP_CONCURRENCY
+# and TFTP_CONCURRENCY_BLKSIZE. Runs the two tests one after the other in release mode and
+# prints their report lines ("library server: ..." and "cli server ...: ... memory per session").
+# The load averages are printed before and after: the numbers depend on what else runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export TFTP_CONCURRENCY=${1:-1000}
+if [ -n "${2:-}" ]; then export TFTP_CONCURRENCY_BLKSIZE=$2; fi
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+timeout 1800 cargo test --release --all-features --test concurrency -- --ignored --nocapture --test-threads=1
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
