@@ -592,7 +592,12 @@ fn soak_through_a_lossy_duplicating_reordering_relay() {
                     Outcome::Ok => ok += 1,
                     Outcome::CleanFailure(e) => {
                         clean += 1;
-                        eprintln!("clean failure: {e}: {p:?}");
+                        let server_side: Vec<_> = reports
+                            .iter()
+                            .filter(|r| r.peer == *peer)
+                            .map(|r| &r.result)
+                            .collect();
+                        eprintln!("clean failure: {e}: {p:?}; server: {server_side:?}; relay: {stats:?}");
                     }
                 }
             }

@@ -15,14 +15,13 @@
 //! name, which fails if it exists), so of two concurrent uploads of one new name the second to
 //! finish gets ERROR 6.
 
-use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 use std::prelude::rust_2021::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cap_std::fs::{Dir, OpenOptions};
 
-use super::io::ReadAheadFile;
+use super::io::{BufferedFile, ReadAheadFile};
 use crate::storage::{Storage, StorageError};
 
 /// The served directory and what clients may do in it.
@@ -46,7 +45,7 @@ pub enum ServedFile {
 #[derive(Debug)]
 pub struct Upload {
     /// The temporary file's handle, closed when committed.
-    file: Option<File>,
+    file: Option<BufferedFile>,
     temp: PathBuf,
     target: PathBuf,
     /// The root, to commit in.
@@ -239,7 +238,7 @@ impl Root {
             match self.dir.open_with(&temp, &opts) {
                 Ok(f) => {
                     return Ok(ServedFile::Upload(Upload {
-                        file: Some(f.into_std()),
+                        file: Some(BufferedFile::new(f.into_std(), 64 * 1024)),
                         temp,
                         target,
                         dir,
