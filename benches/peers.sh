@@ -142,6 +142,9 @@ case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
 BIN=$TARGET_DIR/release/tftp-proto
 [ -n "$OUT" ] || OUT=$TARGET_DIR/peers-bench.md
 
+# What was measured, without git: a digest of the sources the binary is built from.
+SRC_DIGEST=$(find Cargo.toml src -type f -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-12)
+SRC_NEWEST=$(find Cargo.toml src -type f -printf '%TF %TT %p\n' | sort | tail -n 1 | cut -c1-19,31-)
 if [ "$BUILD" = 1 ]; then
   log "cargo build --release (load $(loadavg))"
   timeout 1800 cargo build --release --quiet || die "cargo build failed"
@@ -177,13 +180,14 @@ chmod 644 "$SRV"/*.bin   # dnsmasq serves only world-readable files
 # The file and byte count of a set: the lock-step small-block sets use the small file.
 set_file() { case $1 in 512x1|1468x1) echo small.bin ;; *) echo big.bin ;; esac; }
 set_bytes() { case $1 in 512x1|1468x1) echo "$LOCKSTEP_BYTES" ;; *) echo "$BYTES" ;; esac; }
-# Per-transfer limit: generous (>= 60 s, ~4 MB/s for lock-step sets, ~10 MB/s for the others).
+# Per-transfer limit: generous (>= 60 s, ~4 MB/s for lock-step sets, ~20 MB/s for the others,
+# which run at 100+ MB/s when they work: below that, a transfer has collapsed).
 set_timeout() {
   if [ -n "$TIMEOUT" ]; then echo "$TIMEOUT"; return; fi
   local b; b=$(set_bytes "$1")
   case $1 in
     512x1|1468x1) echo $((60 + b / 4000000)) ;;
-    *) echo $((60 + b / 10000000)) ;;
+    *) echo $((60 + b / 20000000)) ;;
   esac
 }
 
@@ -412,9 +416,12 @@ run_one() {
     status=ok
   fi
   local ucpu scpu mbps ccpu_g scpu_g
+  # /usr/bin/time is killed with the client on a timeout: no figures then.
   read -r ucpu scpu < <(tail -n 1 "$tfile" 2>/dev/null)
+  [[ ${ucpu:-} =~ ^[0-9.]+$ ]] || ucpu=""
   mbps=$(awk -v b="$bytes" -v a="$t0" -v z="$t1" 'BEGIN { printf "%.1f", b / (z - a) / 1e6 }')
-  ccpu_g=$(awk -v u="${ucpu:-0}" -v s="${scpu:-0}" -v b="$bytes" 'BEGIN { printf "%.2f", (u + s) * 1073741824 / b }')
+  ccpu_g=-
+  [ -n "$ucpu" ] && ccpu_g=$(awk -v u="$ucpu" -v s="${scpu:-0}" -v b="$bytes" 'BEGIN { printf "%.2f", (u + s) * 1073741824 / b }')
   scpu_g=$(awk -v t=$((s1 - s0)) -v b="$bytes" 'BEGIN { printf "%.2f", t / 1e9 * 1073741824 / b }')
   if [ "$status" != ok ]; then
     # A failed transfer's rate means nothing; its CPU is still shown.
@@ -541,7 +548,7 @@ report() {
   echo "## tftp-proto vs Debian TFTP peers: downloads on loopback, tmpfs to tmpfs"
   echo
   echo "- $(date -u '+%F %T UTC'), $(uname -sr), $(nproc --all) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
-  echo "- tftp-proto $("$BIN" --version 2>/dev/null | awk '{print $2}') (release); peers: $(peers_versions 2>/dev/null | awk '{printf "%s %s; ", $1, $2}')"
+  echo "- tftp-proto $("$BIN" --version 2>/dev/null | awk '{print $2}') (release; source digest $SRC_DIGEST = sha256 of Cargo.toml and src/, newest file $SRC_NEWEST); peers: $(peers_versions 2>/dev/null | awk '{printf "%s %s; ", $1, $2}')"
   echo "- file: $((BYTES >> 20)) MiB random (512x1 and 1468x1: $((LOCKSTEP_BYTES >> 20)) MiB); every download verified with cmp"
   echo "- load averages (1/5/15 min): start $LOAD_START, end $(loadavg); per-row load1 = at the start of the transfer"
   echo "- MB/s = 10^6 bytes/s; CPU = user+sys seconds per GiB moved (server: $(cpu_method); client: /usr/bin/time)"

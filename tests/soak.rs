@@ -80,6 +80,14 @@ struct Faults {
     reorder: f64,
     /// Largest hold-back of a reordered datagram (or of a duplicate's copy).
     max_delay: Duration,
+    /// A straggler: held back far longer (a late duplicate of a request can then reach the
+    /// server after its session ended and start a second one).
+    straggle: f64,
+    /// Largest hold-back of a straggler.
+    straggle_delay: Duration,
+    /// Chance that a request (a datagram to the listening port) gets a straggling copy: a late
+    /// duplicate request, which may start a second session after the first one ended.
+    late_request: f64,
     /// Datagrams held at most; beyond it arrivals are dropped (a router queue).
     queue: usize,
 }
@@ -90,6 +98,7 @@ struct RelayStats {
     lost: u64,
     duplicated: u64,
     reordered: u64,
+    straggled: u64,
     overflowed: u64,
     strays_answered: u64,
 }
@@ -100,6 +109,7 @@ impl RelayStats {
         self.lost += o.lost;
         self.duplicated += o.duplicated;
         self.reordered += o.reordered;
+        self.straggled += o.straggled;
         self.overflowed += o.overflowed;
         self.strays_answered += o.strays_answered;
     }
@@ -199,6 +209,45 @@ impl Relay {
     }
 }
 
+/// Relays whose client is done, kept for a while (stragglers still held reach their peer).
+struct Lingering {
+    relays: Vec<(Instant, Relay)>,
+    linger: Duration,
+    totals: Arc<Mutex<RelayStats>>,
+}
+
+impl Lingering {
+    fn new(longest_hold: Duration, totals: Arc<Mutex<RelayStats>>) -> Self {
+        Lingering {
+            relays: Vec::new(),
+            linger: longest_hold + Duration::from_millis(100),
+            totals,
+        }
+    }
+
+    fn push(&mut self, relay: Relay) {
+        self.relays.push((Instant::now() + self.linger, relay));
+    }
+
+    /// Stops the relays whose time is up (all of them with `all`, after waiting for the last).
+    fn reap(&mut self, all: bool) {
+        if all {
+            if let Some(last) = self.relays.iter().map(|(t, _)| *t).max() {
+                std::thread::sleep(last.saturating_duration_since(Instant::now()));
+            }
+        }
+        let now = Instant::now();
+        let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.relays)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.relays = keep;
+        for (_, relay) in done {
+            let stats = relay.stop();
+            self.totals.lock().unwrap().add(&stats);
+        }
+    }
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -208,7 +257,8 @@ impl Drop for Relay {
     }
 }
 
-type Held = Reverse<(Instant, u64, Dir, Vec<u8>)>;
+/// A datagram held back: (release time, sequence, direction, destination, bytes).
+type Held = Reverse<(Instant, u64, Dir, SocketAddr, Vec<u8>)>;
 
 struct RelayState {
     server: SocketAddr,
@@ -222,31 +272,56 @@ struct RelayState {
 }
 
 impl RelayState {
+    /// Holds `d` until `at`. Its destination is decided now, as the network would have: a
+    /// request goes to the listening port even when it arrives after the TID is known.
     fn hold(&mut self, at: Instant, dir: Dir, d: &[u8]) {
         if self.queue.len() >= self.faults.queue {
             self.stats.overflowed += 1;
             return;
         }
+        let to = match dir {
+            Dir::ToServer => self.tid.unwrap_or(self.server),
+            Dir::ToClient => match self.client {
+                Some(c) => c,
+                None => return,
+            },
+        };
         self.seq += 1;
-        self.queue.push(Reverse((at, self.seq, dir, d.to_vec())));
+        self.queue.push(Reverse((at, self.seq, dir, to, d.to_vec())));
     }
 
     fn enqueue(&mut self, dir: Dir, d: &[u8]) {
+        if dir == Dir::ToServer && self.tid.is_none() && self.rng.chance(self.faults.late_request) {
+            self.stats.straggled += 1;
+            let late = self.faults.straggle_delay.as_micros() as u64 + 1;
+            let at = Instant::now() + Duration::from_micros(self.rng.below(late));
+            self.hold(at, dir, d);
+        }
         if self.rng.chance(self.faults.loss) {
             self.stats.lost += 1;
             return;
         }
         let now = Instant::now();
         let max = self.faults.max_delay.as_micros() as u64 + 1;
+        let long = self.faults.straggle_delay.as_micros() as u64 + 1;
+        let straggle = self.faults.straggle;
+        let delay = |rng: &mut Rng, stats: &mut RelayStats| {
+            if rng.chance(straggle) {
+                stats.straggled += 1;
+                Duration::from_micros(rng.below(long))
+            } else {
+                Duration::from_micros(rng.below(max))
+            }
+        };
         let mut at = now;
         if self.rng.chance(self.faults.reorder) {
             self.stats.reordered += 1;
-            at += Duration::from_micros(self.rng.below(max));
+            at += delay(&mut self.rng, &mut self.stats);
         }
         self.hold(at, dir, d);
         if self.rng.chance(self.faults.duplicate) {
             self.stats.duplicated += 1;
-            let later = now + Duration::from_micros(self.rng.below(max));
+            let later = now + delay(&mut self.rng, &mut self.stats);
             self.hold(later, dir, d);
         }
     }
@@ -277,14 +352,7 @@ impl RelayState {
     fn release(&mut self, front: &UdpSocket, back: &UdpSocket) {
         let now = Instant::now();
         while self.queue.peek().is_some_and(|Reverse((at, ..))| *at <= now) {
-            let Reverse((_, _, dir, d)) = self.queue.pop().expect("peeked");
-            let to = match dir {
-                Dir::ToServer => self.tid.unwrap_or(self.server),
-                Dir::ToClient => match self.client {
-                    Some(c) => c,
-                    None => continue,
-                },
-            };
+            let Reverse((_, _, dir, to, d)) = self.queue.pop().expect("peeked");
             let sock = if dir == Dir::ToServer { back } else { front };
             // A full socket buffer is one more loss.
             if sock.send_to(&d, to).is_ok() {
@@ -417,7 +485,7 @@ struct Run {
 
 /// Runs one planned transfer through a relay of its own; returns the relay's back address (the
 /// peer the server saw), what happened, and the relay's counters.
-fn run_one(run: &Run, p: &Plan) -> Result<(SocketAddr, Outcome, RelayStats), String> {
+fn run_one(run: &Run, p: &Plan, lingering: &mut Lingering) -> Result<(SocketAddr, Outcome), String> {
     let relay = Relay::start(
         run.server,
         run.seed ^ (p.index as u64).wrapping_mul(0x51),
@@ -465,7 +533,8 @@ fn run_one(run: &Run, p: &Plan) -> Result<(SocketAddr, Outcome, RelayStats), Str
                 Ok(())
             })
     };
-    let stats = relay.stop();
+    // The relay stays a while, for late duplicates and stragglers still held.
+    lingering.push(relay);
     let outcome = match result {
         Ok(()) => Outcome::Ok,
         Err(e) if is_clean(&e) => Outcome::CleanFailure(e.to_string()),
@@ -488,7 +557,7 @@ fn run_one(run: &Run, p: &Plan) -> Result<(SocketAddr, Outcome, RelayStats), Str
             }
         }
     }
-    Ok((peer, outcome, stats))
+    Ok((peer, outcome))
 }
 
 #[test]
@@ -508,6 +577,9 @@ fn soak_through_a_lossy_duplicating_reordering_relay() {
         duplicate: 0.03,
         reorder: 0.08,
         max_delay: Duration::from_millis(30),
+        straggle: 0.05,
+        straggle_delay: Duration::from_millis(1500),
+        late_request: 0.2,
         queue: 128,
     };
     let started = Instant::now();
@@ -541,19 +613,24 @@ fn soak_through_a_lossy_duplicating_reordering_relay() {
     // Plans are drawn up front (deterministic for a seed); with TFTP_SOAK_SECS more are drawn
     // as long as time remains.
     let next = Arc::new(AtomicUsize::new(0));
-    let results: Arc<Mutex<Vec<(Plan, Result<(SocketAddr, Outcome, RelayStats), String>)>>> =
+    let results: Arc<Mutex<Vec<(Plan, Result<(SocketAddr, Outcome), String>)>>> =
         Arc::new(Mutex::new(Vec::new()));
+    let totals = Arc::new(Mutex::new(RelayStats::default()));
     let deadline = secs.map(|s| started + Duration::from_secs(s));
     let workers: Vec<_> = (0..WORKERS)
         .map(|_| {
             let (run, next, results) = (Arc::clone(&run), Arc::clone(&next), Arc::clone(&results));
+            let totals = Arc::clone(&totals);
+            let mut lingering = Lingering::new(run.faults.straggle_delay, totals);
             std::thread::spawn(move || loop {
+                lingering.reap(false);
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let more = match deadline {
                     Some(d) => Instant::now() < d,
                     None => i < count,
                 };
                 if !more {
+                    lingering.reap(true);
                     return;
                 }
                 let mut rng = Rng(run.seed ^ (i as u64).wrapping_mul(0x9E37_79B9));
@@ -561,7 +638,7 @@ fn soak_through_a_lossy_duplicating_reordering_relay() {
                 if p.upload && p.overwrite {
                     fs::write(run.root.join(&p.name), original(i)).unwrap();
                 }
-                let r = run_one(&run, &p);
+                let r = run_one(&run, &p, &mut lingering);
                 results.lock().unwrap().push((p, r));
             })
         })
@@ -575,7 +652,7 @@ fn soak_through_a_lossy_duplicating_reordering_relay() {
     assert!(server.wait_idle(WAIT), "{} sessions left", server.sessions());
     let reports = server.drain_reports();
     let mut problems: Vec<String> = Vec::new();
-    let mut totals = RelayStats::default();
+    let totals = *totals.lock().unwrap();
     let (mut ok, mut clean, mut downloads, mut uploads) = (0, 0, 0, 0);
     let mut by_peer: BTreeMap<SocketAddr, &Plan> = BTreeMap::new();
     for (p, r) in &results {
@@ -585,8 +662,7 @@ fn soak_through_a_lossy_duplicating_reordering_relay() {
             downloads += 1;
         }
         match r {
-            Ok((peer, outcome, stats)) => {
-                totals.add(stats);
+            Ok((peer, outcome)) => {
                 by_peer.insert(*peer, p);
                 match outcome {
                     Outcome::Ok => ok += 1,
@@ -597,7 +673,7 @@ fn soak_through_a_lossy_duplicating_reordering_relay() {
                             .filter(|r| r.peer == *peer)
                             .map(|r| &r.result)
                             .collect();
-                        eprintln!("clean failure: {e}: {p:?}; server: {server_side:?}; relay: {stats:?}");
+                        eprintln!("clean failure: {e}: {p:?}; server: {server_side:?}");
                     }
                 }
             }
@@ -626,6 +702,20 @@ fn soak_through_a_lossy_duplicating_reordering_relay() {
             }
         }
     }
+    // Every upload target, now that late duplicates have come and gone: the whole upload, or
+    // untouched (absent, or its original content).
+    for (p, r) in &results {
+        if !p.upload {
+            continue;
+        }
+        let now = fs::read(root.join(&p.name)).ok();
+        let whole = now.as_ref() == Some(&run.files[p.file].1);
+        let untouched = now == p.overwrite.then(|| original(p.index));
+        let succeeded = matches!(r, Ok((_, Outcome::Ok)));
+        if !(whole || (!succeeded && untouched)) {
+            problems.push(format!("CORRUPTION at the end: {p:?} holds {:?} bytes", now.map(|f| f.len())));
+        }
+    }
     let temps = temp_files(root.path());
     if !temps.is_empty() {
         problems.push(format!("temporary files left: {temps:?}"));
@@ -650,7 +740,7 @@ fn soak_through_a_lossy_duplicating_reordering_relay() {
     let summary = format!(
         "soak (seed {seed:#x}): {} transfers ({downloads} downloads, {uploads} uploads), {ok} byte-identical, \
          {clean} clean failures, {} problems (corruptions included); server reports: {server_completed} completed, \
-         {server_failed} failed; relay: {} forwarded, {} lost, {} duplicated, {} reordered, {} overflowed, \
+         {server_failed} failed; relay: {} forwarded, {} lost, {} duplicated, {} reordered ({} stragglers), {} overflowed, \
          {} strays answered; fds {fds_idle} -> {fds_after} (server running), {fds_before_server} -> {fds_end} \
          (server gone); sockets {sockets_idle} -> {sockets_after}, {sockets_before_server} -> {sockets_end}; \
          temp files {}; {:.1} s",
@@ -660,6 +750,7 @@ fn soak_through_a_lossy_duplicating_reordering_relay() {
         totals.lost,
         totals.duplicated,
         totals.reordered,
+        totals.straggled,
         totals.overflowed,
         totals.strays_answered,
         temps.len(),
