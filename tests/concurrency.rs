@@ -270,6 +270,21 @@ impl Drop for Serve {
     }
 }
 
+/// User+system CPU seconds process `pid` has used (clock ticks of 1/100 s, as on Linux).
+#[cfg(feature = "cli")]
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<u64>() as f64 / 100.0
+}
+
 /// Descriptors open in process `pid`.
 #[cfg(feature = "cli")]
 fn fds(pid: &str) -> usize {
@@ -367,6 +382,7 @@ fn cli_server_memory_per_session() {
     stop.store(true, Ordering::Relaxed);
     let (peak_rss, peak_fds, rss_at_peak_fds) = monitor.join().unwrap();
     let hwm = status_kib(&pid, "VmHWM").expect("server VmHWM");
+    let cpu = cpu_seconds(&pid);
     drop(serve);
 
     check_outcomes(&outcomes);
@@ -384,7 +400,8 @@ fn cli_server_memory_per_session() {
         "cli server (pid {pid}): {n} x 1 MiB downloads in {:.2} s, all byte-identical; peak sessions \
          {peak_sessions} (open descriptors {idle_fds} idle -> {peak_fds}), {client_overlap} clients \
          overlapping; server RSS idle {:.1} MiB, peak sampled {:.1} MiB (at the most sessions {:.1} \
-         MiB), VmHWM {:.1} MiB; memory per session {:.1} KiB ((peak - idle) / peak sessions)",
+         MiB), VmHWM {:.1} MiB; memory per session {:.1} KiB ((peak - idle) / peak sessions); \
+         server CPU {cpu:.2} s (user+sys, whole life)",
         wall(&outcomes).as_secs_f64(),
         idle_rss as f64 / 1024.0,
         peak_rss as f64 / 1024.0,

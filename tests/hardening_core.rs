@@ -602,8 +602,16 @@ fn oack_and_lookalike_options_sent_to_the_server() {
 fn root_refuses_every_path_that_leaves_it() {
     use std::os::unix::fs::symlink;
     use tftp_proto::adapter::fs::{normalize, Root};
+    /// Removes the jail however the test ends.
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
     let base = std::env::temp_dir().join(format!("tftp-proto-h7-core-jail-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
+    let _cleanup = Cleanup(base.clone());
     let root = base.join("tftp");
     std::fs::create_dir_all(root.join("sub")).unwrap();
     std::fs::create_dir_all(base.join("tftp2")).unwrap();
@@ -648,7 +656,6 @@ fn root_refuses_every_path_that_leaves_it() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(leftovers.len(), 5, "no temporary file left: {leftovers:?}");
-    std::fs::remove_dir_all(&base).unwrap();
 }
 
 // ---- more than 65535 and 131072 blocks ---------------------------------------------------------------

@@ -373,7 +373,7 @@ fn download_while_changing(change: Change, use_tsize: bool) -> (Pkt, Vec<u8>) {
                         Change::Extend => f.set_len(original.len() as u64 + 5000).unwrap(),
                     }
                 }
-                if b % 4 == 0 {
+                if b.is_multiple_of(4) {
                     sock.send_to(&ack(b), tid).unwrap();
                 }
             }

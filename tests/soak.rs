@@ -184,7 +184,7 @@ impl Relay {
                 }
                 loop {
                     match back.recv_from(&mut buf) {
-                        Ok((n, from)) => r.from_server(&back, from, &buf[..n]),
+                        Ok((n, from)) => r.on_server_datagram(&back, from, &buf[..n]),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(_) => {}
                     }
@@ -326,7 +326,7 @@ impl RelayState {
         }
     }
 
-    fn from_server(&mut self, back: &UdpSocket, from: SocketAddr, d: &[u8]) {
+    fn on_server_datagram(&mut self, back: &UdpSocket, from: SocketAddr, d: &[u8]) {
         if from.ip() != self.server.ip() {
             return;
         }
@@ -485,7 +485,10 @@ struct Run {
 
 /// Runs one planned transfer through a relay of its own; returns the relay's back address (the
 /// peer the server saw), what happened, and the relay's counters.
-fn run_one(run: &Run, p: &Plan, lingering: &mut Lingering) -> Result<(SocketAddr, Outcome), String> {
+/// The peer the server saw and how the transfer ended, or what went wrong.
+type TransferRun = Result<(SocketAddr, Outcome), String>;
+
+fn run_one(run: &Run, p: &Plan, lingering: &mut Lingering) -> TransferRun {
     let relay = Relay::start(
         run.server,
         run.seed ^ (p.index as u64).wrapping_mul(0x51),
@@ -613,8 +616,7 @@ fn soak_through_a_lossy_duplicating_reordering_relay() {
     // Plans are drawn up front (deterministic for a seed); with TFTP_SOAK_SECS more are drawn
     // as long as time remains.
     let next = Arc::new(AtomicUsize::new(0));
-    let results: Arc<Mutex<Vec<(Plan, Result<(SocketAddr, Outcome), String>)>>> =
-        Arc::new(Mutex::new(Vec::new()));
+    let results: Arc<Mutex<Vec<(Plan, TransferRun)>>> = Arc::new(Mutex::new(Vec::new()));
     let totals = Arc::new(Mutex::new(RelayStats::default()));
     let deadline = secs.map(|s| started + Duration::from_secs(s));
     let workers: Vec<_> = (0..WORKERS)
@@ -713,7 +715,10 @@ fn soak_through_a_lossy_duplicating_reordering_relay() {
         let untouched = now == p.overwrite.then(|| original(p.index));
         let succeeded = matches!(r, Ok((_, Outcome::Ok)));
         if !(whole || (!succeeded && untouched)) {
-            problems.push(format!("CORRUPTION at the end: {p:?} holds {:?} bytes", now.map(|f| f.len())));
+            problems.push(format!(
+                "CORRUPTION at the end: {p:?} holds {:?} bytes",
+                now.map(|f| f.len())
+            ));
         }
     }
     let temps = temp_files(root.path());

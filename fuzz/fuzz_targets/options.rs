@@ -15,7 +15,7 @@
 //!   encodes into a 516-byte buffer.
 //! * The client accepts that OACK (encoded, then parsed) and ends up with the same parameters.
 //! * `client_accept_oack` of arbitrary OACK bytes: when it accepts, every option in the OACK was
-//!   requested and known, `blksize`/`windowsize` are not above the request, `timeout` and
+//!   requested and known, its `blksize`/`windowsize` are not above the request, `timeout` and
 //!   `rollover` equal the request, and omitted options take their defaults (512, 1).
 #![no_main]
 
@@ -82,10 +82,19 @@ fuzz_target!(|data: &[u8]| {
                 assert!(asked.has(name), "accepted unrequested {name}");
             }
             let got = Options::parse_strict(&oack).expect("accepted an invalid OACK");
+            // A value in the OACK is never above the request; an omitted one takes its default
+            // (512 even after asking for less: RFC 2347 says unacknowledged options do not apply).
             assert_eq!(p.blksize, got.blksize.unwrap_or(DEFAULT_BLKSIZE));
-            assert!(asked.blksize.is_none_or(|b| p.blksize <= b), "blksize raised");
+            assert!(
+                got.blksize.is_none_or(|g| asked.blksize.is_some_and(|b| g <= b)),
+                "blksize raised"
+            );
             assert_eq!(p.windowsize, got.windowsize.unwrap_or(1));
-            assert!(asked.windowsize.is_none_or(|w| p.windowsize <= w), "windowsize raised");
+            assert!(
+                got.windowsize
+                    .is_none_or(|g| asked.windowsize.is_some_and(|w| g <= w)),
+                "windowsize raised"
+            );
             assert!(p.blksize >= MIN_BLKSIZE && p.windowsize >= 1);
             if got.timeout.is_some() {
                 assert_eq!(p.timeout, asked.timeout, "timeout changed");
@@ -108,7 +117,10 @@ fn check_server(kind: RequestKind, requested: &Options, file_size: Option<u64>, 
             assert_eq!(refusal.code, ErrorCode::DiskFull);
             assert_eq!(kind, RequestKind::Write);
             let (t, max) = (requested.tsize, policy.max_write_size);
-            assert!(policy.allow_tsize && t.zip(max).is_some_and(|(t, m)| t > m), "refused {requested:?}");
+            assert!(
+                policy.allow_tsize && t.zip(max).is_some_and(|(t, m)| t > m),
+                "refused {requested:?}"
+            );
             return;
         }
     };
@@ -125,10 +137,16 @@ fn check_server(kind: RequestKind, requested: &Options, file_size: Option<u64>, 
     }
     if let Some(w) = oack.windowsize {
         assert!(w <= requested.windowsize.expect("requested"), "windowsize raised");
-        assert!(w <= policy.max_windowsize.max(1) && w >= 1, "windowsize above the cap");
+        assert!(
+            w <= policy.max_windowsize.max(1) && w >= 1,
+            "windowsize above the cap"
+        );
     }
     assert_eq!(oack.timeout, requested.timeout.filter(|_| policy.allow_timeout));
-    assert_eq!(oack.rollover, requested.rollover.filter(|_| policy.allow_rollover));
+    assert_eq!(
+        oack.rollover,
+        requested.rollover.filter(|_| policy.allow_rollover)
+    );
     let tsize_expected = match (requested.tsize.filter(|_| policy.allow_tsize), kind) {
         (None, _) => None,
         (Some(_), RequestKind::Read) => file_size,

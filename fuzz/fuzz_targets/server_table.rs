@@ -39,7 +39,12 @@ const PEERS: [&str; 6] = [
     "[fd00::2]:40000",
     "10.0.0.1:50000",
 ];
-const TIDS: [&str; 4] = ["10.0.0.1:50000", "10.0.0.1:50001", "10.0.0.1:50002", "[fd00::1]:50000"];
+const TIDS: [&str; 4] = [
+    "10.0.0.1:50000",
+    "10.0.0.1:50001",
+    "10.0.0.1:50002",
+    "[fd00::1]:50000",
+];
 
 static FILES: [&[u8]; 4] = [b"", b"short file", &[7u8; 512], &[9u8; 3000]];
 
@@ -56,7 +61,9 @@ enum Op {
         bytes: Bytes,
         decision: Decision,
     },
-    Wait { millis: u16 },
+    Wait {
+        millis: u16,
+    },
     Transmit,
     Finished,
     Limit(u8),
@@ -65,17 +72,39 @@ enum Op {
 
 #[derive(Debug, Arbitrary)]
 enum Decision {
-    Accept { file: u8, tid: u8, single_port: bool },
-    AcceptWith { file: u8, tid: u8, max_blksize: u16, max_windowsize: u16, max_write: Option<u32> },
-    Refuse { code: u16 },
+    Accept {
+        file: u8,
+        tid: u8,
+        single_port: bool,
+    },
+    AcceptWith {
+        file: u8,
+        tid: u8,
+        max_blksize: u16,
+        max_windowsize: u16,
+        max_write: Option<u32>,
+    },
+    Refuse {
+        code: u16,
+    },
     Ignore,
 }
 
 #[derive(Debug, Arbitrary)]
 enum Bytes {
     Raw(Vec<u8>),
-    Request { write: bool, name: u8, mode: u8, blksize: Option<u16>, windowsize: Option<u16>, tsize: bool },
-    Data { block: u16, len: u16 },
+    Request {
+        write: bool,
+        name: u8,
+        mode: u8,
+        blksize: Option<u16>,
+        windowsize: Option<u16>,
+        tsize: bool,
+    },
+    Data {
+        block: u16,
+        len: u16,
+    },
     Ack(u16),
     Error(u16),
     Oack,
@@ -85,7 +114,14 @@ impl Bytes {
     fn build(&self) -> Vec<u8> {
         match self {
             Bytes::Raw(b) => b.clone(),
-            Bytes::Request { write, name, mode, blksize, windowsize, tsize } => {
+            Bytes::Request {
+                write,
+                name,
+                mode,
+                blksize,
+                windowsize,
+                tsize,
+            } => {
                 let mut v = vec![0, if *write { 2 } else { 1 }];
                 v.extend_from_slice(format!("f{}", name % 4).as_bytes());
                 v.push(0);
@@ -164,10 +200,18 @@ impl Harness {
             assert!(tx.len <= self.buf.len());
             let d = &self.buf[..tx.len];
             let p = Packet::parse(d).expect("the table sent an unparsable datagram");
-            let exact = if matches!(p, Packet::Ack { .. }) { 4 } else { p.encoded_len() };
+            let exact = if matches!(p, Packet::Ack { .. }) {
+                4
+            } else {
+                p.encoded_len()
+            };
             assert_eq!(exact, tx.len, "sent length != packet length");
             assert_ne!(tx.destination.port(), 0, "sent to port 0");
-            assert!(self.locals.contains(&tx.local), "sent from {} (never used)", tx.local);
+            assert!(
+                self.locals.contains(&tx.local),
+                "sent from {} (never used)",
+                tx.local
+            );
         }
         panic!("poll_transmit never returned None");
     }
@@ -196,24 +240,45 @@ fuzz_target!(|ops: Vec<Op>| {
     };
     for op in ops.iter().take(500) {
         match op {
-            Op::Datagram { local, from, listening, bytes, decision } => {
+            Op::Datagram {
+                local,
+                from,
+                listening,
+                bytes,
+                decision,
+            } => {
                 let local = addr(LOCALS[usize::from(*local) % LOCALS.len()]);
                 let from = addr(PEERS[usize::from(*from) % PEERS.len()]);
                 let d = bytes.build();
                 let now = h.now;
                 h.locals.insert(local);
-                if let Datagram::Request(incoming) = h.table.handle_datagram(now, local, from, *listening, &d) {
+                if let Datagram::Request(incoming) = h.table.handle_datagram(now, local, from, *listening, &d)
+                {
                     assert!(*listening, "a request from a session socket");
                     assert_eq!(incoming.peer, from);
                     assert_ne!(from.port(), 0);
                     let before = h.table.len();
                     let outcome = match decision {
-                        Decision::Accept { file, tid, single_port } => {
-                            let tid = if *single_port { incoming.local } else { addr(TIDS[usize::from(*tid) % TIDS.len()]) };
+                        Decision::Accept {
+                            file,
+                            tid,
+                            single_port,
+                        } => {
+                            let tid = if *single_port {
+                                incoming.local
+                            } else {
+                                addr(TIDS[usize::from(*tid) % TIDS.len()])
+                            };
                             let file = FILES[usize::from(*file) % FILES.len()];
                             Some((tid, h.table.accept(now, &incoming, file, tid).is_ok()))
                         }
-                        Decision::AcceptWith { file, tid, max_blksize, max_windowsize, max_write } => {
+                        Decision::AcceptWith {
+                            file,
+                            tid,
+                            max_blksize,
+                            max_windowsize,
+                            max_write,
+                        } => {
                             let tid = addr(TIDS[usize::from(*tid) % TIDS.len()]);
                             let policy = ServerPolicy {
                                 max_blksize: *max_blksize,
@@ -222,7 +287,10 @@ fuzz_target!(|ops: Vec<Op>| {
                                 ..ServerPolicy::default()
                             };
                             let file = FILES[usize::from(*file) % FILES.len()];
-                            Some((tid, h.table.accept_with(now, &incoming, file, tid, &policy).is_ok()))
+                            Some((
+                                tid,
+                                h.table.accept_with(now, &incoming, file, tid, &policy).is_ok(),
+                            ))
                         }
                         Decision::Refuse { code } => {
                             h.table.refuse(&incoming, ErrorCode::from_u16(*code), "refused");
@@ -270,14 +338,15 @@ fuzz_target!(|ops: Vec<Op>| {
         if h.table.is_empty() {
             break;
         }
-        match h.table.poll_timeout() {
-            Some(t) => {
-                h.now = h.now.max(t);
-                h.table.handle_timeout(h.now);
-            }
-            None => {}
+        if let Some(t) = h.table.poll_timeout() {
+            h.now = h.now.max(t);
+            h.table.handle_timeout(h.now);
         }
     }
     assert!(h.table.is_empty(), "{} sessions never reported", h.table.len());
-    assert_eq!(h.reported, h.accepted, "accepted {} sessions, reported {}", h.accepted, h.reported);
+    assert_eq!(
+        h.reported, h.accepted,
+        "accepted {} sessions, reported {}",
+        h.accepted, h.reported
+    );
 });

@@ -13,10 +13,12 @@
 //!   `(n - 1) * blksize` (never anything past the end of the file);
 //! * the receiver writes at monotonic, contiguous offsets; unless datagrams were forged or
 //!   corrupted, what it wrote is always a prefix of the file, and the whole file when it
-//!   reports success;
+//!   reports success (a stranger on the server's host answering before the server does counts
+//!   as forged: RFC 1350 makes the first answer from the server's address the server's TID);
 //! * each side reports at most one final event;
 //! * once the input stops, both sides end (success or failure) within a bound of steps that
-//!   depends only on the file's block count and the retry cap: retries are bounded.
+//!   depends only on the file's block count and the retry cap: retries are bounded;
+//! * when the steps only reorder and duplicate datagrams, both sides succeed.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -54,29 +56,67 @@ struct Input {
 #[derive(Debug, Arbitrary)]
 enum Step {
     /// Delivers datagram `index` (modulo what is in flight) of one direction.
-    Deliver { to_client: bool, index: u8 },
+    Deliver {
+        to_client: bool,
+        index: u8,
+    },
     /// Delivers everything in flight, in order.
     Flush,
-    Drop { to_client: bool, index: u8 },
-    Duplicate { to_client: bool, index: u8 },
+    Drop {
+        to_client: bool,
+        index: u8,
+    },
+    Duplicate {
+        to_client: bool,
+        index: u8,
+    },
     /// Flips bits of a datagram in flight (UDP would usually drop it: counts as forged).
-    Corrupt { to_client: bool, index: u8, at: u16, xor: u8 },
+    Corrupt {
+        to_client: bool,
+        index: u8,
+        at: u16,
+        xor: u8,
+    },
     /// Lets time pass and fires the timers that are due.
-    Wait { millis: u16 },
+    Wait {
+        millis: u16,
+    },
     /// A datagram from a stranger (another port or host).
-    Stranger { to_client: bool, who: u8, datagram: Forged },
+    Stranger {
+        to_client: bool,
+        who: u8,
+        datagram: Forged,
+    },
     /// A datagram carrying the peer's own address.
-    Spoof { to_client: bool, datagram: Forged },
+    Spoof {
+        to_client: bool,
+        datagram: Forged,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
 enum Forged {
     Raw(Vec<u8>),
-    Data { block: u16, len: u16, fill: u8 },
+    Data {
+        block: u16,
+        len: u16,
+        fill: u8,
+    },
     Ack(u16),
-    Error { code: u16, text: Vec<u8> },
-    Oack { blksize: Option<u16>, windowsize: Option<u16>, tsize: Option<u64>, extra: bool },
-    Request { write: bool, padded: bool },
+    Error {
+        code: u16,
+        text: Vec<u8>,
+    },
+    Oack {
+        blksize: Option<u16>,
+        windowsize: Option<u16>,
+        tsize: Option<u64>,
+        extra: bool,
+    },
+    Request {
+        write: bool,
+        padded: bool,
+    },
 }
 
 impl Forged {
@@ -101,7 +141,12 @@ impl Forged {
                 v.push(0);
                 v
             }
-            Forged::Oack { blksize, windowsize, tsize, extra } => {
+            Forged::Oack {
+                blksize,
+                windowsize,
+                tsize,
+                extra,
+            } => {
                 let mut v = vec![0, 6];
                 let mut put = |n: &str, val: String| {
                     v.extend_from_slice(n.as_bytes());
@@ -144,7 +189,11 @@ struct Checked {
 
 impl Storage for Checked {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        assert_eq!(offset, self.data.len() as u64, "write not at the end of what was written");
+        assert_eq!(
+            offset,
+            self.data.len() as u64,
+            "write not at the end of what was written"
+        );
         self.data.extend_from_slice(data);
         Ok(())
     }
@@ -157,7 +206,7 @@ impl Storage for Checked {
 
 /// One end: its transfer, its storage kind, and what it reported.
 enum Side {
-    Sender(Transfer<'static, &'static [u8]>),
+    Sender(Transfer<'static, Vec<u8>>),
     Receiver(Transfer<'static, Checked>),
 }
 
@@ -184,7 +233,7 @@ struct World {
     to_server: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     to_client: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     /// The file as the sender reads it, and its wire form.
-    file: &'static [u8],
+    file: Vec<u8>,
     wire: Vec<u8>,
     write: bool,
     netascii: bool,
@@ -209,23 +258,31 @@ impl World {
     /// Drains what `end` sends and its events, checking every datagram.
     fn drain(&mut self, client: bool) {
         let now = self.now;
-        let Some(end) = (if client { Some(&mut self.client) } else { self.server.as_mut() }) else {
+        let Some(end) = (if client {
+            Some(&mut self.client)
+        } else {
+            self.server.as_mut()
+        }) else {
             return;
         };
-        loop {
-            let Some(tx) = with!(&mut end.side, t => t.poll_transmit(now, &mut self.buf)) else {
-                break;
-            };
+        while let Some(tx) = with!(&mut end.side, t => t.poll_transmit(now, &mut self.buf)) {
             let d = self.buf[..tx.len].to_vec();
             let p = Packet::parse(&d).expect("a side sent an unparsable datagram");
-            let exact = if matches!(p, Packet::Ack { .. }) { 4 } else { p.encoded_len() };
+            let exact = if matches!(p, Packet::Ack { .. }) {
+                4
+            } else {
+                p.encoded_len()
+            };
             assert_eq!(exact, d.len(), "sent length != packet length");
             if let (Packet::Data { block, payload }, Side::Sender(t)) = (p, &end.side) {
                 if tx.destination == t.peer() {
                     let bs = usize::from(t.params().blksize);
                     assert!(payload.len() <= bs, "DATA longer than blksize");
                     let off = (usize::from(block).max(1) - 1) * bs;
-                    assert!(block >= 1 && off <= self.wire.len(), "DATA {block} beyond the file");
+                    assert!(
+                        block >= 1 && off <= self.wire.len(),
+                        "DATA {block} beyond the file"
+                    );
                     let want = &self.wire[off..(off + bs).min(self.wire.len())];
                     assert_eq!(payload, want, "DATA {block} is not the file's bytes");
                 }
@@ -238,7 +295,10 @@ impl World {
             }
         }
         while let Some(ev) = with!(&mut end.side, t => t.poll_event()) {
-            if matches!(ev, Event::Finished { .. } | Event::Failed(_) | Event::OptionsDeclined) {
+            if matches!(
+                ev,
+                Event::Finished { .. } | Event::Failed(_) | Event::OptionsDeclined
+            ) {
                 end.final_events += 1;
                 assert!(end.final_events <= 1, "two final events");
             }
@@ -246,7 +306,10 @@ impl World {
         if let Side::Receiver(t) = &end.side {
             let got = &t.storage().data;
             if !self.tainted {
-                assert!(got.len() <= self.file.len() && self.file[..got.len()] == got[..], "not a prefix");
+                assert!(
+                    got.len() <= self.file.len() && self.file[..got.len()] == got[..],
+                    "not a prefix"
+                );
                 if matches!(t.outcome(), Some(Ok(_))) {
                     assert_eq!(got.len(), self.file.len(), "finished without the whole file");
                 }
@@ -272,7 +335,15 @@ impl World {
                     _ => return,
                 };
                 let side = if kind == RequestKind::Read {
-                    Side::Sender(Transfer::server(now, from, kind, &req, self.file, &ServerPolicy::default(), config()))
+                    Side::Sender(Transfer::server(
+                        now,
+                        from,
+                        kind,
+                        &req,
+                        self.file.clone(),
+                        &ServerPolicy::default(),
+                        config(),
+                    ))
                 } else {
                     Side::Receiver(Transfer::server(
                         now,
@@ -330,18 +401,24 @@ impl World {
 
     fn finished(&self) -> bool {
         with!(&self.client.side, t => t.is_finished())
-            && self.server.as_ref().is_none_or(|s| with!(&s.side, t => t.is_finished()))
+            && self
+                .server
+                .as_ref()
+                .is_none_or(|s| with!(&s.side, t => t.is_finished()))
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         let c = with!(&self.client.side, t => t.poll_timeout());
-        let s = self.server.as_ref().and_then(|s| with!(&s.side, t => t.poll_timeout()));
+        let s = self
+            .server
+            .as_ref()
+            .and_then(|s| with!(&s.side, t => t.poll_timeout()));
         [c, s].into_iter().flatten().min()
     }
 }
 
 fn text(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = u64::from(seed) * 0x9E37_79B9_7F4A_7C15 + 1;
+    let mut x = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;
@@ -358,17 +435,17 @@ fn text(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fuzz_target!(|input: Input| {
-    let file: &'static [u8] = Box::leak(text(usize::from(input.file_len % 3000), input.file_seed).into_boxed_slice());
+    let file = text(usize::from(input.file_len % 3000), input.file_seed);
     let wire = if input.netascii {
         let mut enc = NetasciiEncoder::new();
         let mut out = vec![0u8; file.len() * 2 + 2];
-        let (used, mut n) = enc.encode(file, &mut out);
+        let (used, mut n) = enc.encode(&file, &mut out);
         assert_eq!(used, file.len());
         n += enc.flush(&mut out[n..]);
         out.truncate(n);
         out
     } else {
-        file.to_vec()
+        file.clone()
     };
     let options = Options {
         blksize: input.blksize.map(|b| 8 + b % 1017),
@@ -393,12 +470,18 @@ fuzz_target!(|input: Input| {
         options,
     };
     let side = if input.write {
-        match Transfer::client(Instant::ZERO, addr(SERVER_WK), request, file, config()) {
+        match Transfer::client(Instant::ZERO, addr(SERVER_WK), request, file.clone(), config()) {
             Ok(t) => Side::Sender(t),
             Err(_) => return,
         }
     } else {
-        match Transfer::client(Instant::ZERO, addr(SERVER_WK), request, Checked::default(), config()) {
+        match Transfer::client(
+            Instant::ZERO,
+            addr(SERVER_WK),
+            request,
+            Checked::default(),
+            config(),
+        ) {
             Ok(t) => Side::Receiver(t),
             Err(_) => return,
         }
@@ -422,7 +505,12 @@ fuzz_target!(|input: Input| {
     };
     w.drain(true);
 
+    // Only reordering and duplication: the transfer must then succeed on both ends.
+    let mut lossless = true;
     for step in input.steps.iter().take(2000) {
+        if !matches!(step, Step::Deliver { .. } | Step::Flush | Step::Duplicate { .. }) {
+            lossless = false;
+        }
         match step {
             Step::Deliver { to_client, index } => {
                 if let Some((from, to, d)) = w.take(*to_client, *index) {
@@ -447,7 +535,12 @@ fuzz_target!(|input: Input| {
                     q.push(copy);
                 }
             }
-            Step::Corrupt { to_client, index, at, xor } => {
+            Step::Corrupt {
+                to_client,
+                index,
+                at,
+                xor,
+            } => {
                 let q = w.queue(*to_client);
                 if !q.is_empty() && *xor != 0 {
                     let i = usize::from(*index) % q.len();
@@ -463,9 +556,23 @@ fuzz_target!(|input: Input| {
                 w.now += Duration::from_millis(u64::from(*millis % 5000));
                 w.fire_due();
             }
-            Step::Stranger { to_client, who, datagram } => {
+            Step::Stranger {
+                to_client,
+                who,
+                datagram,
+            } => {
                 let from = addr(STRANGERS[usize::from(*who) % STRANGERS.len()]);
-                let to = if *to_client { addr(CLIENT) } else { addr(SERVER_TID) };
+                // Before its first answer the client takes any port of the server's address for
+                // the server's new TID (RFC 1350): such a "stranger" is a forgery it cannot tell.
+                let unlocked = with!(&w.client.side, t => t.peer()) == addr(SERVER_WK);
+                if *to_client && unlocked && from.ip() == addr(SERVER_WK).ip() {
+                    w.tainted = true;
+                }
+                let to = if *to_client {
+                    addr(CLIENT)
+                } else {
+                    addr(SERVER_TID)
+                };
                 w.deliver(from, to, &datagram.bytes(), false);
             }
             Step::Spoof { to_client, datagram } => {
@@ -481,9 +588,12 @@ fuzz_target!(|input: Input| {
     }
 
     // The input has stopped: an honest network from here. Both ends must be done within a
-    // bound set by the block count and the retry cap.
+    // bound set by the block count and the retry cap: at worst every block waits out a full
+    // retry cycle (a forged OACK can leave the two ends with different window sizes, so that
+    // each block is acknowledged only when the receiver's timer fires), never more.
     let blocks = w.wire.len() / 8 + 2;
-    let bound = 4 * blocks + 8 * (usize::from(config().max_retries) + 4) + 64;
+    let cycle = 2 * (usize::from(config().max_retries) + 3);
+    let bound = (blocks + 4) * cycle + 64;
     let mut steps = 0;
     while !w.finished() {
         steps += 1;
@@ -501,6 +611,21 @@ fuzz_target!(|input: Input| {
         }
     }
     let _ = (w.write, w.netascii);
+    if lossless {
+        let c = with!(&w.client.side, t => t.outcome().map(|r| r.map_err(Clone::clone)));
+        assert!(
+            matches!(c, Some(Ok(_))),
+            "client failed on a lossless network: {c:?}"
+        );
+        let s = w
+            .server
+            .as_ref()
+            .and_then(|s| with!(&s.side, t => t.outcome().map(|r| r.map_err(Clone::clone))));
+        assert!(
+            matches!(s, Some(Ok(_))),
+            "server failed on a lossless network: {s:?}"
+        );
+    }
     if !w.tainted {
         for end in [Some(&w.client), w.server.as_ref()].into_iter().flatten() {
             if let Side::Receiver(t) = &end.side {
