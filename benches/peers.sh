@@ -36,6 +36,8 @@
 #                /proc/PID/stat utime+stime (then tftpd-hpa's children are missed: it says so)
 #   load       = the 1-minute load average when the transfer started (/proc/loadavg); the machine
 #                may be shared, so read the numbers with it.
+#   notes      = tftp-proto server's retransmissions (its log line) and the UDP datagrams the host
+#                dropped for a full receive buffer during the transfer (/proc/net/snmp RcvbufErrors)
 #
 # Sizes: lock-step transfers of small blocks are slow when the client and server sit on different
 # CPUs (each block costs a cross-CPU wake-up, ~5-7 MB/s at 512 bytes), so by default the 512x1 and
@@ -316,6 +318,12 @@ server_settle() {
 
 # ---- clients ------------------------------------------------------------------------------------
 
+# Datagrams the host dropped because a socket's receive buffer was full (system-wide
+# /proc/net/snmp Udp RcvbufErrors: on a quiet loopback, this transfer's).
+udp_drops() {
+  awk '$1 == "Udp:" { if (!n) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") c = i; n = 1 } else print $c }' /proc/net/snmp
+}
+
 # Why a server or a client cannot do a set ("" = it can).
 server_na() {
   local s=$1 win=${2#*x}
@@ -394,9 +402,10 @@ run_one() {
   local out=$OUTDIR/$file tfile=$LOGS/time.txt clog=$LOGS/client-$c-$s-$set-$mode.log
   rm -f "$out" "$tfile"
   client_cmd "$c" "$set" "$port" "$file" "$out" "$limit"
-  local l0 s0 t0 t1 s1 rc
+  local l0 s0 t0 t1 s1 rc d0 d1
   server_settle "$pid"
   l0=$(load1)
+  d0=$(udp_drops)
   s0=$(server_ns "$s" "$pid")
   t0=$EPOCHREALTIME
   timeout -k 5 "$limit" /usr/bin/time -f '%U %S' -o "$tfile" taskset -c "$ccpu" "${CMD[@]}" \
@@ -405,6 +414,7 @@ run_one() {
   t1=$EPOCHREALTIME
   server_settle "$pid"
   s1=$(server_ns "$s" "$pid")
+  d1=$(udp_drops)
   local status
   if [ $rc = 124 ] || [ $rc = 137 ]; then
     status="TIMEOUT (${limit}s)"
@@ -432,6 +442,9 @@ run_one() {
   if [ "$s" = ours ]; then
     # The server's one-line report of this transfer.
     notes=$(grep -o 'retransmissions=[0-9]*' "$LOGS/ours-$port.log" | tail -n 1 | sed 's/retransmissions=/server rexmit /')
+  fi
+  if [ $((d1 - d0)) -gt 0 ]; then
+    notes="${notes:+$notes; }$((d1 - d0)) UDP datagrams dropped (receive buffer full)"
   fi
   RES[$key]="$status|$mbps|$scpu_g|$ccpu_g|$l0|$bytes|$notes"
   log "$mode $s <- $c $set: $status ${mbps} MB/s, server ${scpu_g} s/GiB, client ${ccpu_g} s/GiB, load $l0"
