@@ -34,10 +34,14 @@
 #                it forks per transfer) before and after the transfer, in seconds per GiB: from a
 #                cgroup per server (v2 cpu.stat or v1 cpuacct.usage; root), else from
 #                /proc/PID/stat utime+stime (then tftpd-hpa's children are missed: it says so)
-#   load       = the 1-minute load average when the transfer started (/proc/loadavg); the machine
-#                may be shared, so read the numbers with it.
+#   load1      = the 1-minute load average when the transfer started (/proc/loadavg); it includes
+#                this benchmark's own previous transfers (a server and a client: ~1-2)
+#   other CPUs = CPUs kept busy by anything but the measured server and client, on average over
+#                the transfer (/proc/stat busy time minus theirs): ~0 on a quiet machine; the
+#                machine may be shared, so read the numbers with it
 #   notes      = tftp-proto server's retransmissions (its log line) and the UDP datagrams the host
-#                dropped for a full receive buffer during the transfer (/proc/net/snmp RcvbufErrors)
+#                dropped for a full receive buffer during the transfer (/proc/net/snmp RcvbufErrors:
+#                host-wide, so other UDP traffic on a shared machine shows up too)
 #
 # Sizes: lock-step transfers of small blocks are slow when the client and server sit on different
 # CPUs (each block costs a cross-CPU wake-up, ~5-7 MB/s at 512 bytes), so by default the 512x1 and
@@ -50,6 +54,8 @@
 #   --quick              --bytes 268435456 (256 MiB) unless --bytes is given
 #   --lockstep-bytes N   bytes of the 512x1 and 1468x1 sets (default --bytes/16)
 #   --same-cpu           also run everything with the client on CPU 0 (same CPU as the server)
+#   --repeat N           run every transfer (and the ceiling) N times; report the median run
+#                        (the ceiling: the best), with the range in the notes
 #   --sets LIST          comma-separated subset of 512x1,1468x1,1468x16,65464x1,65464x64
 #   --servers LIST       subset of ours,hpa,atftpd,dnsmasq for the server table
 #   --clients LIST       subset of ours,hpa,atftp,busybox,curl for the client table
@@ -77,6 +83,7 @@ SERVERS="ours,hpa,atftpd,dnsmasq"
 CLIENTS="ours,hpa,atftp,busybox,curl"
 CEILING=1
 BUILD=1
+REPEAT=1
 TMPFS=/dev/shm
 TIMEOUT=
 OUT=
@@ -89,6 +96,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1 ;;
     --lockstep-bytes) LOCKSTEP_BYTES=$2; shift ;;
     --same-cpu) SAME_CPU=1 ;;
+    --repeat) REPEAT=$2; shift ;;
     --sets) SETS=$2; shift ;;
     --servers) SERVERS=$2; shift ;;
     --clients) CLIENTS=$2; shift ;;
@@ -150,6 +158,9 @@ SRC_NEWEST=$(find Cargo.toml src -type f -printf '%TF %TT %p\n' | sort | tail -n
 if [ "$BUILD" = 1 ]; then
   log "cargo build --release (load $(loadavg))"
   timeout 1800 cargo build --release --quiet || die "cargo build failed"
+  if [ "$CEILING" = 1 ]; then
+    timeout 1800 cargo bench --quiet --no-run --bench udp_ceiling || die "cargo bench --no-run failed"
+  fi
 fi
 [ -x "$BIN" ] || die "no $BIN (build it, or drop --no-build)"
 
@@ -324,6 +335,9 @@ udp_drops() {
   awk '$1 == "Udp:" { if (!n) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") c = i; n = 1 } else print $c }' /proc/net/snmp
 }
 
+# Busy CPU ticks of the whole machine so far (/proc/stat: user nice system irq softirq steal).
+busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+
 # Why a server or a client cannot do a set ("" = it can).
 server_na() {
   local s=$1 win=${2#*x}
@@ -394,6 +408,32 @@ run_one() {
     RES[$key]="n/a ($na)|||||$bytes|"
     return
   fi
+  # --repeat N: the run with the median throughput, or the first failure.
+  local runs=() r ok=0 failed=""
+  for ((r = 0; r < REPEAT; r++)); do
+    transfer_once "$mode" "$s" "$c" "$set"
+    runs+=("$ONE")
+    if [[ $ONE == ok\|* ]]; then ok=$((ok + 1)); else [ -n "$failed" ] || failed=$ONE; fi
+  done
+  if [ -n "$failed" ]; then
+    [ "$REPEAT" -gt 1 ] && failed="${failed%%|*} ($((REPEAT - ok)) of $REPEAT runs)|${failed#*|}"
+    RES[$key]=$failed
+  elif [ "$REPEAT" -gt 1 ]; then
+    local sorted range median notes
+    sorted=$(printf '%s\n' "${runs[@]}" | sort -t'|' -k2,2 -g)
+    range=$(cut -d'|' -f2 <<<"$sorted" | sed -n '1p;$p' | paste -sd'-')
+    median=$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")
+    notes=${median##*|}
+    RES[$key]="${median%|*}|${notes:+$notes; }median of $REPEAT runs ($range MB/s)"
+  else
+    RES[$key]=${runs[0]}
+  fi
+}
+
+# One download; the result in ONE ("status|MB/s|server s/GiB|client s/GiB|load|bytes|notes").
+transfer_once() {
+  local mode=$1 s=$2 c=$3 set=$4 bytes
+  bytes=$(set_bytes "$set")
   local ccpu=$CLIENT_CPU
   [ "$mode" = same ] && ccpu=$SERVER_CPU
   local pid=${SPID[$s]} port=${SPORT[$s]} file limit
@@ -402,10 +442,11 @@ run_one() {
   local out=$OUTDIR/$file tfile=$LOGS/time.txt clog=$LOGS/client-$c-$s-$set-$mode.log
   rm -f "$out" "$tfile"
   client_cmd "$c" "$set" "$port" "$file" "$out" "$limit"
-  local l0 s0 t0 t1 s1 rc d0 d1
+  local l0 s0 t0 t1 s1 rc d0 d1 b0 b1
   server_settle "$pid"
   l0=$(load1)
   d0=$(udp_drops)
+  b0=$(busy_ticks)
   s0=$(server_ns "$s" "$pid")
   t0=$EPOCHREALTIME
   timeout -k 5 "$limit" /usr/bin/time -f '%U %S' -o "$tfile" taskset -c "$ccpu" "${CMD[@]}" \
@@ -415,6 +456,7 @@ run_one() {
   server_settle "$pid"
   s1=$(server_ns "$s" "$pid")
   d1=$(udp_drops)
+  b1=$(busy_ticks)
   local status
   if [ $rc = 124 ] || [ $rc = 137 ]; then
     status="TIMEOUT (${limit}s)"
@@ -444,10 +486,14 @@ run_one() {
     notes=$(grep -o 'retransmissions=[0-9]*' "$LOGS/ours-$port.log" | tail -n 1 | sed 's/retransmissions=/server rexmit /')
   fi
   if [ $((d1 - d0)) -gt 0 ]; then
-    notes="${notes:+$notes; }$((d1 - d0)) UDP datagrams dropped (receive buffer full)"
+    notes="${notes:+$notes; }host UDP receive-buffer drops $((d1 - d0))"
   fi
-  RES[$key]="$status|$mbps|$scpu_g|$ccpu_g|$l0|$bytes|$notes"
-  log "$mode $s <- $c $set: $status ${mbps} MB/s, server ${scpu_g} s/GiB, client ${ccpu_g} s/GiB, load $l0"
+  # CPUs kept busy by anything but this server and client, on average over the transfer.
+  local other
+  other=$(awk -v b=$((b1 - b0)) -v h="$CLK_TCK" -v s=$((s1 - s0)) -v u="${ucpu:-0}" -v y="${scpu:-0}" \
+    -v a="$t0" -v z="$t1" 'BEGIN { o = (b / h - s / 1e9 - u - y) / (z - a); if (o < 0) o = 0; printf "%.2f", o }')
+  ONE="$status|$mbps|$scpu_g|$ccpu_g|$l0 / $other|$bytes|$notes"
+  log "$mode $s <- $c $set: $status ${mbps} MB/s, server ${scpu_g} s/GiB, client ${ccpu_g} s/GiB, load $l0, other CPUs $other"
   rm -f "$out"
 }
 
@@ -455,9 +501,11 @@ run_one() {
 
 declare -A CEIL=()   # key "mode|set" -> MB/s
 run_ceiling() {
-  local mode=$1 cpus="$SERVER_CPU,$CLIENT_CPU" list="" set
+  local mode=$1 cpus="$SERVER_CPU,$CLIENT_CPU" list="" set r
   [ "$mode" = same ] && cpus="$SERVER_CPU,$SERVER_CPU"
-  for set in ${SETS//,/ }; do list+="$set:$(set_bytes "$set"),"; done
+  for ((r = 0; r < REPEAT; r++)); do
+    for set in ${SETS//,/ }; do list+="$set:$(set_bytes "$set"),"; done
+  done
   log "udp_ceiling ($mode, CPUs $cpus, load $(loadavg))"
   local lines
   lines=$(TFTP_BENCH_SETS=${list%,} TFTP_BENCH_CPUS=$cpus timeout 900 \
@@ -469,7 +517,10 @@ run_ceiling() {
     b=$(sed -n 's/.* blksize=\([0-9]*\).*/\1/p' <<<"$line")
     w=$(sed -n 's/.* windowsize=\([0-9]*\).*/\1/p' <<<"$line")
     m=$(sed -n 's/.* mbps=\([0-9.]*\).*/\1/p' <<<"$line")
-    CEIL["$mode|${b}x$w"]=$m
+    # The best of the repeats.
+    if awk -v a="$m" -v b="${CEIL["$mode|${b}x$w"]:-0}" 'BEGIN { exit !(a > b) }'; then
+      CEIL["$mode|${b}x$w"]=$m
+    fi
   done <<<"$lines"
 }
 
@@ -502,7 +553,7 @@ report_mode() {
   echo
   echo "### Servers, same clients ($title)"
   echo
-  echo "| set | server | client | MiB moved | result | MB/s | server CPU s/GiB | client CPU s/GiB | load1 | notes |"
+  echo "| set | server | client | MiB moved | result | MB/s | server CPU s/GiB | client CPU s/GiB | load1 / other CPUs | notes |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   for set in ${SETS//,/ }; do
     for s in ours hpa atftpd dnsmasq; do
@@ -515,7 +566,7 @@ report_mode() {
   echo
   echo "### Clients, same server ($title; tftpd-hpa for x1 sets, atftpd for windowed sets)"
   echo
-  echo "| set | client | server | MiB moved | result | MB/s | server CPU s/GiB | client CPU s/GiB | load1 | notes |"
+  echo "| set | client | server | MiB moved | result | MB/s | server CPU s/GiB | client CPU s/GiB | load1 / other CPUs | notes |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   for set in ${SETS//,/ }; do
     s=hpa
@@ -563,7 +614,7 @@ report() {
   echo "- $(date -u '+%F %T UTC'), $(uname -sr), $(nproc --all) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
   echo "- tftp-proto $("$BIN" --version 2>/dev/null | awk '{print $2}') (release; source digest $SRC_DIGEST = sha256 of Cargo.toml and src/, newest file $SRC_NEWEST); peers: $(peers_versions 2>/dev/null | awk '{printf "%s %s; ", $1, $2}')"
   echo "- file: $((BYTES >> 20)) MiB random (512x1 and 1468x1: $((LOCKSTEP_BYTES >> 20)) MiB); every download verified with cmp"
-  echo "- load averages (1/5/15 min): start $LOAD_START, end $(loadavg); per-row load1 = at the start of the transfer"
+  echo "- load averages (1/5/15 min): start $LOAD_START, end $(loadavg); per row: load1 at the start of the transfer (includes this benchmark's own previous transfers) / CPUs busy with other work during it"
   echo "- MB/s = 10^6 bytes/s; CPU = user+sys seconds per GiB moved (server: $(cpu_method); client: /usr/bin/time)"
   echo "- command: bash benches/peers.sh $ARGS"
   report_mode pinned
@@ -575,6 +626,7 @@ report() {
 
 ARGS="--bytes $BYTES --lockstep-bytes $LOCKSTEP_BYTES --sets $SETS --servers $SERVERS --clients $CLIENTS"
 [ "$SAME_CPU" = 1 ] && ARGS+=" --same-cpu"
+[ "$REPEAT" = 1 ] || ARGS+=" --repeat $REPEAT"
 [ "$CEILING" = 1 ] || ARGS+=" --no-ceiling"
 LOAD_START=$(loadavg)
 start_servers
