@@ -23,8 +23,9 @@
 #          --edns-packet-max=65535).
 #      Every download is verified with cmp; a failure, corruption or timeout is reported as such.
 #      Every command runs under `timeout`.
-#   5. Runs the TFTP-shaped UDP ceiling (`cargo bench --bench udp_ceiling`, same sizes and CPUs)
-#      and prints tftp-proto's throughput as a percentage of it per option set.
+#   5. Runs the TFTP-shaped UDP ceiling (`cargo bench --bench udp_ceiling`, same sizes and CPUs,
+#      just before each set's transfers) and prints tftp-proto's throughput as a percentage of it
+#      per option set.
 #   6. Prints a markdown report to stdout and writes it to TARGET_DIR/peers-bench.md.
 #
 # Measurements
@@ -500,13 +501,12 @@ transfer_once() {
 # ---- ceiling ------------------------------------------------------------------------------------
 
 declare -A CEIL=()   # key "mode|set" -> MB/s
+# run_ceiling MODE SET: run just before the set's transfers, so that both see the same machine.
 run_ceiling() {
-  local mode=$1 cpus="$SERVER_CPU,$CLIENT_CPU" list="" set r
+  local mode=$1 set=$2 cpus="$SERVER_CPU,$CLIENT_CPU" list="" r
   [ "$mode" = same ] && cpus="$SERVER_CPU,$SERVER_CPU"
-  for ((r = 0; r < REPEAT; r++)); do
-    for set in ${SETS//,/ }; do list+="$set:$(set_bytes "$set"),"; done
-  done
-  log "udp_ceiling ($mode, CPUs $cpus, load $(loadavg))"
+  for ((r = 0; r < REPEAT; r++)); do list+="$set:$(set_bytes "$set"),"; done
+  log "udp_ceiling $set ($mode, CPUs $cpus, load $(loadavg))"
   local lines
   lines=$(TFTP_BENCH_SETS=${list%,} TFTP_BENCH_CPUS=$cpus timeout 900 \
     cargo bench --quiet --bench udp_ceiling 2>"$LOGS/ceiling-$mode.err" | grep '^ceiling ')
@@ -635,6 +635,7 @@ modes=(pinned)
 [ "$SAME_CPU" = 1 ] && modes+=(same)
 for mode in "${modes[@]}"; do
   for set in ${SETS//,/ }; do
+    [ "$CEILING" = 1 ] && run_ceiling "$mode" "$set"
     for s in ours hpa atftpd dnsmasq; do
       has "$SERVERS" "$s" || continue
       for c in atftp ours; do run_one "$mode" "$s" "$c" "$set"; done
@@ -646,7 +647,6 @@ for mode in "${modes[@]}"; do
       run_one "$mode" "$srv" "$c" "$set"
     done
   done
-  [ "$CEILING" = 1 ] && run_ceiling "$mode"
 done
 
 mkdir -p "$(dirname "$OUT")"
