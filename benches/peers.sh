@@ -40,7 +40,8 @@
 #   other CPUs = CPUs kept busy by anything but the measured server and client, on average over
 #                the transfer (/proc/stat busy time minus theirs): ~0 on a quiet machine; the
 #                machine may be shared, so read the numbers with it
-#   notes      = tftp-proto server's retransmissions (its log line) and the UDP datagrams the host
+#   notes      = tftp-proto server's retransmissions and its own view of the rate (request to last
+#                ACK, from its log line: no client start-up or exit) and the UDP datagrams the host
 #                dropped for a full receive buffer during the transfer (/proc/net/snmp RcvbufErrors:
 #                host-wide, so other UDP traffic on a shared machine shows up too)
 #
@@ -55,6 +56,7 @@
 #   --quick              --bytes 268435456 (256 MiB) unless --bytes is given
 #   --lockstep-bytes N   bytes of the 512x1 and 1468x1 sets (default --bytes/16)
 #   --same-cpu           also run everything with the client on CPU 0 (same CPU as the server)
+#   --modes LIST         pinned (client CPU 1), same (client CPU 0) or pinned,same (= --same-cpu)
 #   --repeat N           run every transfer (and the ceiling) N times; report the median run
 #                        (the ceiling: the best), with the range in the notes
 #   --sets LIST          comma-separated subset of 512x1,1468x1,1468x16,65464x1,65464x64
@@ -78,7 +80,7 @@ cd "$ROOT" || exit 1
 BYTES=
 LOCKSTEP_BYTES=
 QUICK=0
-SAME_CPU=0
+MODES=pinned
 SETS="512x1,1468x1,1468x16,65464x1,65464x64"
 SERVERS="ours,hpa,atftpd,dnsmasq"
 CLIENTS="ours,hpa,atftp,busybox,curl"
@@ -96,7 +98,8 @@ while [ $# -gt 0 ]; do
     --bytes) BYTES=$2; shift ;;
     --quick) QUICK=1 ;;
     --lockstep-bytes) LOCKSTEP_BYTES=$2; shift ;;
-    --same-cpu) SAME_CPU=1 ;;
+    --same-cpu) MODES=pinned,same ;;
+    --modes) MODES=$2; shift ;;
     --repeat) REPEAT=$2; shift ;;
     --sets) SETS=$2; shift ;;
     --servers) SERVERS=$2; shift ;;
@@ -484,7 +487,11 @@ transfer_once() {
   local notes=""
   if [ "$s" = ours ]; then
     # The server's one-line report of this transfer.
-    notes=$(grep -o 'retransmissions=[0-9]*' "$LOGS/ours-$port.log" | tail -n 1 | sed 's/retransmissions=/server rexmit /')
+    # Its own time runs from the request to the last ACK: without the client's start-up and exit
+    # (tftp-proto's client dallies after its final ACK before it exits).
+    notes=$(grep 'retransmissions=' "$LOGS/ours-$port.log" | tail -n 1 |
+      sed -n 's/.* bytes=\([0-9]*\) time=\([0-9.]*\)s retransmissions=\([0-9]*\).*/\1 \2 \3/p' |
+      awk '{ printf "server rexmit %d, server-side %.1f MB/s", $3, ($2 > 0 ? $1 / $2 / 1e6 : 0) }')
   fi
   if [ $((d1 - d0)) -gt 0 ]; then
     notes="${notes:+$notes; }host UDP receive-buffer drops $((d1 - d0))"
@@ -617,23 +624,22 @@ report() {
   echo "- load averages (1/5/15 min): start $LOAD_START, end $(loadavg); per row: load1 at the start of the transfer (includes this benchmark's own previous transfers) / CPUs busy with other work during it"
   echo "- MB/s = 10^6 bytes/s; CPU = user+sys seconds per GiB moved (server: $(cpu_method); client: /usr/bin/time)"
   echo "- command: bash benches/peers.sh $ARGS"
-  report_mode pinned
-  [ "$SAME_CPU" = 1 ] && report_mode same
+  local m
+  for m in ${MODES//,/ }; do report_mode "$m"; done
   echo
 }
 
 # ---- main ---------------------------------------------------------------------------------------
 
 ARGS="--bytes $BYTES --lockstep-bytes $LOCKSTEP_BYTES --sets $SETS --servers $SERVERS --clients $CLIENTS"
-[ "$SAME_CPU" = 1 ] && ARGS+=" --same-cpu"
+[ "$MODES" = pinned ] || ARGS+=" --modes $MODES"
 [ "$REPEAT" = 1 ] || ARGS+=" --repeat $REPEAT"
 [ "$CEILING" = 1 ] || ARGS+=" --no-ceiling"
 LOAD_START=$(loadavg)
 start_servers
 
-modes=(pinned)
-[ "$SAME_CPU" = 1 ] && modes+=(same)
-for mode in "${modes[@]}"; do
+for mode in ${MODES//,/ }; do
+  case $mode in pinned|same) ;; *) die "unknown mode $mode (pinned|same)" ;; esac
   for set in ${SETS//,/ }; do
     [ "$CEILING" = 1 ] && run_ceiling "$mode" "$set"
     for s in ours hpa atftpd dnsmasq; do
