@@ -22,7 +22,6 @@
 #![cfg(all(feature = "std", target_os = "linux"))]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread;
@@ -70,23 +69,9 @@ fn content() -> Vec<u8> {
         .collect()
 }
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("tftp-proto-concurrency-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "common/tempdir.rs"]
+mod tempdir;
+use tempdir::TempDir;
 
 /// Raises the soft descriptor limit to the hard one; returns the new soft limit.
 fn raise_nofile() -> u64 {
@@ -193,10 +178,10 @@ fn library_server_thousand_concurrent_downloads() {
     );
     let dir = TempDir::new("lib");
     let data = Arc::new(content());
-    std::fs::write(dir.0.join(FILE_NAME), &*data).unwrap();
+    std::fs::write(dir.join(FILE_NAME), &*data).unwrap();
 
     let config = ServerConfig {
-        root: dir.0.clone(),
+        root: dir.path().to_path_buf(),
         binds: vec!["127.0.0.1:0".parse().unwrap()],
         max_sessions: n + 100,
         ..ServerConfig::default()
@@ -346,8 +331,8 @@ fn cli_server_memory_per_session() {
     );
     let dir = TempDir::new("cli");
     let data = Arc::new(content());
-    std::fs::write(dir.0.join(FILE_NAME), &*data).unwrap();
-    let (serve, addr) = spawn_serve(&dir.0, n + 100);
+    std::fs::write(dir.join(FILE_NAME), &*data).unwrap();
+    let (serve, addr) = spawn_serve(dir.path(), n + 100);
     let pid = serve.0.id().to_string();
 
     // Idle: after one transfer, so lazily touched memory (buffers, the file path) is counted.
