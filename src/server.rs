@@ -191,6 +191,10 @@ fn request_fingerprint(kind: RequestKind, request: &Request<'_>) -> u64 {
     h
 }
 
+/// Most datagrams one session sends in a row from [`ServerTable::poll_transmit`] before the
+/// next session's turn.
+pub const BURST: u16 = 64;
+
 /// A fixed-capacity table of up to `N` server transfers.
 pub struct ServerTable<S, const N: usize> {
     slots: Vec<Option<Session<S>>, N>,
@@ -202,6 +206,8 @@ pub struct ServerTable<S, const N: usize> {
     replies: Deque<(SocketAddr, SocketAddr, ErrorCode, &'static str), 8>,
     /// Finished sessions waiting for `poll_finished`.
     done: Deque<u16, N>,
+    /// Datagrams the session at the front of `ready` sent in a row (see [`BURST`]).
+    streak: u16,
     policy: ServerPolicy,
     config: Config,
 }
@@ -217,6 +223,7 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
             ready: Deque::new(),
             replies: Deque::new(),
             done: Deque::new(),
+            streak: 0,
             policy,
             config,
         }
@@ -467,7 +474,9 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
     }
 
     /// The next datagram to send, written into `buf`, with the local address to send it from.
-    /// Sessions take turns, one datagram each. Call until `None` after every input.
+    /// Sessions take turns of up to [`BURST`] datagrams each, so consecutive datagrams usually
+    /// share a socket and destination (a transport may batch them). Call until `None` after
+    /// every input.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<ServerTransmit> {
         if let Some((local, to, code, message)) = self.replies.pop_front() {
             let len = encode_error_lossy(buf, code, message.as_bytes()).ok()?;
@@ -494,9 +503,18 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
                     destination: tx.destination,
                     len: tx.len,
                 };
-                self.mark_ready(i);
+                // Keep the turn for up to BURST datagrams (a window goes out in one run, which
+                // a transport can send with one system call), then go to the back of the line.
+                self.streak += 1;
+                if self.streak < BURST && self.ready.push_front(i as u16).is_ok() {
+                    s.queued = true;
+                } else {
+                    self.streak = 0;
+                    self.mark_ready(i);
+                }
                 return Some(out);
             }
+            self.streak = 0;
             while s.transfer.poll_event().is_some() {}
             if s.transfer.is_finished() && !s.reported {
                 s.reported = true;

@@ -9,6 +9,7 @@
 //! * [`io`]: [`Storage`] adapters for `Read` and `Write` streams.
 
 use std::prelude::rust_2021::*;
+pub(crate) mod batch;
 pub mod client;
 pub mod fs;
 pub mod io;

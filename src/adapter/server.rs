@@ -20,8 +20,9 @@ use std::time::Duration;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
+use super::batch::SendBatch;
 use super::fs::{Root, ServedFile};
-use super::{is_transient, size_buffers, StdClock, MAX_DATAGRAM, RECV_BUFFER};
+use super::{is_transient, size_buffers, StdClock, RECV_BUFFER};
 use crate::engine::{Config, ServerPolicy};
 use crate::error_code::ErrorCode;
 use crate::server::{Datagram, Full, Incoming, ServerTable, TransferReport, TransferResult};
@@ -72,19 +73,28 @@ struct Listener {
     wildcard: bool,
 }
 
+/// A transfer's own socket (its TID).
+struct SessionSocket {
+    token: Token,
+    socket: UdpSocket,
+    /// Whether segmented sends (UDP GSO) may be tried on it.
+    gso: bool,
+}
+
 /// A running std server.
 pub struct Server {
     poll: Poll,
     listeners: Vec<Listener>,
-    /// Session sockets by their local address, and their tokens.
-    sessions: HashMap<SocketAddr, (Token, UdpSocket)>,
+    /// Session sockets by their local address.
+    sessions: HashMap<SocketAddr, SessionSocket>,
     tokens: HashMap<Token, SocketAddr>,
     next_token: usize,
     table: Box<ServerTable<ServedFile, MAX_SESSIONS>>,
     root: Root,
     single_port: bool,
     clock: StdClock,
-    tx: Vec<u8>,
+    /// Datagrams on their way out: a run to one peer from one session socket.
+    batch: SendBatch,
     rx: Vec<u8>,
 }
 
@@ -148,7 +158,7 @@ impl Server {
             root,
             single_port: config.single_port,
             clock: StdClock::new(),
-            tx: vec![0u8; MAX_DATAGRAM],
+            batch: SendBatch::new(),
             rx: vec![0u8; RECV_BUFFER],
         })
     }
@@ -250,10 +260,10 @@ impl Server {
 
     fn drain_session(&mut self, local: SocketAddr) -> io::Result<()> {
         loop {
-            let Some((_, socket)) = self.sessions.get(&local) else {
+            let Some(session) = self.sessions.get(&local) else {
                 return Ok(());
             };
-            let (n, from) = match socket.recv_from(&mut self.rx) {
+            let (n, from) = match session.socket.recv_from(&mut self.rx) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted || is_transient(&e) => continue,
@@ -267,25 +277,56 @@ impl Server {
 
     /// Sends everything the table has to send.
     ///
-    /// A datagram that cannot be sent is dropped, whatever the error: the protocol recovers by
-    /// retransmission or timeout, and one peer's unusable address (source port 0, say) must not
-    /// stop the server for everyone.
+    /// Consecutive datagrams from one session socket to one peer (a window) are collected and
+    /// sent together (see [`SendBatch`]). A datagram that cannot be sent is dropped, whatever
+    /// the error: the protocol recovers by retransmission or timeout, and one peer's unusable
+    /// address (source port 0, say) must not stop the server for everyone.
     fn flush(&mut self) {
         let now = self.clock.now();
-        while let Some(tx) = self.table.poll_transmit(now, &mut self.tx) {
-            let data = &self.tx[..tx.len];
-            let _ = if let Some((_, s)) = self.sessions.get(&tx.local) {
-                s.send_to(data, tx.destination).map(|_| ())
-            } else if let Some(l) = listener_for(&self.listeners, tx.local) {
-                if l.wildcard {
-                    send_from(&l.socket, data, tx.destination, tx.local)
-                } else {
-                    l.socket.send_to(data, tx.destination).map(|_| ())
+        // The (session socket, peer) of the datagrams in the batch.
+        let mut run: Option<(SocketAddr, SocketAddr)> = None;
+        while let Some(tx) = self.table.poll_transmit(now, self.batch.slot()) {
+            let key = (tx.local, tx.destination);
+            if !self.sessions.contains_key(&tx.local) {
+                // From a listening socket (a refusal, single-port mode): at once, alone. It
+                // goes to another socket than the run's, so order between them does not matter.
+                let data = &self.batch.slot()[..tx.len];
+                if let Some(l) = listener_for(&self.listeners, tx.local) {
+                    let _ = if l.wildcard {
+                        send_from(&l.socket, data, tx.destination, tx.local)
+                    } else {
+                        l.socket.send_to(data, tx.destination).map(|_| ())
+                    };
                 }
-            } else {
-                Ok(())
-            };
+                continue;
+            }
+            self.batch.push(tx.len);
+            match run {
+                Some(r) if r != key => self.send_run(r, true),
+                _ => {}
+            }
+            run = Some(key);
+            if !self.batch.has_room() {
+                self.send_run(key, false);
+            }
         }
+        if let Some(r) = run {
+            self.send_run(r, false);
+        }
+    }
+
+    /// Sends the batch (all but its last datagram when `keep_last`) from session socket
+    /// `local` to `peer`.
+    fn send_run(&mut self, (local, peer): (SocketAddr, SocketAddr), keep_last: bool) {
+        let Some(s) = self.sessions.get_mut(&local) else {
+            self.batch.clear();
+            return;
+        };
+        let _ = if keep_last {
+            self.batch.send_all_but_last(&s.socket, peer, &mut s.gso)
+        } else {
+            self.batch.send(&s.socket, peer, &mut s.gso)
+        };
     }
 
     /// Collects finished transfers: commits or discards uploads, closes their sockets.
@@ -293,9 +334,9 @@ impl Server {
         let now = self.clock.now();
         while let Some(report) = self.table.poll_finished(now) {
             let (mut report, storage) = report.into_parts();
-            if let Some((token, mut socket)) = self.sessions.remove(&report.local) {
-                let _ = self.poll.registry().deregister(&mut socket);
-                self.tokens.remove(&token);
+            if let Some(mut s) = self.sessions.remove(&report.local) {
+                let _ = self.poll.registry().deregister(&mut s.socket);
+                self.tokens.remove(&s.token);
             }
             let success = report.result.is_success() && report.kind == RequestKind::Write;
             if let Err(e) = self.root.finish(storage, success) {
@@ -325,7 +366,7 @@ fn accept_request(
     table: &mut ServerTable<ServedFile, MAX_SESSIONS>,
     root: &Root,
     poll: &Poll,
-    sessions: &mut HashMap<SocketAddr, (Token, UdpSocket)>,
+    sessions: &mut HashMap<SocketAddr, SessionSocket>,
     tokens: &mut HashMap<Token, SocketAddr>,
     next_token: &mut usize,
     single_port: bool,
@@ -396,7 +437,14 @@ fn accept_request(
     };
     match table.accept(now, incoming, file, tid) {
         Ok(()) => {
-            sessions.insert(tid, (token, socket));
+            sessions.insert(
+                tid,
+                SessionSocket {
+                    token,
+                    socket,
+                    gso: cfg!(target_os = "linux"),
+                },
+            );
             tokens.insert(token, tid);
         }
         Err(Full(file)) => {

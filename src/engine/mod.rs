@@ -78,6 +78,7 @@ mod blocks;
 mod datapath;
 mod event;
 mod negotiate;
+mod pace;
 mod rto;
 mod transfer;
 
@@ -106,7 +107,7 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Largest file a receiver accepts (ERROR 3 beyond it). Default: no limit.
     pub max_write_size: Option<u64>,
-    /// Longest a receiver dallies after its final ACK (it waits four retransmission intervals,
+    /// Longest a receiver dallies after its final ACK (it waits two retransmission intervals,
     /// at most this), to re-acknowledge a repeated final DATA. Default 1 s.
     pub max_dally: Duration,
 }

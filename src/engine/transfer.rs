@@ -11,6 +11,7 @@ use super::blocks::Numbering;
 use super::datapath::DataPath;
 use super::event::{Event, PeerError, ProtocolError, Stats, TransferError};
 use super::negotiate::{client_accept_oack, server_negotiate, Refusal, ServerPolicy, TransferParams};
+use super::pace::Pacer;
 use super::rto::Rto;
 use super::Config;
 use crate::error_code::ErrorCode;
@@ -110,6 +111,8 @@ struct SendState {
     size: Option<u64>,
     /// RTT probe: a block sent once, and when.
     probe: Option<(u64, Instant)>,
+    /// Spreads windows out after losses.
+    pace: Pacer,
 }
 
 /// Receiving side of the data path.
@@ -497,13 +500,28 @@ impl<'a, S: Storage> Transfer<'a, S> {
         None
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) should next be called, if ever.
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called, if ever (a
+    /// retransmission, the end of a pause between paced bursts, the dally's end, the idle
+    /// limit).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.phase == Phase::Done {
             return None;
         }
         let idle = self.last_heard + self.config.idle_timeout;
-        Some(self.deadline.map_or(idle, |d| d.min(idle)))
+        let mut at = self.deadline.map_or(idle, |d| d.min(idle));
+        if let Some(resume) = self.send.pace.resume_at().filter(|_| self.window_open()) {
+            at = at.min(resume);
+        }
+        Some(at)
+    }
+
+    /// Whether a sender has a block of its current window still to send.
+    fn window_open(&self) -> bool {
+        let i = self.send.next;
+        self.sending
+            && self.phase == Phase::Data
+            && i <= self.send.window_end
+            && self.send.last.is_none_or(|(l, _)| i <= l)
     }
 
     /// The next event, if any. Events come in order: [`Event::Negotiated`], then
@@ -737,6 +755,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
                         self.send.probe = None;
                     }
                 }
+                let before = self.send.acked;
                 self.send.acked = j;
                 self.progress();
                 if self.send.last.is_some_and(|(l, _)| j >= l) {
@@ -749,6 +768,14 @@ impl<'a, S: Storage> Transfer<'a, S> {
                     // A gap: the receiver has everything up to j; the window restarts after it.
                     self.stats.retransmissions += self.send.next - 1 - j;
                 }
+                let max_wait = self.rto.current_micros(&self.config);
+                self.send.pace.on_ack(
+                    now,
+                    j - before,
+                    self.send.next - 1 - before,
+                    self.params.windowsize,
+                    max_wait,
+                );
                 self.start_window(now);
                 true
             }
@@ -766,7 +793,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
 
     fn transmit_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let i = self.send.next;
-        if i > self.send.window_end || self.send.last.is_some_and(|(l, _)| i > l) {
+        if !self.window_open() || !self.send.pace.may_send(now) {
             return None;
         }
         let bs = usize::from(self.params.blksize);
@@ -828,6 +855,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
             }
         }
         self.send.next = i + 1;
+        self.send.pace.on_send(now, i == self.send.acked + 1);
         self.arm(now);
         Some(self.to_peer(DATA_HEADER_LEN + n))
     }
@@ -894,13 +922,14 @@ impl<'a, S: Storage> Transfer<'a, S> {
         }
     }
 
-    /// When a receiver that sent its final ACK at `now` may leave: four retransmission
-    /// intervals, so a sender that lost our final ACK can repeat its final DATA (twice, with
-    /// its backoff) and be answered; at most `max_dally`, as every client that waits for the
-    /// end of a download waits this long.
+    /// When a receiver that sent its final ACK at `now` may leave: two retransmission
+    /// intervals, so a sender that lost our final ACK can repeat its final DATA and be answered
+    /// (each repeat answered re-arms it with the backed-off interval, following the sender's
+    /// backoff); at most `max_dally`, as every client that waits for the end of a download
+    /// waits this long.
     fn dally_end(&self, now: Instant) -> Instant {
         let limit = duration_micros(self.config.max_rto).min(duration_micros(self.config.max_dally));
-        now.add_micros(self.rto.current_micros(&self.config).saturating_mul(4).min(limit))
+        now.add_micros(self.rto.current_micros(&self.config).saturating_mul(2).min(limit))
     }
 
     fn accept_block(&mut self, now: Instant, payload: &[u8]) {

@@ -378,6 +378,8 @@ pub fn unwrap_block(base: u64, block: u16, rollover_to_one: bool) -> u64 {
 struct SenderAudit {
     acked: u64,
     sent_max: u64,
+    /// Index of the last DATA sent.
+    last_sent: u64,
 }
 
 /// One end of a transfer: the [`Transfer`], its address, everything it sent, its events, and the
@@ -580,22 +582,25 @@ impl<'a, S: Storage> Side<'a, S> {
         out
     }
 
-    /// The Sorcerer's Apprentice rule, and windows: DATA goes out only on a new ACK, the
-    /// handshake, a timer expiry or creation; it starts right after the acknowledged block and
-    /// never runs past the window.
+    /// The Sorcerer's Apprentice rule, and windows: a window (re)starts only on a new ACK, the
+    /// handshake, a timer expiry or creation, right after the acknowledged block; it never runs
+    /// past the window. A paced window continues where it paused (the block after the last one
+    /// sent), whatever woke the sender: that sends nothing twice.
     fn audit_data(&mut self, block: u16, trigger: &Trigger, first: bool) {
         let acked = self.audit.acked;
         let index = unwrap_block(acked + 1, block, self.rollover_to_one());
-        let allowed = match trigger {
-            Trigger::Start | Trigger::Timeout => true,
-            Trigger::Datagram { ack, .. } => matches!(ack, Some(AckKind::New(_) | AckKind::Handshake)),
-        };
+        let continues = first && index == self.audit.last_sent + 1 && index > acked + 1;
+        let allowed = continues
+            || match trigger {
+                Trigger::Start | Trigger::Timeout => true,
+                Trigger::Datagram { ack, .. } => matches!(ack, Some(AckKind::New(_) | AckKind::Handshake)),
+            };
         if !allowed {
             self.violation(format!(
                 "DATA {block} (index {index}) sent in answer to {trigger:?}: Sorcerer's Apprentice"
             ));
         }
-        if first && index != acked + 1 {
+        if first && index != acked + 1 && !continues {
             self.violation(format!(
                 "DATA {block} (index {index}) does not restart right after the acknowledged block {acked}"
             ));
@@ -608,6 +613,7 @@ impl<'a, S: Storage> Side<'a, S> {
             ));
         }
         self.audit.sent_max = self.audit.sent_max.max(index);
+        self.audit.last_sent = index;
     }
 
     // ---- queries -------------------------------------------------------------------------

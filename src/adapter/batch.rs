@@ -1,0 +1,302 @@
+//! Batched UDP sends: a run of datagrams to one destination leaves in as few system calls as
+//! the kernel allows.
+//!
+//! [`SendBatch`] collects datagrams back to back in one buffer. [`SendBatch::send`] then sends
+//! a run with UDP generic segmentation offload (`UDP_SEGMENT`, Linux 4.18+: one `sendmsg`, one
+//! trip through the stack, for up to 64 KiB of equal-sized datagrams) when the datagrams allow
+//! it, else with one `sendmmsg`, else (other systems) one `send_to` each. A kernel or path that
+//! refuses segmentation turns it off for that socket and the run is resent the portable way.
+
+use std::io;
+use std::net::SocketAddr;
+use std::prelude::rust_2021::*;
+
+use mio::net::UdpSocket;
+
+use super::MAX_DATAGRAM;
+
+/// Most datagrams in one batch (the kernel's segment limit for one GSO send is 64).
+pub const MAX_BATCH: usize = 64;
+
+/// Bytes of datagrams one batch holds, beyond which it is sent.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Largest UDP payload one segmented send may carry (IPv4's 65,535-byte packet limit minus
+/// the IP and UDP headers).
+const GSO_MAX_BYTES: usize = 65_507;
+
+/// Datagrams waiting to be sent, stored back to back.
+#[derive(Debug)]
+pub struct SendBatch {
+    buf: Vec<u8>,
+    /// The length of each datagram, in order.
+    lens: Vec<usize>,
+    used: usize,
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SendBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        SendBatch {
+            buf: vec![0u8; BATCH_BYTES + MAX_DATAGRAM],
+            lens: Vec::with_capacity(MAX_BATCH),
+            used: 0,
+        }
+    }
+
+    /// Whether another datagram of any size fits.
+    pub fn has_room(&self) -> bool {
+        self.lens.len() < MAX_BATCH && self.used <= BATCH_BYTES
+    }
+
+    /// Where the next datagram is written: room for any datagram (call [`has_room`] first).
+    ///
+    /// [`has_room`]: Self::has_room
+    pub fn slot(&mut self) -> &mut [u8] {
+        &mut self.buf[self.used..self.used + MAX_DATAGRAM]
+    }
+
+    /// Commits the `len` bytes just written into [`slot`](Self::slot).
+    pub fn push(&mut self, len: usize) {
+        self.lens.push(len);
+        self.used += len;
+    }
+
+    /// Empties the batch without sending.
+    pub fn clear(&mut self) {
+        self.lens.clear();
+        self.used = 0;
+    }
+
+    /// Sends every datagram to `to` from `socket` and empties the batch. `gso` says whether
+    /// segmentation may be tried on this socket; it is cleared if the kernel refuses it.
+    ///
+    /// Errors a datagram socket reports for earlier traffic or momentary pressure (ICMP
+    /// unreachable, a full buffer) mean datagrams are lost, which the protocol recovers from:
+    /// they are not returned. Other errors are.
+    pub fn send(&mut self, socket: &UdpSocket, to: SocketAddr, gso: &mut bool) -> io::Result<()> {
+        let r = self.send_all(socket, to, gso, self.lens.len());
+        self.clear();
+        transient_ok(r)
+    }
+
+    /// Like [`send`](Self::send) for all but the last datagram, which stays, alone, in the
+    /// batch (it starts the next run, to another destination).
+    pub fn send_all_but_last(
+        &mut self,
+        socket: &UdpSocket,
+        to: SocketAddr,
+        gso: &mut bool,
+    ) -> io::Result<()> {
+        let Some(&last) = self.lens.last() else {
+            return Ok(());
+        };
+        let r = self.send_all(socket, to, gso, self.lens.len() - 1);
+        self.buf.copy_within(self.used - last..self.used, 0);
+        self.lens.clear();
+        self.lens.push(last);
+        self.used = last;
+        transient_ok(r)
+    }
+
+    /// Sends the first `count` datagrams.
+    fn send_all(&self, socket: &UdpSocket, to: SocketAddr, gso: &mut bool, count: usize) -> io::Result<()> {
+        let lens = &self.lens[..count];
+        let mut start = 0; // index of the first datagram not sent yet
+        let mut offset = 0; // its byte offset
+        while start < count {
+            let run = if *gso { segment_run(&lens[start..]) } else { 1 };
+            if run > 1 {
+                let bytes: usize = lens[start..start + run].iter().sum();
+                match sys::send_segmented(socket, &self.buf[offset..offset + bytes], lens[start], to) {
+                    Ok(()) => {
+                        start += run;
+                        offset += bytes;
+                        continue;
+                    }
+                    Err(e) if sys::refuses_segmentation(&e) => *gso = false,
+                    Err(e) => return Err(e),
+                }
+            }
+            // The portable way for the rest (or until the next segmentable run).
+            let n = self.send_each(socket, to, &lens[start..], offset, *gso)?;
+            offset += lens[start..start + n].iter().sum::<usize>();
+            start += n;
+        }
+        Ok(())
+    }
+
+    /// Sends datagrams of `lens` (the first at byte `offset`) one message each, returning how
+    /// many went: all of them, or (when segmentation may be used) up to the next run worth
+    /// segmenting.
+    fn send_each(
+        &self,
+        socket: &UdpSocket,
+        to: SocketAddr,
+        lens: &[usize],
+        offset: usize,
+        gso: bool,
+    ) -> io::Result<usize> {
+        let mut end = 1;
+        while end < lens.len() && !(gso && segment_run(&lens[end..]) > 1) {
+            end += 1;
+        }
+        let mut slices = Vec::with_capacity(end);
+        let mut at = offset;
+        for &len in &lens[..end] {
+            slices.push(&self.buf[at..at + len]);
+            at += len;
+        }
+        sys::send_many(socket, &slices, to)?;
+        Ok(end)
+    }
+}
+
+/// How many datagrams of `lens` (from its start) can go as one segmented send: equal lengths,
+/// the last possibly shorter, within the kernel's limits.
+fn segment_run(lens: &[usize]) -> usize {
+    let Some(&size) = lens.first() else {
+        return 0;
+    };
+    let mut total = 0;
+    let mut n = 0;
+    for &len in lens {
+        if len > size || total + len > GSO_MAX_BYTES || n == MAX_BATCH {
+            break;
+        }
+        total += len;
+        n += 1;
+        if len < size {
+            break;
+        }
+    }
+    n
+}
+
+fn transient_ok(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if super::is_transient(&e) => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod sys {
+    use std::io;
+    use std::io::IoSlice;
+    use std::net::SocketAddr;
+    use std::os::fd::AsRawFd;
+
+    use mio::net::UdpSocket;
+    use std::prelude::rust_2021::*;
+
+    use nix::sys::socket::{sendmmsg, sendmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+
+    /// One `sendmsg` with `UDP_SEGMENT`: `data` leaves as datagrams of `size` bytes (the last
+    /// one possibly shorter).
+    pub fn send_segmented(socket: &UdpSocket, data: &[u8], size: usize, to: SocketAddr) -> io::Result<()> {
+        let size = u16::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let iov = [IoSlice::new(data)];
+        let dest = SockaddrStorage::from(to);
+        loop {
+            match sendmsg(
+                socket.as_raw_fd(),
+                &iov,
+                &[ControlMessage::UdpGsoSegments(&size)],
+                MsgFlags::empty(),
+                Some(&dest),
+            ) {
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Whether a segmented send failed because segmentation is unavailable (old kernel, no
+    /// checksum offload on the route, a segment larger than the path MTU), not for the network.
+    pub fn refuses_segmentation(e: &io::Error) -> bool {
+        use nix::libc;
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP | libc::EMSGSIZE)
+        )
+    }
+
+    /// One `sendmmsg` for all of `datagrams` (repeated for what a partial send left).
+    pub fn send_many(socket: &UdpSocket, datagrams: &[&[u8]], to: SocketAddr) -> io::Result<()> {
+        if let [one] = datagrams {
+            return send_one(socket, one, to);
+        }
+        let dest = SockaddrStorage::from(to);
+        let mut sent = 0;
+        while sent < datagrams.len() {
+            let rest = &datagrams[sent..];
+            let iovs: Vec<[IoSlice<'_>; 1]> = rest.iter().map(|d| [IoSlice::new(d)]).collect();
+            let addrs = vec![Some(dest); rest.len()];
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(rest.len(), None);
+            match sendmmsg(
+                socket.as_raw_fd(),
+                &mut headers,
+                &iovs,
+                &addrs,
+                [],
+                MsgFlags::empty(),
+            ) {
+                Ok(r) => match r.count() {
+                    // Nothing sent (cannot happen for a non-empty batch): avoid spinning.
+                    0 => return send_one(socket, rest[0], to),
+                    n => sent += n,
+                },
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn send_one(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        loop {
+            match socket.send_to(datagram, to) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod sys {
+    use std::io;
+    use std::net::SocketAddr;
+
+    use mio::net::UdpSocket;
+
+    pub fn send_segmented(_: &UdpSocket, _: &[u8], _: usize, _: SocketAddr) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
+    pub fn refuses_segmentation(e: &io::Error) -> bool {
+        e.kind() == io::ErrorKind::Unsupported
+    }
+
+    pub fn send_many(socket: &UdpSocket, datagrams: &[&[u8]], to: SocketAddr) -> io::Result<()> {
+        for d in datagrams {
+            loop {
+                match socket.send_to(d, to) {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}
