@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::prelude::rust_2021::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,6 +96,8 @@ pub struct Server {
     /// Datagrams on their way out: a run to one peer from one session socket.
     batch: SendBatch,
     rx: Vec<u8>,
+    /// Wakes the loop at deadlines closer than the poll's millisecond resolution allows.
+    timer: Option<PreciseTimer>,
 }
 
 impl std::fmt::Debug for Server {
@@ -148,6 +150,7 @@ impl Server {
         }
         let mut table = new_table(policy, config.engine);
         table.set_session_limit(config.max_sessions);
+        let timer = PreciseTimer::new(&poll);
         Ok(Server {
             poll,
             next_token: listeners.len(),
@@ -160,6 +163,7 @@ impl Server {
             clock: StdClock::new(),
             batch: SendBatch::new(),
             rx: vec![0u8; RECV_BUFFER],
+            timer,
         })
     }
 
@@ -198,11 +202,14 @@ impl Server {
         on_report: &mut impl FnMut(&TransferReport<()>),
     ) -> io::Result<()> {
         let now = self.clock.now();
-        let wait = match self.table.poll_timeout() {
+        let mut wait = match self.table.poll_timeout() {
             Some(t) if t <= now => Duration::ZERO,
             Some(t) => (t - now).min(max_wait),
             None => max_wait,
         };
+        if let Some(timer) = &self.timer {
+            wait = timer.arm(wait);
+        }
         match self.poll.poll(events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
@@ -210,7 +217,11 @@ impl Server {
         }
         for event in events.iter() {
             let token = event.token();
-            if token.0 < self.listeners.len() {
+            if token == TIMER_TOKEN {
+                if let Some(timer) = &self.timer {
+                    timer.clear();
+                }
+            } else if token.0 < self.listeners.len() {
                 self.drain_listener(token.0)?;
             } else if let Some(&local) = self.tokens.get(&token) {
                 self.drain_session(local)?;
@@ -344,6 +355,66 @@ impl Server {
             }
             on_report(&report);
         }
+    }
+}
+
+/// The poll token of the [`PreciseTimer`].
+const TIMER_TOKEN: Token = Token(usize::MAX);
+
+/// A `timerfd` in the poll: `epoll_wait` counts in milliseconds, too coarse for paced sends
+/// and sub-millisecond retransmission deadlines on fast links. Linux only; elsewhere the poll's
+/// own timeout is used.
+struct PreciseTimer {
+    #[cfg(target_os = "linux")]
+    fd: nix::sys::timerfd::TimerFd,
+}
+
+impl PreciseTimer {
+    /// Waits shorter than this use the timer.
+    const BELOW: Duration = Duration::from_millis(5);
+
+    #[cfg(target_os = "linux")]
+    fn new(poll: &Poll) -> Option<PreciseTimer> {
+        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
+        let fd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .ok()?;
+        poll.registry()
+            .register(
+                &mut mio::unix::SourceFd(&fd.as_fd().as_raw_fd()),
+                TIMER_TOKEN,
+                Interest::READABLE,
+            )
+            .ok()?;
+        Some(PreciseTimer { fd })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn new(_: &Poll) -> Option<PreciseTimer> {
+        None
+    }
+
+    /// Arms the timer for a wait shorter than the poll can express, returning the poll timeout
+    /// to use (a backstop a millisecond later).
+    fn arm(&self, wait: Duration) -> Duration {
+        #[cfg(target_os = "linux")]
+        if !wait.is_zero() && wait < Self::BELOW {
+            use nix::sys::time::TimeSpec;
+            use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
+            let when = Expiration::OneShot(TimeSpec::from_duration(wait));
+            if self.fd.set(when, TimerSetTimeFlags::empty()).is_ok() {
+                return wait + Duration::from_millis(1);
+            }
+        }
+        wait
+    }
+
+    /// Consumes an expiry.
+    fn clear(&self) {
+        #[cfg(target_os = "linux")]
+        let _ = self.fd.wait();
     }
 }
 

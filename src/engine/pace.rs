@@ -6,9 +6,10 @@
 //! The receiver acknowledges the last block it has in order, so the ACK that reports a gap
 //! tells how many blocks of the window got through (`d`) and how long that took (`t`): the
 //! receiver absorbs a block per `t / d`. From then on a token bucket spaces blocks that far
-//! apart, in bursts of at most half of `d`. A further loss halves the burst and lengthens the
-//! spacing by at most a quarter (the receiver may still be draining earlier windows, so one
-//! short window is weak evidence). Every window that arrives whole shortens the spacing by an
+//! apart, in bursts of at most half of `d`. A further loss halves the burst (a burst longer
+//! than the receiver's buffer loses blocks at any rate) or, once bursts are single blocks,
+//! lengthens the spacing by at most a quarter (the receiver may still be draining earlier
+//! windows, so one short window is weak evidence). Every window that arrives whole shortens the spacing by an
 //! eighth and allows one more block per burst, until the sender is unpaced again. A sender that
 //! never loses a block is never paced.
 //! Integer arithmetic only.
@@ -121,12 +122,15 @@ impl Pacer {
         if self.interval_us == 0 {
             self.interval_us = per_block;
             self.burst = (delivered.min(windowsize) / 2).max(1);
+        } else if self.burst > 1 {
+            // Already paced: bursts too long for the receiver's buffer lose blocks even at the
+            // right rate, so they shrink first.
+            self.burst /= 2;
         } else {
-            // Already paced: the receiver may still be draining blocks of earlier windows,
-            // so one short window says little. Slow down by a quarter at most, never speed up.
+            // Single blocks still get lost: slow down. The receiver may still be draining
+            // earlier windows, so one short window says little: by a quarter at most.
             let i = self.interval_us;
             self.interval_us = per_block.clamp(i, i.saturating_add(i / 4).max(i + 1));
-            self.burst = (self.burst / 2).max(1);
         }
         // The window restarts now, with a full bucket.
         self.tokens = self.burst;
