@@ -15,9 +15,9 @@
 
 use core::net::SocketAddr;
 
-use tftp_proto::engine::{ClientRequest, Config, Transfer, TransferMode};
+use tftp_proto::engine::{Config, Transfer, TransferMode};
 use tftp_proto::storage::SliceWriter;
-use tftp_proto::{Instant, Options, RequestKind};
+use tftp_proto::{Instant, Options};
 
 /// Largest block the firmware asks for: fits an Ethernet frame without IP fragmentation.
 pub const BLKSIZE: u16 = 1428;
@@ -34,20 +34,18 @@ pub trait Nic {
 
 /// Downloads `name` from `server` into `dest`, returning the file's length.
 pub fn fetch<N: Nic>(nic: &mut N, server: SocketAddr, name: &[u8], dest: &mut [u8]) -> Option<usize> {
-    let request = ClientRequest {
-        kind: RequestKind::Read,
-        filename: name,
-        mode: TransferMode::Octet,
-        options: Options {
-            blksize: Some(BLKSIZE),
-            tsize: Some(0),
-            ..Options::NONE
-        },
+    let options = Options {
+        blksize: Some(BLKSIZE),
+        tsize: Some(0),
+        ..Options::NONE
     };
-    let mut transfer = Transfer::client(
+    // A download-only transfer: the code for uploads and for serving is left out of the build.
+    let mut transfer = Transfer::read_client(
         nic.now(),
         server,
-        request,
+        name,
+        TransferMode::Octet,
+        options,
         SliceWriter::new(dest),
         Config::default(),
     )
@@ -125,7 +123,7 @@ mod target {
 #[cfg(not(target_os = "none"))]
 fn main() {
     use std::collections::VecDeque;
-    use tftp_proto::engine::ServerPolicy;
+    use tftp_proto::engine::{ReadClient, ServerPolicy};
     use tftp_proto::{Packet, RequestKind as Kind};
 
     /// The host stand-in: an in-memory server engine at the other end of the wire.
@@ -197,7 +195,7 @@ fn main() {
     assert_eq!(&image[..n], &file[..]);
     println!(
         "fetched {n} bytes; engine state {} bytes (Transfer<SliceWriter>), buffers {} bytes",
-        core::mem::size_of::<Transfer<'static, SliceWriter<'static>>>(),
+        core::mem::size_of::<Transfer<'static, SliceWriter<'static>, ReadClient>>(),
         516 + 4 + BLKSIZE as usize
     );
 }

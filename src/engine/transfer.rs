@@ -4,6 +4,7 @@
 //! server write); the roles differ only in the handshake, so the data path is written once. All
 //! decisions live here: TID checks, the handshake, window and ACK logic, timers, and events.
 
+use core::marker::PhantomData;
 use core::net::SocketAddr;
 use heapless::Deque;
 
@@ -143,11 +144,54 @@ enum Outcome {
     Failed(TransferError),
 }
 
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Which transfers a [`Transfer`] type can run, fixed at compile time.
+///
+/// [`AnyRole`], the default, runs every role and direction. [`ReadClient`] only downloads, as a
+/// client: a boot loader that only fetches an image names it, and the code for sending data and
+/// for the server's side of the handshake is left out of its build. Both run the same state
+/// machine; the role only tells the compiler which of its branches can never be taken.
+///
+/// The trait is sealed: these two are its only implementations.
+pub trait Role: sealed::Sealed {
+    /// Whether a transfer of this type may send data (client write, server read).
+    const SENDS: bool;
+    /// Whether a transfer of this type may be a server's.
+    const SERVES: bool;
+}
+
+/// Every role and direction: the default [`Role`] of a [`Transfer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct AnyRole;
+
+impl sealed::Sealed for AnyRole {}
+impl Role for AnyRole {
+    const SENDS: bool = true;
+    const SERVES: bool = true;
+}
+
+/// A client download only (RRQ): the [`Role`] of a transfer made by
+/// [`Transfer::read_client`], for builds where flash is scarce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ReadClient;
+
+impl sealed::Sealed for ReadClient {}
+impl Role for ReadClient {
+    const SENDS: bool = false;
+    const SERVES: bool = false;
+}
+
 /// One TFTP transfer (client or server, read or write) as a sans-IO state machine.
 ///
-/// See the [module documentation](super) for the driving loop.
+/// See the [module documentation](super) for the driving loop. `R` says which transfers the
+/// type can run ([`Role`]); the default runs them all.
 #[derive(Debug)]
-pub struct Transfer<'a, S> {
+pub struct Transfer<'a, S, R = AnyRole> {
     storage: S,
     peer: SocketAddr,
     /// Client before the first answer: the server's TID (port) is not known yet.
@@ -176,57 +220,10 @@ pub struct Transfer<'a, S> {
     outcome: Option<Outcome>,
     outcome_reported: bool,
     stats: Stats,
+    role: PhantomData<R>,
 }
 
 impl<'a, S: Storage> Transfer<'a, S> {
-    fn new(
-        now: Instant,
-        peer: SocketAddr,
-        sending: bool,
-        netascii: bool,
-        mut storage: S,
-        config: Config,
-    ) -> Self {
-        let size = if sending { storage.size() } else { None };
-        Transfer {
-            storage,
-            peer,
-            peer_locked: true,
-            sending,
-            phase: Phase::Data,
-            params: TransferParams::default(),
-            numbering: Numbering::new(None),
-            rto: Rto::new(),
-            config,
-            retries: 0,
-            deadline: None,
-            last_heard: now,
-            data: DataPath::new(netascii, sending),
-            send: SendState {
-                size,
-                ..SendState::default()
-            },
-            recv: RecvState::default(),
-            request: None,
-            options: Options::NONE,
-            control: None,
-            error_out: None,
-            strays: Deque::new(),
-            negotiated_pending: false,
-            progress_reported: 0,
-            outcome: None,
-            outcome_reported: false,
-            stats: Stats {
-                started: now,
-                bytes: 0,
-                retransmissions: 0,
-                timeouts: 0,
-                duplicate_acks: 0,
-                dropped: 0,
-            },
-        }
-    }
-
     /// Starts a client transfer: the request goes to `server` (its well-known port) on the first
     /// [`poll_transmit`](Self::poll_transmit); the answer's source port becomes the server's TID.
     ///
@@ -236,57 +233,10 @@ impl<'a, S: Storage> Transfer<'a, S> {
         now: Instant,
         server: SocketAddr,
         request: ClientRequest<'a>,
-        mut storage: S,
+        storage: S,
         config: Config,
     ) -> Result<Self, EncodeError> {
-        let sending = request.kind == RequestKind::Write;
-        let mut options = request.options;
-        if options.tsize.is_some() {
-            options.tsize = if sending && request.mode == TransferMode::Octet {
-                storage.size()
-            } else if sending {
-                None
-            } else {
-                Some(0)
-            };
-        }
-        let mut t = Self::new(
-            now,
-            server,
-            sending,
-            request.mode == TransferMode::Netascii,
-            storage,
-            config,
-        );
-        t.peer_locked = false;
-        t.phase = Phase::Requesting;
-        t.options = options;
-        t.request = Some(PendingRequest {
-            kind: request.kind,
-            filename: request.filename,
-            mode: request.mode,
-        });
-        t.control = Some(Control::Request);
-        let mut probe = [0u8; crate::wire::MAX_REQUEST_LEN];
-        t.encode_control(Control::Request, &mut probe).map_err(|_| {
-            let mode = if request.mode == TransferMode::Netascii {
-                Mode::Netascii
-            } else {
-                Mode::Octet
-            };
-            encode_request(
-                &mut [0u8; 0],
-                request.kind,
-                request.filename,
-                mode,
-                &options,
-                OptionList::EMPTY,
-            )
-            .err()
-            .unwrap_or(EncodeError::BufferTooSmall { needed: 0 })
-        })?;
-        t.arm(now);
-        Ok(t)
+        Self::start_client(now, server, request, storage, config)
     }
 
     /// Starts a server transfer answering `request` from `peer`, with the file in `storage`.
@@ -355,6 +305,137 @@ impl<'a, S: Storage> Transfer<'a, S> {
             }
         }
         t
+    }
+}
+
+impl<'a, S: Storage> Transfer<'a, S, ReadClient> {
+    /// Starts a client download of `filename`, as [`Transfer::client`] does for a
+    /// [`RequestKind::Read`] request, in a transfer typed to run nothing else: a build that
+    /// makes no other transfer leaves out the code for sending data and for serving.
+    pub fn read_client(
+        now: Instant,
+        server: SocketAddr,
+        filename: &'a [u8],
+        mode: TransferMode,
+        options: Options,
+        storage: S,
+        config: Config,
+    ) -> Result<Self, EncodeError> {
+        let request = ClientRequest {
+            kind: RequestKind::Read,
+            filename,
+            mode,
+            options,
+        };
+        Self::start_client(now, server, request, storage, config)
+    }
+}
+
+impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
+    fn new(
+        now: Instant,
+        peer: SocketAddr,
+        sending: bool,
+        netascii: bool,
+        mut storage: S,
+        config: Config,
+    ) -> Self {
+        let size = if sending { storage.size() } else { None };
+        Transfer {
+            storage,
+            peer,
+            peer_locked: true,
+            sending,
+            phase: Phase::Data,
+            params: TransferParams::default(),
+            numbering: Numbering::new(None),
+            rto: Rto::new(),
+            config,
+            retries: 0,
+            deadline: None,
+            last_heard: now,
+            data: DataPath::new(netascii, sending),
+            send: SendState {
+                size,
+                ..SendState::default()
+            },
+            recv: RecvState::default(),
+            request: None,
+            options: Options::NONE,
+            control: None,
+            error_out: None,
+            strays: Deque::new(),
+            negotiated_pending: false,
+            progress_reported: 0,
+            outcome: None,
+            outcome_reported: false,
+            stats: Stats {
+                started: now,
+                bytes: 0,
+                retransmissions: 0,
+                timeouts: 0,
+                duplicate_acks: 0,
+                dropped: 0,
+            },
+            role: PhantomData,
+        }
+    }
+
+    fn start_client(
+        now: Instant,
+        server: SocketAddr,
+        request: ClientRequest<'a>,
+        mut storage: S,
+        config: Config,
+    ) -> Result<Self, EncodeError> {
+        let sending = request.kind == RequestKind::Write;
+        let mut options = request.options;
+        if options.tsize.is_some() {
+            options.tsize = if sending && request.mode == TransferMode::Octet {
+                storage.size()
+            } else if sending {
+                None
+            } else {
+                Some(0)
+            };
+        }
+        let mut t = Self::new(
+            now,
+            server,
+            sending,
+            request.mode == TransferMode::Netascii,
+            storage,
+            config,
+        );
+        t.peer_locked = false;
+        t.phase = Phase::Requesting;
+        t.options = options;
+        t.request = Some(PendingRequest {
+            kind: request.kind,
+            filename: request.filename,
+            mode: request.mode,
+        });
+        t.control = Some(Control::Request);
+        let mut probe = [0u8; crate::wire::MAX_REQUEST_LEN];
+        t.encode_control(Control::Request, &mut probe).map_err(|_| {
+            let mode = if request.mode == TransferMode::Netascii {
+                Mode::Netascii
+            } else {
+                Mode::Octet
+            };
+            encode_request(
+                &mut [0u8; 0],
+                request.kind,
+                request.filename,
+                mode,
+                &options,
+                OptionList::EMPTY,
+            )
+            .err()
+            .unwrap_or(EncodeError::BufferTooSmall { needed: 0 })
+        })?;
+        t.arm(now);
+        Ok(t)
     }
 
     // ---- inputs ---------------------------------------------------------------------------
@@ -437,17 +518,17 @@ impl<'a, S: Storage> Transfer<'a, S> {
         self.retries += 1;
         self.rto.back_off();
         self.send.probe = None;
-        if self.sending && self.phase == Phase::Data {
+        if self.sends() && self.phase == Phase::Data {
             // Go back to the first unacknowledged block; the window restarts there.
             self.send.next = self.send.acked + 1;
             self.send.window_end = self.send.acked + u64::from(self.params.windowsize);
         } else {
+            // A server resends its OACK until the client's first answer (ACK 0 or DATA 1).
+            let oack_unanswered =
+                self.phase == Phase::OackSent || (self.recv.received == 0 && !self.options.is_empty());
             self.control = Some(match self.phase {
                 Phase::Requesting => Control::Request,
-                Phase::OackSent => Control::Oack,
-                _ if self.recv.received == 0 && !self.options.is_empty() && self.request.is_none() => {
-                    Control::Oack
-                }
+                _ if self.serves() && oack_unanswered => Control::Oack,
                 _ => Control::Ack,
             });
             self.stats.retransmissions += 1;
@@ -491,7 +572,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
                 }
             }
         }
-        if self.sending && self.phase == Phase::Data {
+        if self.sends() && self.phase == Phase::Data {
             return self.transmit_data(now, buf);
         }
         None
@@ -595,6 +676,16 @@ impl<'a, S: Storage> Transfer<'a, S> {
 
     // ---- internals ------------------------------------------------------------------------
 
+    /// Whether this transfer sends data; always false when the role rules it out.
+    fn sends(&self) -> bool {
+        R::SENDS && self.sending
+    }
+
+    /// Whether this is a server's transfer; always false when the role rules it out.
+    fn serves(&self) -> bool {
+        R::SERVES && self.request.is_none()
+    }
+
     fn to_peer(&self, len: usize) -> Transmit {
         Transmit {
             destination: self.peer,
@@ -603,7 +694,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
     }
 
     fn bytes(&self) -> u64 {
-        if self.sending {
+        if self.sends() {
             let bs = u64::from(self.params.blksize);
             match self.send.last {
                 Some((l, len)) if self.send.acked >= l => (l - 1) * bs + len as u64,
@@ -649,9 +740,9 @@ impl<'a, S: Storage> Transfer<'a, S> {
     fn on_peer_error(&mut self, code: ErrorCode, message: &[u8]) {
         // A client answering our OACK with ERROR 8 (UEFI's size probe) ends the session quietly.
         let declined = code == ErrorCode::OptionNegotiation
-            && self.request.is_none()
+            && self.serves()
             && !self.options.is_empty()
-            && (self.phase == Phase::OackSent || (!self.sending && self.recv.received == 0));
+            && (self.phase == Phase::OackSent || (!self.sends() && self.recv.received == 0));
         if declined {
             self.finish(Outcome::Declined);
             self.phase = Phase::Done;
@@ -675,7 +766,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
                 self.negotiated_pending = true;
                 self.progress();
                 self.phase = Phase::Data;
-                if self.sending {
+                if self.sends() {
                     self.start_window(now);
                 } else {
                     self.control = Some(Control::Ack);
@@ -691,7 +782,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
     }
 
     fn on_ack(&mut self, now: Instant, block: u16) -> bool {
-        if !self.sending {
+        if !self.sends() {
             return false;
         }
         match self.phase {
@@ -833,7 +924,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
     }
 
     fn on_data(&mut self, now: Instant, block: u16, payload: &[u8]) -> bool {
-        if self.sending {
+        if self.sends() {
             return false;
         }
         match self.phase {
@@ -974,7 +1065,11 @@ impl<'a, S: Storage> Transfer<'a, S> {
                 encode_request(buf, r.kind, r.filename, mode, &self.options, OptionList::EMPTY)
                     .map_err(needed)
             }
-            Control::Oack => encode_oack(buf, &self.options, OptionList::EMPTY).map_err(needed),
+            Control::Oack if self.serves() => {
+                encode_oack(buf, &self.options, OptionList::EMPTY).map_err(needed)
+            }
+            // Only a server queues an OACK.
+            Control::Oack => Err(0),
             Control::Ack => {
                 self.recv.since_ack = 0;
                 encode_ack(buf, self.numbering.wire(self.recv.received)).map_err(needed)
