@@ -44,6 +44,16 @@ pub enum TransferMode {
     Netascii,
 }
 
+impl TransferMode {
+    /// The mode as written in a request.
+    fn wire(self) -> Mode<'static> {
+        match self {
+            TransferMode::Octet => Mode::Octet,
+            TransferMode::Netascii => Mode::Netascii,
+        }
+    }
+}
+
 /// What a client asks the server for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -200,8 +210,13 @@ pub struct Transfer<'a, S, R = AnyRole> {
     phase: Phase,
     params: TransferParams,
     numbering: Numbering,
-    config: Config,
     rto: Rto,
+    /// [`Config::idle_timeout`] in microseconds.
+    idle_us: u64,
+    /// The longest dally: [`Config::max_dally`], at most [`Config::max_rto`], in microseconds.
+    dally_limit_us: u64,
+    max_retries: u8,
+    max_write_size: Option<u64>,
     retries: u8,
     deadline: Option<Instant>,
     last_heard: Instant,
@@ -349,8 +364,11 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             phase: Phase::Data,
             params: TransferParams::default(),
             numbering: Numbering::new(None),
-            rto: Rto::new(),
-            config,
+            rto: Rto::new(&config),
+            idle_us: duration_micros(config.idle_timeout),
+            dally_limit_us: duration_micros(config.max_dally).min(duration_micros(config.max_rto)),
+            max_retries: config.max_retries,
+            max_write_size: config.max_write_size,
             retries: 0,
             deadline: None,
             last_heard: now,
@@ -399,6 +417,19 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                 Some(0)
             };
         }
+        // Encoding into an empty buffer checks the request without writing it: a valid one only
+        // lacks room.
+        match encode_request(
+            &mut [],
+            request.kind,
+            request.filename,
+            request.mode.wire(),
+            &options,
+            OptionList::EMPTY,
+        ) {
+            Err(EncodeError::BufferTooSmall { .. }) | Ok(_) => {}
+            Err(e) => return Err(e),
+        }
         let mut t = Self::new(
             now,
             server,
@@ -416,24 +447,6 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             mode: request.mode,
         });
         t.control = Some(Control::Request);
-        let mut probe = [0u8; crate::wire::MAX_REQUEST_LEN];
-        t.encode_control(Control::Request, &mut probe).map_err(|_| {
-            let mode = if request.mode == TransferMode::Netascii {
-                Mode::Netascii
-            } else {
-                Mode::Octet
-            };
-            encode_request(
-                &mut [0u8; 0],
-                request.kind,
-                request.filename,
-                mode,
-                &options,
-                OptionList::EMPTY,
-            )
-            .err()
-            .unwrap_or(EncodeError::BufferTooSmall { needed: 0 })
-        })?;
         t.arm(now);
         Ok(t)
     }
@@ -463,7 +476,8 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             }
             return;
         }
-        let Ok(packet) = Packet::parse(datagram) else {
+        // Requests are dropped like malformed datagrams: a running transfer never accepts one.
+        let Some(packet) = Packet::parse_in_transfer(datagram) else {
             self.stats.dropped += 1;
             return;
         };
@@ -475,6 +489,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             Packet::Oack { options } => self.on_oack(now, options),
             Packet::Ack { block } => self.on_ack(now, block),
             Packet::Data { block, payload } => self.on_data(now, block, payload),
+            // Never: `parse_in_transfer` drops requests.
             Packet::Rrq(_) | Packet::Wrq(_) => false,
         };
         if accepted {
@@ -494,7 +509,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         if self.phase == Phase::Done {
             return;
         }
-        if now >= self.last_heard + self.config.idle_timeout {
+        if now >= self.idle_deadline() {
             self.fail(TransferError::Idle, Some((ErrorCode::NotDefined, "Idle timeout")));
             return;
         }
@@ -508,7 +523,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             return;
         }
         self.stats.timeouts += 1;
-        if self.retries >= self.config.max_retries {
+        if self.retries >= self.max_retries {
             self.fail(
                 TransferError::TimedOut,
                 Some((ErrorCode::NotDefined, "Timed out")),
@@ -583,7 +598,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         if self.phase == Phase::Done {
             return None;
         }
-        let idle = self.last_heard + self.config.idle_timeout;
+        let idle = self.idle_deadline();
         Some(self.deadline.map_or(idle, |d| d.min(idle)))
     }
 
@@ -713,9 +728,14 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         }
     }
 
+    /// When the transfer gives up if nothing more is heard from the peer.
+    fn idle_deadline(&self) -> Instant {
+        self.last_heard.add_micros(self.idle_us)
+    }
+
     /// (Re)arms the retransmission timer from `now`.
     fn arm(&mut self, now: Instant) {
-        self.deadline = Some(now.add_micros(self.rto.current_micros(&self.config)));
+        self.deadline = Some(now.add_micros(self.rto.current_micros()));
     }
 
     fn progress(&mut self) {
@@ -990,8 +1010,12 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
     /// its backoff) and be answered; at most `max_dally`, as every client that waits for the
     /// end of a download waits this long.
     fn dally_end(&self, now: Instant) -> Instant {
-        let limit = duration_micros(self.config.max_rto).min(duration_micros(self.config.max_dally));
-        now.add_micros(self.rto.current_micros(&self.config).saturating_mul(4).min(limit))
+        now.add_micros(
+            self.rto
+                .current_micros()
+                .saturating_mul(4)
+                .min(self.dally_limit_us),
+        )
     }
 
     fn accept_block(&mut self, now: Instant, payload: &[u8]) {
@@ -1005,7 +1029,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             return;
         }
         let total = self.recv.bytes + payload.len() as u64;
-        if self.config.max_write_size.is_some_and(|max| total > max) {
+        if self.max_write_size.is_some_and(|max| total > max) {
             self.fail(
                 TransferError::TooLarge,
                 Some((ErrorCode::DiskFull, "File too large")),
@@ -1058,12 +1082,15 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         match control {
             Control::Request => {
                 let r = self.request.ok_or(0usize)?;
-                let mode = match r.mode {
-                    TransferMode::Octet => Mode::Octet,
-                    TransferMode::Netascii => Mode::Netascii,
-                };
-                encode_request(buf, r.kind, r.filename, mode, &self.options, OptionList::EMPTY)
-                    .map_err(needed)
+                encode_request(
+                    buf,
+                    r.kind,
+                    r.filename,
+                    r.mode.wire(),
+                    &self.options,
+                    OptionList::EMPTY,
+                )
+                .map_err(needed)
             }
             Control::Oack if self.serves() => {
                 encode_oack(buf, &self.options, OptionList::EMPTY).map_err(needed)
