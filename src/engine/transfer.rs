@@ -6,7 +6,6 @@
 
 use core::marker::PhantomData;
 use core::net::SocketAddr;
-use heapless::Deque;
 
 use super::blocks::Numbering;
 use super::datapath::DataPath;
@@ -229,7 +228,8 @@ pub struct Transfer<'a, S, R = AnyRole> {
     options: Options,
     control: Option<Control>,
     error_out: Option<(ErrorCode, &'static str)>,
-    strays: Deque<SocketAddr, 1>,
+    /// A stranger owed an ERROR 5 (one at a time; more are dropped).
+    stray: Option<SocketAddr>,
     negotiated_pending: bool,
     progress_reported: u64,
     outcome: Option<Outcome>,
@@ -382,7 +382,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             options: Options::NONE,
             control: None,
             error_out: None,
-            strays: Deque::new(),
+            stray: None,
             negotiated_pending: false,
             progress_reported: 0,
             outcome: None,
@@ -471,8 +471,10 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             // A stranger gets ERROR 5, unless it sent an ERROR itself: errors are never answered,
             // and answering them could bounce ERROR 5 between two endpoints forever.
             let is_error = datagram.get(..2) == Some(&[0, 5]);
-            if is_error || self.strays.push_back(from).is_err() {
+            if is_error || self.stray.is_some() {
                 self.stats.dropped += 1;
+            } else {
+                self.stray = Some(from);
             }
             return;
         }
@@ -567,7 +569,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
     /// any request, OACK or ERROR); [`Transfer::max_datagram_len`] tells. A buffer too small for a
     /// DATA packet fails the transfer with [`TransferError::BufferTooSmall`].
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        if let Some(to) = self.strays.pop_front() {
+        if let Some(to) = self.stray.take() {
             let len = encode_error_lossy(buf, ErrorCode::UnknownTid, b"Unknown transfer ID").ok()?;
             return Some(Transmit { destination: to, len });
         }
@@ -632,7 +634,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
     pub fn is_finished(&self) -> bool {
         self.phase == Phase::Done
             && self.error_out.is_none()
-            && self.strays.is_empty()
+            && self.stray.is_none()
             && self.control.is_none()
     }
 
