@@ -15,7 +15,7 @@
 
 use core::net::SocketAddr;
 
-use tftp_proto::engine::{Config, Transfer, TransferMode};
+use tftp_proto::engine::{Config, Transfer};
 use tftp_proto::storage::SliceWriter;
 use tftp_proto::{Instant, Options};
 
@@ -39,12 +39,12 @@ pub fn fetch<N: Nic>(nic: &mut N, server: SocketAddr, name: &[u8], dest: &mut [u
         tsize: Some(0),
         ..Options::NONE
     };
-    // A download-only transfer: the code for uploads and for serving is left out of the build.
-    let mut transfer = Transfer::read_client(
+    // An octet download-only transfer: the code for uploads, for serving and for netascii is
+    // left out of the build.
+    let mut transfer = Transfer::octet_read_client(
         nic.now(),
         server,
         name,
-        TransferMode::Octet,
         options,
         SliceWriter::new(dest),
         Config::default(),
@@ -123,7 +123,7 @@ mod target {
 #[cfg(not(target_os = "none"))]
 fn main() {
     use std::collections::VecDeque;
-    use tftp_proto::engine::{ReadClient, ServerPolicy};
+    use tftp_proto::engine::{OctetReadClient, ServerPolicy};
     use tftp_proto::{Packet, RequestKind as Kind};
 
     /// The host stand-in: an in-memory server engine at the other end of the wire.
@@ -194,8 +194,8 @@ fn main() {
     .expect("download");
     assert_eq!(&image[..n], &file[..]);
     println!(
-        "fetched {n} bytes; engine state {} bytes (Transfer<SliceWriter>), buffers {} bytes",
-        core::mem::size_of::<Transfer<'static, SliceWriter<'static>, ReadClient>>(),
+        "fetched {n} bytes; engine state {} bytes (Transfer<SliceWriter, OctetReadClient>), buffers {} bytes",
+        core::mem::size_of::<Transfer<'static, SliceWriter<'static>, OctetReadClient>>(),
         516 + 4 + BLKSIZE as usize
     );
 }

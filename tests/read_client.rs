@@ -1,6 +1,7 @@
-//! `Transfer::read_client` (the download-only `ReadClient` role) against `Transfer::client`: fed
-//! the same datagrams and timer ticks, the two must emit the same datagrams and events and end
-//! with the same file, over a lossy, duplicating link and with every option in play.
+//! `Transfer::read_client` (the download-only `ReadClient` role) and, for octet downloads,
+//! `Transfer::octet_read_client` (`OctetReadClient`) against `Transfer::client`: fed the same
+//! datagrams and timer ticks, they must emit the same datagrams and events and end with the same
+//! file, over a lossy, duplicating link and with every option in play.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::net::SocketAddr;
 
 use common::Rng;
 use tftp_proto::engine::{
-    ClientRequest, Config, Event, ReadClient, ServerPolicy, Transfer, TransferMode, Transmit,
+    ClientRequest, Config, Event, OctetReadClient, ReadClient, ServerPolicy, Transfer, TransferMode, Transmit,
 };
 use tftp_proto::{Instant, Options, Packet, RequestKind};
 
@@ -50,7 +51,11 @@ fn lockstep(seed: u64, file: &'static [u8], mode: TransferMode, options: Options
     let mut any = Transfer::client(now, server_addr, request, Vec::new(), config).unwrap();
     let mut only: Transfer<'static, Vec<u8>, ReadClient> =
         Transfer::read_client(now, server_addr, b"image.bin", mode, options, Vec::new(), config).unwrap();
-    let (mut any_events, mut only_events) = (Vec::new(), Vec::new());
+    let mut octet: Option<Transfer<'static, Vec<u8>, OctetReadClient>> =
+        (mode == TransferMode::Octet).then(|| {
+            Transfer::octet_read_client(now, server_addr, b"image.bin", options, Vec::new(), config).unwrap()
+        });
+    let (mut any_events, mut only_events, mut octet_events) = (Vec::new(), Vec::new(), Vec::new());
     let mut server: Option<Transfer<'static, &'static [u8]>> = None;
     let mut to_server: Sent = Vec::new();
     let mut to_client: Sent = Vec::new();
@@ -60,6 +65,15 @@ fn lockstep(seed: u64, file: &'static [u8], mode: TransferMode, options: Options
         let b = drain(&mut only, now, &mut only_events);
         assert_eq!(a, b, "seed {seed}: datagrams differ at {now:?}");
         assert_eq!(any_events, only_events, "seed {seed}: events differ");
+        if let Some(o) = octet.as_mut() {
+            assert_eq!(
+                drain(o, now, &mut octet_events),
+                a,
+                "seed {seed}: octet datagrams differ"
+            );
+            assert_eq!(octet_events, any_events, "seed {seed}: octet events differ");
+            assert_eq!(o.poll_timeout(), any.poll_timeout());
+        }
         to_server.extend(a);
         if let Some(s) = server.as_mut() {
             let mut ignored = Vec::new();
@@ -79,6 +93,9 @@ fn lockstep(seed: u64, file: &'static [u8], mode: TransferMode, options: Options
             now = next;
             any.handle_timeout(now);
             only.handle_timeout(now);
+            if let Some(o) = octet.as_mut() {
+                o.handle_timeout(now);
+            }
             if let Some(s) = server.as_mut() {
                 s.handle_timeout(now);
             }
@@ -115,12 +132,20 @@ fn lockstep(seed: u64, file: &'static [u8], mode: TransferMode, options: Options
             for _ in 0..copies {
                 any.handle_datagram(now, from, &d);
                 only.handle_datagram(now, from, &d);
+                if let Some(o) = octet.as_mut() {
+                    o.handle_datagram(now, from, &d);
+                }
             }
         }
     }
     assert!(only.is_finished(), "seed {seed}: the transfer did not end");
     assert_eq!(any.outcome(), only.outcome(), "seed {seed}");
     assert_eq!(any.stats(), only.stats(), "seed {seed}");
+    if let Some(o) = octet {
+        assert_eq!(o.outcome(), any.outcome(), "seed {seed}");
+        assert_eq!(o.stats(), any.stats(), "seed {seed}");
+        assert!(o.into_storage() == *any.storage(), "seed {seed}");
+    }
     let got = only.into_storage();
     assert_eq!(got, any.into_storage(), "seed {seed}");
     got

@@ -87,7 +87,9 @@ pub use event::{Event, PeerError, ProtocolError, Stats, TransferError};
 pub use negotiate::{
     client_accept_oack, server_negotiate, OackError, Refusal, ServerNegotiation, ServerPolicy, TransferParams,
 };
-pub use transfer::{AnyRole, ClientRequest, ReadClient, Role, Transfer, TransferMode, Transmit};
+pub use transfer::{
+    AnyRole, ClientRequest, OctetReadClient, ReadClient, Role, Transfer, TransferMode, Transmit,
+};
 
 /// Timing and limits of a transfer. Every transfer ends: by success, by the retry cap, or by the
 /// idle deadline.

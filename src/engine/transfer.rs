@@ -161,15 +161,18 @@ mod sealed {
 ///
 /// [`AnyRole`], the default, runs every role and direction. [`ReadClient`] only downloads, as a
 /// client: a boot loader that only fetches an image names it, and the code for sending data and
-/// for the server's side of the handshake is left out of its build. Both run the same state
-/// machine; the role only tells the compiler which of its branches can never be taken.
+/// for the server's side of the handshake is left out of its build. [`OctetReadClient`] also
+/// leaves out netascii. All run the same state machine; the role only tells the compiler which
+/// of its branches can never be taken.
 ///
-/// The trait is sealed: these two are its only implementations.
+/// The trait is sealed: these three are its only implementations.
 pub trait Role: sealed::Sealed {
     /// Whether a transfer of this type may send data (client write, server read).
     const SENDS: bool;
     /// Whether a transfer of this type may be a server's.
     const SERVES: bool;
+    /// Whether a transfer of this type may use the netascii mode.
+    const NETASCII: bool;
 }
 
 /// Every role and direction: the default [`Role`] of a [`Transfer`].
@@ -181,6 +184,7 @@ impl sealed::Sealed for AnyRole {}
 impl Role for AnyRole {
     const SENDS: bool = true;
     const SERVES: bool = true;
+    const NETASCII: bool = true;
 }
 
 /// A client download only (RRQ): the [`Role`] of a transfer made by
@@ -193,6 +197,20 @@ impl sealed::Sealed for ReadClient {}
 impl Role for ReadClient {
     const SENDS: bool = false;
     const SERVES: bool = false;
+    const NETASCII: bool = true;
+}
+
+/// A client download in octet mode only: the [`Role`] of a transfer made by
+/// [`Transfer::octet_read_client`], for the smallest builds (no netascii converter either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct OctetReadClient;
+
+impl sealed::Sealed for OctetReadClient {}
+impl Role for OctetReadClient {
+    const SENDS: bool = false;
+    const SERVES: bool = false;
+    const NETASCII: bool = false;
 }
 
 /// One TFTP transfer (client or server, read or write) as a sans-IO state machine.
@@ -346,6 +364,28 @@ impl<'a, S: Storage> Transfer<'a, S, ReadClient> {
     }
 }
 
+impl<'a, S: Storage> Transfer<'a, S, OctetReadClient> {
+    /// Starts a client download of `filename` in octet mode, as [`Transfer::read_client`] does,
+    /// in a transfer typed to run nothing else: a build that makes no other transfer also
+    /// leaves out the netascii converter.
+    pub fn octet_read_client(
+        now: Instant,
+        server: SocketAddr,
+        filename: &'a [u8],
+        options: Options,
+        storage: S,
+        config: Config,
+    ) -> Result<Self, EncodeError> {
+        let request = ClientRequest {
+            kind: RequestKind::Read,
+            filename,
+            mode: TransferMode::Octet,
+            options,
+        };
+        Self::start_client(now, server, request, storage, config)
+    }
+}
+
 impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
     fn new(
         now: Instant,
@@ -372,7 +412,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             retries: 0,
             deadline: None,
             last_heard: now,
-            data: DataPath::new(netascii, sending),
+            data: DataPath::new(R::NETASCII && netascii, sending),
             send: SendState {
                 size,
                 ..SendState::default()
@@ -1040,12 +1080,12 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         }
         let written = self
             .data
-            .write_block(&mut self.storage, &mut self.recv.written, payload);
+            .write_block::<R, _>(&mut self.storage, &mut self.recv.written, payload);
         let last = payload.len() < bs;
         let done = match written {
             Ok(()) if last => self
                 .data
-                .finish_write(&mut self.storage, &mut self.recv.written)
+                .finish_write::<R, _>(&mut self.storage, &mut self.recv.written)
                 .and_then(|()| self.storage.finish()),
             other => other,
         };
