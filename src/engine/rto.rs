@@ -84,7 +84,13 @@ impl Rto {
         } else {
             self.initial_us
         };
-        base.clamp(min, max).saturating_mul(1 << self.backoff).min(max)
+        // Doubled once per backoff step, up to `max`: `base * 2^backoff` capped, without a
+        // 64-bit shift or multiplication.
+        let mut rto = base.clamp(min, max);
+        for _ in 0..self.backoff {
+            rto = rto.saturating_add(rto).min(max);
+        }
+        rto
     }
 }
 
