@@ -1,12 +1,23 @@
 //! A boot-loader style TFTP client: the engine and the codec driven through a stub network
 //! interface, with no std, no heap and no allocator: the firmware case.
 //!
+//! It downloads in octet mode, asking for `blksize` and `tsize`, and accepts whatever a server
+//! acknowledges of `blksize`, `tsize`, `timeout`, `windowsize` and `rollover`. Its transfer is an
+//! [`OctetReadClient`](tftp_proto::engine::OctetReadClient), so the code for uploads, for serving
+//! and for netascii is left out of the build.
+//!
 //! Build it for a Cortex-M4F and measure it:
 //!
 //! ```text
 //! cargo build --release --example firmware_client --target thumbv7em-none-eabihf --no-default-features
-//! arm-none-eabi-size target/thumbv7em-none-eabihf/release/examples/firmware_client
+//! arm-none-eabi-size -A target/thumbv7em-none-eabihf/release/examples/firmware_client
 //! ```
+//!
+//! With the `.cargo/config.toml` settings for that target (opt-level `z`, one codegen unit, fat
+//! LTO) and rustc 1.95: 8,658 B `.text` + 728 B `.rodata`, of which 1,402 B are
+//! compiler-builtins' `memcpy`/`memclr`. The engine state is 632 bytes on the target
+//! (`Transfer<SliceWriter, OctetReadClient>`), plus the 1,948 bytes of datagram buffers `fetch`
+//! keeps on its stack.
 //!
 //! On the host (`cargo run --example firmware_client`) the same `fetch` function downloads a
 //! file from an in-memory server engine and prints the engine's RAM use.
