@@ -156,27 +156,14 @@ impl<'a> RawOption<'a> {
         let Some(name) = OptionName::from_name(self.name) else {
             return Ok(TftpOption::Unknown(*self));
         };
-        let err = |kind| OptionError { option: name, kind };
-        let value = parse_decimal(self.value).ok_or(err(OptionErrorKind::NotANumber))?;
-        let value = value.ok_or(err(OptionErrorKind::OutOfRange))?;
-        let in_range = |lo: u64, hi: u64| {
-            if (lo..=hi).contains(&value) {
-                Ok(value)
-            } else {
-                Err(err(OptionErrorKind::OutOfRange))
-            }
-        };
-        // The `as` casts below are exact: each value was range-checked against its type first.
+        let value = name.decode_value(self.value)?;
+        // The `as` casts below are exact: `decode_value` checked the range of each.
         Ok(match name {
-            OptionName::Blksize => {
-                TftpOption::Blksize(in_range(MIN_BLKSIZE.into(), MAX_BLKSIZE.into())? as u16)
-            }
-            OptionName::Timeout => TftpOption::Timeout(in_range(MIN_TIMEOUT.into(), 255)? as u8),
+            OptionName::Blksize => TftpOption::Blksize(value as u16),
+            OptionName::Timeout => TftpOption::Timeout(value as u8),
             OptionName::Tsize => TftpOption::Tsize(value),
-            OptionName::Windowsize => {
-                TftpOption::Windowsize(in_range(MIN_WINDOWSIZE.into(), MAX_WINDOWSIZE.into())? as u16)
-            }
-            OptionName::Rollover => TftpOption::Rollover(in_range(0, 1)? as u8),
+            OptionName::Windowsize => TftpOption::Windowsize(value as u16),
+            OptionName::Rollover => TftpOption::Rollover(value as u8),
         })
     }
 }
@@ -242,6 +229,27 @@ impl OptionName {
         Self::ALL
             .into_iter()
             .find(|o| o.as_str().as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    /// The smallest and largest valid value.
+    const fn range(self) -> (u64, u64) {
+        match self {
+            OptionName::Blksize => (MIN_BLKSIZE as u64, MAX_BLKSIZE as u64),
+            OptionName::Timeout => (MIN_TIMEOUT as u64, u8::MAX as u64),
+            OptionName::Tsize => (0, u64::MAX),
+            OptionName::Windowsize => (MIN_WINDOWSIZE as u64, MAX_WINDOWSIZE as u64),
+            OptionName::Rollover => (0, 1),
+        }
+    }
+
+    /// Decodes a value of this option exactly: a decimal number within [`Self::range`].
+    fn decode_value(self, value: &[u8]) -> Result<u64, OptionError> {
+        let err = |kind| OptionError { option: self, kind };
+        let value = parse_decimal(value).ok_or(err(OptionErrorKind::NotANumber))?;
+        let (lo, hi) = self.range();
+        value
+            .filter(|v| (lo..=hi).contains(v))
+            .ok_or(err(OptionErrorKind::OutOfRange))
     }
 
     /// The canonical (lower-case) name.
@@ -390,8 +398,8 @@ impl Options {
                 });
                 continue;
             }
-            match raw.decode() {
-                Ok(opt) => out.options.set(opt),
+            match name.decode_value(raw.value) {
+                Ok(v) => out.options.set(name, v),
                 Err(e) => {
                     note(e);
                     // Too-large sizes are lowered to the maximum: the server may only lower them.
@@ -427,19 +435,19 @@ impl Options {
                     kind: OptionErrorKind::Duplicate,
                 });
             }
-            out.set(raw.decode()?);
+            out.set(name, name.decode_value(raw.value)?);
         }
         Ok(out)
     }
 
-    fn set(&mut self, opt: TftpOption<'_>) {
-        match opt {
-            TftpOption::Blksize(v) => self.blksize = Some(v),
-            TftpOption::Timeout(v) => self.timeout = Some(v),
-            TftpOption::Tsize(v) => self.tsize = Some(v),
-            TftpOption::Windowsize(v) => self.windowsize = Some(v),
-            TftpOption::Rollover(v) => self.rollover = Some(v),
-            TftpOption::Unknown(_) => {}
+    /// Sets `name` to `v`, which [`OptionName::decode_value`] checked (so the casts are exact).
+    fn set(&mut self, name: OptionName, v: u64) {
+        match name {
+            OptionName::Blksize => self.blksize = Some(v as u16),
+            OptionName::Timeout => self.timeout = Some(v as u8),
+            OptionName::Tsize => self.tsize = Some(v),
+            OptionName::Windowsize => self.windowsize = Some(v as u16),
+            OptionName::Rollover => self.rollover = Some(v as u8),
         }
     }
 

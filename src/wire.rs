@@ -286,13 +286,12 @@ impl<'a> Packet<'a> {
     pub fn parse(datagram: &'a [u8]) -> Result<Self, ParseError> {
         let op = be16(datagram, 0).ok_or(ParseError::TooShort)?;
         let op = Opcode::from_u16(op).ok_or(ParseError::UnknownOpcode(op))?;
-        let body = &datagram[2..];
         match op {
             Opcode::Rrq | Opcode::Wrq => {
                 if datagram.len() > MAX_REQUEST_LEN {
                     return Err(ParseError::RequestTooLong { len: datagram.len() });
                 }
-                let (filename, rest) = split_nul(body, Field::Filename)?;
+                let (filename, rest) = split_nul(&datagram[2..], Field::Filename)?;
                 let (mode, rest) = split_nul(rest, Field::Mode)?;
                 let req = Request {
                     filename,
@@ -305,6 +304,27 @@ impl<'a> Packet<'a> {
                     Packet::Wrq(req)
                 })
             }
+            _ => Self::parse_answer(op, datagram),
+        }
+    }
+
+    /// Parses a datagram that a running transfer may accept: anything but a request. `None` for a
+    /// request or a malformed datagram, which a transfer only drops. Kept apart from
+    /// [`Packet::parse`] so that a build without a server has no request parser.
+    pub(crate) fn parse_in_transfer(datagram: &'a [u8]) -> Option<Self> {
+        let op = Opcode::from_u16(be16(datagram, 0)?)?;
+        match op {
+            Opcode::Rrq | Opcode::Wrq => None,
+            _ => Self::parse_answer(op, datagram).ok(),
+        }
+    }
+
+    /// Parses the packets other than requests, whose opcode `op` was read from `datagram`.
+    fn parse_answer(op: Opcode, datagram: &'a [u8]) -> Result<Self, ParseError> {
+        let body = &datagram[2..];
+        match op {
+            // Requests are parsed by `parse`.
+            Opcode::Rrq | Opcode::Wrq => Err(ParseError::UnknownOpcode(op as u16)),
             Opcode::Data => Ok(Packet::Data {
                 block: be16(datagram, 2).ok_or(ParseError::TooShort)?,
                 payload: &datagram[DATA_HEADER_LEN..],
@@ -502,7 +522,13 @@ pub fn encode_oack(buf: &mut [u8], options: &Options, extra: OptionList<'_>) -> 
 
 /// Encodes an ACK.
 pub fn encode_ack(buf: &mut [u8], block: u16) -> Result<usize, EncodeError> {
-    Packet::Ack { block }.encode(buf)
+    let Some(out) = buf.get_mut(..ACK_LEN) else {
+        return Err(EncodeError::BufferTooSmall { needed: ACK_LEN });
+    };
+    let mut w = Writer { buf: out, pos: 0 };
+    w.u16(Opcode::Ack as u16);
+    w.u16(block);
+    Ok(ACK_LEN)
 }
 
 /// Encodes an ERROR, shortening `message` (at a NUL, or to fit `buf`) rather than failing.
@@ -518,11 +544,14 @@ pub fn encode_error_lossy(buf: &mut [u8], code: ErrorCode, message: &[u8]) -> Re
         .position(|&b| b == 0)
         .unwrap_or(message.len())
         .min(room);
-    Packet::Error {
-        code,
-        message: &message[..end],
-    }
-    .encode(buf)
+    // Written directly rather than through `Packet::encode`: the message is already cut before
+    // any NUL and to the room left, so nothing can fail.
+    let message = message.get(..end).unwrap_or_default();
+    let mut w = Writer { buf, pos: 0 };
+    w.u16(Opcode::Error as u16);
+    w.u16(code.as_u16());
+    w.cstr(message);
+    Ok(w.pos)
 }
 
 /// Writes a DATA header for `block` into `buf` and returns the payload slot after it, so a

@@ -2057,7 +2057,7 @@ fn size_of_transfer_is_small() {
     }
     // One transfer per session in a no-heap server table: keep it well under a kilobyte. (It
     // is above 512 bytes: a PeerError keeps up to 100 bytes of the peer's message inline, and
-    // Config, the RTO state and the stray queue take about 240 more.)
+    // the RTO state with its bounds, the timer limits and the stray-TID slot take about 100.)
     for (name, size) in &sizes[..4] {
         assert!(*size < 1024, "{name} is {size} bytes");
     }

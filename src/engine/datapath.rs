@@ -6,6 +6,7 @@
 //! start of the oldest block that may still be resent, so a retransmission re-encodes at most one
 //! window from that mark; no data is buffered.
 
+use super::transfer::Role;
 use crate::netascii::{NetasciiDecoder, NetasciiEncoder};
 use crate::storage::{Storage, StorageError};
 
@@ -102,15 +103,16 @@ impl DataPath {
         }
     }
 
-    /// Writes a received payload; `written` is the file offset so far and is advanced.
-    pub(crate) fn write_block<S: Storage>(
+    /// Writes a received payload; `written` is the file offset so far and is advanced. A role
+    /// without netascii ([`Role::NETASCII`]) never holds a text path, and leaves its code out.
+    pub(crate) fn write_block<R: Role, S: Storage>(
         &mut self,
         s: &mut S,
         written: &mut u64,
         payload: &[u8],
     ) -> Result<(), StorageError> {
         match self {
-            DataPath::TextIn(dec) => {
+            DataPath::TextIn(dec) if R::NETASCII => {
                 let mut rest = payload;
                 let mut out = [0u8; CHUNK];
                 while !rest.is_empty() {
@@ -134,12 +136,12 @@ impl DataPath {
     }
 
     /// End of a received stream: flushes a pending netascii CR.
-    pub(crate) fn finish_write<S: Storage>(
+    pub(crate) fn finish_write<R: Role, S: Storage>(
         &mut self,
         s: &mut S,
         written: &mut u64,
     ) -> Result<(), StorageError> {
-        if let DataPath::TextIn(dec) = self {
+        if let (DataPath::TextIn(dec), true) = (self, R::NETASCII) {
             let mut out = [0u8; 2];
             let n = dec.finish(&mut out);
             if n > 0 {
@@ -208,9 +210,11 @@ mod tests {
         let mut out: std::vec::Vec<u8> = std::vec::Vec::new();
         let mut written = 0;
         for b in &blocks {
-            recv.write_block(&mut out, &mut written, b).unwrap();
+            recv.write_block::<super::super::AnyRole, _>(&mut out, &mut written, b)
+                .unwrap();
         }
-        recv.finish_write(&mut out, &mut written).unwrap();
+        recv.finish_write::<super::super::AnyRole, _>(&mut out, &mut written)
+            .unwrap();
         assert_eq!(out, text);
     }
 }

@@ -17,16 +17,24 @@ pub(crate) struct Rto {
     backoff: u8,
     /// Seconds, when the `timeout` option fixed the interval.
     fixed: Option<u8>,
+    /// The [`Config`] bounds in microseconds, converted once.
+    initial_us: u64,
+    min_us: u64,
+    max_us: u64,
 }
 
 impl Rto {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
+        let min_us = duration_micros(config.min_rto);
         Rto {
             srtt_us: 0,
             rttvar_us: 0,
             has_sample: false,
             backoff: 0,
             fixed: None,
+            initial_us: duration_micros(config.initial_rto),
+            min_us,
+            max_us: duration_micros(config.max_rto).max(min_us),
         }
     }
 
@@ -59,26 +67,30 @@ impl Rto {
         self.backoff = self.backoff.saturating_add(1).min(16);
     }
 
-    /// The current interval under `config`'s bounds.
+    /// The current interval.
     #[cfg(test)]
-    pub(crate) fn current(&self, config: &Config) -> Duration {
-        Duration::from_micros(self.current_micros(config))
+    pub(crate) fn current(&self) -> Duration {
+        Duration::from_micros(self.current_micros())
     }
 
     /// The current interval in microseconds (integer arithmetic only: cheap on small MCUs).
-    pub(crate) fn current_micros(&self, config: &Config) -> u64 {
+    pub(crate) fn current_micros(&self) -> u64 {
         if let Some(secs) = self.fixed {
             return u64::from(secs) * 1_000_000;
         }
-        // In microseconds: 64-bit integer arithmetic only.
-        let min = duration_micros(config.min_rto);
-        let max = duration_micros(config.max_rto).max(min);
+        let (min, max) = (self.min_us, self.max_us);
         let base = if self.has_sample {
             u64::from(self.srtt_us) + 4 * u64::from(self.rttvar_us)
         } else {
-            duration_micros(config.initial_rto)
+            self.initial_us
         };
-        base.clamp(min, max).saturating_mul(1 << self.backoff).min(max)
+        // Doubled once per backoff step, up to `max`: `base * 2^backoff` capped, without a
+        // 64-bit shift or multiplication.
+        let mut rto = base.clamp(min, max);
+        for _ in 0..self.backoff {
+            rto = rto.saturating_add(rto).min(max);
+        }
+        rto
     }
 }
 
@@ -89,26 +101,26 @@ mod tests {
     #[test]
     fn adapts_backs_off_and_clamps() {
         let cfg = Config::default();
-        let mut rto = Rto::new();
-        assert_eq!(rto.current(&cfg), cfg.initial_rto);
+        let mut rto = Rto::new(&cfg);
+        assert_eq!(rto.current(), cfg.initial_rto);
         rto.sample(100_000);
-        let first = rto.current(&cfg);
+        let first = rto.current();
         assert!(
             first >= Duration::from_millis(200) && first <= Duration::from_millis(400),
             "{first:?}"
         );
         rto.back_off();
-        assert_eq!(rto.current(&cfg), (first * 2).min(cfg.max_rto));
+        assert_eq!(rto.current(), (first * 2).min(cfg.max_rto));
         for _ in 0..20 {
             rto.back_off();
         }
-        assert_eq!(rto.current(&cfg), cfg.max_rto);
+        assert_eq!(rto.current(), cfg.max_rto);
         rto.reset_backoff();
         for _ in 0..50 {
             rto.sample(50);
         }
-        assert_eq!(rto.current(&cfg), cfg.min_rto, "tiny RTTs clamp to the minimum");
+        assert_eq!(rto.current(), cfg.min_rto, "tiny RTTs clamp to the minimum");
         rto.set_fixed(3);
-        assert_eq!(rto.current(&cfg), Duration::from_secs(3));
+        assert_eq!(rto.current(), Duration::from_secs(3));
     }
 }

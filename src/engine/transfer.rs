@@ -4,8 +4,8 @@
 //! server write); the roles differ only in the handshake, so the data path is written once. All
 //! decisions live here: TID checks, the handshake, window and ACK logic, timers, and events.
 
+use core::marker::PhantomData;
 use core::net::SocketAddr;
-use heapless::Deque;
 
 use super::blocks::Numbering;
 use super::datapath::DataPath;
@@ -42,6 +42,16 @@ pub enum TransferMode {
     Octet,
     /// Text, converted to and from netascii.
     Netascii,
+}
+
+impl TransferMode {
+    /// The mode as written in a request.
+    fn wire(self) -> Mode<'static> {
+        match self {
+            TransferMode::Octet => Mode::Octet,
+            TransferMode::Netascii => Mode::Netascii,
+        }
+    }
 }
 
 /// What a client asks the server for.
@@ -146,11 +156,72 @@ enum Outcome {
     Failed(TransferError),
 }
 
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Which transfers a [`Transfer`] type can run, fixed at compile time.
+///
+/// [`AnyRole`], the default, runs every role and direction. [`ReadClient`] only downloads, as a
+/// client: a boot loader that only fetches an image names it, and the code for sending data and
+/// for the server's side of the handshake is left out of its build. [`OctetReadClient`] also
+/// leaves out netascii. All run the same state machine; the role only tells the compiler which
+/// of its branches can never be taken.
+///
+/// The trait is sealed: these three are its only implementations.
+pub trait Role: sealed::Sealed {
+    /// Whether a transfer of this type may send data (client write, server read).
+    const SENDS: bool;
+    /// Whether a transfer of this type may be a server's.
+    const SERVES: bool;
+    /// Whether a transfer of this type may use the netascii mode.
+    const NETASCII: bool;
+}
+
+/// Every role and direction: the default [`Role`] of a [`Transfer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct AnyRole;
+
+impl sealed::Sealed for AnyRole {}
+impl Role for AnyRole {
+    const SENDS: bool = true;
+    const SERVES: bool = true;
+    const NETASCII: bool = true;
+}
+
+/// A client download only (RRQ): the [`Role`] of a transfer made by
+/// [`Transfer::read_client`], for builds where flash is scarce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ReadClient;
+
+impl sealed::Sealed for ReadClient {}
+impl Role for ReadClient {
+    const SENDS: bool = false;
+    const SERVES: bool = false;
+    const NETASCII: bool = true;
+}
+
+/// A client download in octet mode only: the [`Role`] of a transfer made by
+/// [`Transfer::octet_read_client`], for the smallest builds (no netascii converter either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct OctetReadClient;
+
+impl sealed::Sealed for OctetReadClient {}
+impl Role for OctetReadClient {
+    const SENDS: bool = false;
+    const SERVES: bool = false;
+    const NETASCII: bool = false;
+}
+
 /// One TFTP transfer (client or server, read or write) as a sans-IO state machine.
 ///
-/// See the [module documentation](super) for the driving loop.
+/// See the [module documentation](super) for the driving loop. `R` says which transfers the
+/// type can run ([`Role`]); the default runs them all.
 #[derive(Debug)]
-pub struct Transfer<'a, S> {
+pub struct Transfer<'a, S, R = AnyRole> {
     storage: S,
     peer: SocketAddr,
     /// Client before the first answer: the server's TID (port) is not known yet.
@@ -159,8 +230,13 @@ pub struct Transfer<'a, S> {
     phase: Phase,
     params: TransferParams,
     numbering: Numbering,
-    config: Config,
     rto: Rto,
+    /// [`Config::idle_timeout`] in microseconds.
+    idle_us: u64,
+    /// The longest dally: [`Config::max_dally`], at most [`Config::max_rto`], in microseconds.
+    dally_limit_us: u64,
+    max_retries: u8,
+    max_write_size: Option<u64>,
     retries: u8,
     deadline: Option<Instant>,
     last_heard: Instant,
@@ -173,63 +249,17 @@ pub struct Transfer<'a, S> {
     options: Options,
     control: Option<Control>,
     error_out: Option<(ErrorCode, &'static str)>,
-    strays: Deque<SocketAddr, 1>,
+    /// A stranger owed an ERROR 5 (one at a time; more are dropped).
+    stray: Option<SocketAddr>,
     negotiated_pending: bool,
     progress_reported: u64,
     outcome: Option<Outcome>,
     outcome_reported: bool,
     stats: Stats,
+    role: PhantomData<R>,
 }
 
 impl<'a, S: Storage> Transfer<'a, S> {
-    fn new(
-        now: Instant,
-        peer: SocketAddr,
-        sending: bool,
-        netascii: bool,
-        mut storage: S,
-        config: Config,
-    ) -> Self {
-        let size = if sending { storage.size() } else { None };
-        Transfer {
-            storage,
-            peer,
-            peer_locked: true,
-            sending,
-            phase: Phase::Data,
-            params: TransferParams::default(),
-            numbering: Numbering::new(None),
-            rto: Rto::new(),
-            config,
-            retries: 0,
-            deadline: None,
-            last_heard: now,
-            data: DataPath::new(netascii, sending),
-            send: SendState {
-                size,
-                ..SendState::default()
-            },
-            recv: RecvState::default(),
-            request: None,
-            options: Options::NONE,
-            control: None,
-            error_out: None,
-            strays: Deque::new(),
-            negotiated_pending: false,
-            progress_reported: 0,
-            outcome: None,
-            outcome_reported: false,
-            stats: Stats {
-                started: now,
-                bytes: 0,
-                retransmissions: 0,
-                timeouts: 0,
-                duplicate_acks: 0,
-                dropped: 0,
-            },
-        }
-    }
-
     /// Starts a client transfer: the request goes to `server` (its well-known port) on the first
     /// [`poll_transmit`](Self::poll_transmit); the answer's source port becomes the server's TID.
     ///
@@ -239,57 +269,10 @@ impl<'a, S: Storage> Transfer<'a, S> {
         now: Instant,
         server: SocketAddr,
         request: ClientRequest<'a>,
-        mut storage: S,
+        storage: S,
         config: Config,
     ) -> Result<Self, EncodeError> {
-        let sending = request.kind == RequestKind::Write;
-        let mut options = request.options;
-        if options.tsize.is_some() {
-            options.tsize = if sending && request.mode == TransferMode::Octet {
-                storage.size()
-            } else if sending {
-                None
-            } else {
-                Some(0)
-            };
-        }
-        let mut t = Self::new(
-            now,
-            server,
-            sending,
-            request.mode == TransferMode::Netascii,
-            storage,
-            config,
-        );
-        t.peer_locked = false;
-        t.phase = Phase::Requesting;
-        t.options = options;
-        t.request = Some(PendingRequest {
-            kind: request.kind,
-            filename: request.filename,
-            mode: request.mode,
-        });
-        t.control = Some(Control::Request);
-        let mut probe = [0u8; crate::wire::MAX_REQUEST_LEN];
-        t.encode_control(Control::Request, &mut probe).map_err(|_| {
-            let mode = if request.mode == TransferMode::Netascii {
-                Mode::Netascii
-            } else {
-                Mode::Octet
-            };
-            encode_request(
-                &mut [0u8; 0],
-                request.kind,
-                request.filename,
-                mode,
-                &options,
-                OptionList::EMPTY,
-            )
-            .err()
-            .unwrap_or(EncodeError::BufferTooSmall { needed: 0 })
-        })?;
-        t.arm(now);
-        Ok(t)
+        Self::start_client(now, server, request, storage, config)
     }
 
     /// Starts a server transfer answering `request` from `peer`, with the file in `storage`.
@@ -359,6 +342,157 @@ impl<'a, S: Storage> Transfer<'a, S> {
         }
         t
     }
+}
+
+impl<'a, S: Storage> Transfer<'a, S, ReadClient> {
+    /// Starts a client download of `filename`, as [`Transfer::client`] does for a
+    /// [`RequestKind::Read`] request, in a transfer typed to run nothing else: a build that
+    /// makes no other transfer leaves out the code for sending data and for serving.
+    pub fn read_client(
+        now: Instant,
+        server: SocketAddr,
+        filename: &'a [u8],
+        mode: TransferMode,
+        options: Options,
+        storage: S,
+        config: Config,
+    ) -> Result<Self, EncodeError> {
+        let request = ClientRequest {
+            kind: RequestKind::Read,
+            filename,
+            mode,
+            options,
+        };
+        Self::start_client(now, server, request, storage, config)
+    }
+}
+
+impl<'a, S: Storage> Transfer<'a, S, OctetReadClient> {
+    /// Starts a client download of `filename` in octet mode, as [`Transfer::read_client`] does,
+    /// in a transfer typed to run nothing else: a build that makes no other transfer also
+    /// leaves out the netascii converter.
+    pub fn octet_read_client(
+        now: Instant,
+        server: SocketAddr,
+        filename: &'a [u8],
+        options: Options,
+        storage: S,
+        config: Config,
+    ) -> Result<Self, EncodeError> {
+        let request = ClientRequest {
+            kind: RequestKind::Read,
+            filename,
+            mode: TransferMode::Octet,
+            options,
+        };
+        Self::start_client(now, server, request, storage, config)
+    }
+}
+
+impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
+    fn new(
+        now: Instant,
+        peer: SocketAddr,
+        sending: bool,
+        netascii: bool,
+        mut storage: S,
+        config: Config,
+    ) -> Self {
+        let size = if sending { storage.size() } else { None };
+        Transfer {
+            storage,
+            peer,
+            peer_locked: true,
+            sending,
+            phase: Phase::Data,
+            params: TransferParams::default(),
+            numbering: Numbering::new(None),
+            rto: Rto::new(&config),
+            idle_us: duration_micros(config.idle_timeout),
+            dally_limit_us: duration_micros(config.max_dally).min(duration_micros(config.max_rto)),
+            max_retries: config.max_retries,
+            max_write_size: config.max_write_size,
+            retries: 0,
+            deadline: None,
+            last_heard: now,
+            data: DataPath::new(R::NETASCII && netascii, sending),
+            send: SendState {
+                size,
+                ..SendState::default()
+            },
+            recv: RecvState::default(),
+            request: None,
+            options: Options::NONE,
+            control: None,
+            error_out: None,
+            stray: None,
+            negotiated_pending: false,
+            progress_reported: 0,
+            outcome: None,
+            outcome_reported: false,
+            stats: Stats {
+                started: now,
+                bytes: 0,
+                retransmissions: 0,
+                timeouts: 0,
+                duplicate_acks: 0,
+                dropped: 0,
+            },
+            role: PhantomData,
+        }
+    }
+
+    fn start_client(
+        now: Instant,
+        server: SocketAddr,
+        request: ClientRequest<'a>,
+        mut storage: S,
+        config: Config,
+    ) -> Result<Self, EncodeError> {
+        let sending = request.kind == RequestKind::Write;
+        let mut options = request.options;
+        if options.tsize.is_some() {
+            options.tsize = if sending && request.mode == TransferMode::Octet {
+                storage.size()
+            } else if sending {
+                None
+            } else {
+                Some(0)
+            };
+        }
+        // Encoding into an empty buffer checks the request without writing it: a valid one only
+        // lacks room.
+        match encode_request(
+            &mut [],
+            request.kind,
+            request.filename,
+            request.mode.wire(),
+            &options,
+            OptionList::EMPTY,
+        ) {
+            Err(EncodeError::BufferTooSmall { .. }) | Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+        let mut t = Self::new(
+            now,
+            server,
+            sending,
+            request.mode == TransferMode::Netascii,
+            storage,
+            config,
+        );
+        t.peer_locked = false;
+        t.phase = Phase::Requesting;
+        t.options = options;
+        t.request = Some(PendingRequest {
+            kind: request.kind,
+            filename: request.filename,
+            mode: request.mode,
+        });
+        t.control = Some(Control::Request);
+        t.arm(now);
+        Ok(t)
+    }
 
     // ---- inputs ---------------------------------------------------------------------------
 
@@ -380,12 +514,15 @@ impl<'a, S: Storage> Transfer<'a, S> {
             // A stranger gets ERROR 5, unless it sent an ERROR itself: errors are never answered,
             // and answering them could bounce ERROR 5 between two endpoints forever.
             let is_error = datagram.get(..2) == Some(&[0, 5]);
-            if is_error || self.strays.push_back(from).is_err() {
+            if is_error || self.stray.is_some() {
                 self.stats.dropped += 1;
+            } else {
+                self.stray = Some(from);
             }
             return;
         }
-        let Ok(packet) = Packet::parse(datagram) else {
+        // Requests are dropped like malformed datagrams: a running transfer never accepts one.
+        let Some(packet) = Packet::parse_in_transfer(datagram) else {
             self.stats.dropped += 1;
             return;
         };
@@ -397,6 +534,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
             Packet::Oack { options } => self.on_oack(now, options),
             Packet::Ack { block } => self.on_ack(now, block),
             Packet::Data { block, payload } => self.on_data(now, block, payload),
+            // Never: `parse_in_transfer` drops requests.
             Packet::Rrq(_) | Packet::Wrq(_) => false,
         };
         if accepted {
@@ -416,7 +554,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
         if self.phase == Phase::Done {
             return;
         }
-        if now >= self.last_heard + self.config.idle_timeout {
+        if now >= self.idle_deadline() {
             self.fail(TransferError::Idle, Some((ErrorCode::NotDefined, "Idle timeout")));
             return;
         }
@@ -430,7 +568,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
             return;
         }
         self.stats.timeouts += 1;
-        if self.retries >= self.config.max_retries {
+        if self.retries >= self.max_retries {
             self.fail(
                 TransferError::TimedOut,
                 Some((ErrorCode::NotDefined, "Timed out")),
@@ -440,17 +578,17 @@ impl<'a, S: Storage> Transfer<'a, S> {
         self.retries += 1;
         self.rto.back_off();
         self.send.probe = None;
-        if self.sending && self.phase == Phase::Data {
+        if self.sends() && self.phase == Phase::Data {
             // Go back to the first unacknowledged block; the window restarts there.
             self.send.next = self.send.acked + 1;
             self.send.window_end = self.send.acked + u64::from(self.params.windowsize);
         } else {
+            // A server resends its OACK until the client's first answer (ACK 0 or DATA 1).
+            let oack_unanswered =
+                self.phase == Phase::OackSent || (self.recv.received == 0 && !self.options.is_empty());
             self.control = Some(match self.phase {
                 Phase::Requesting => Control::Request,
-                Phase::OackSent => Control::Oack,
-                _ if self.recv.received == 0 && !self.options.is_empty() && self.request.is_none() => {
-                    Control::Oack
-                }
+                _ if self.serves() && oack_unanswered => Control::Oack,
                 _ => Control::Ack,
             });
             self.stats.retransmissions += 1;
@@ -474,7 +612,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
     /// any request, OACK or ERROR); [`Transfer::max_datagram_len`] tells. A buffer too small for a
     /// DATA packet fails the transfer with [`TransferError::BufferTooSmall`].
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        if let Some(to) = self.strays.pop_front() {
+        if let Some(to) = self.stray.take() {
             let len = encode_error_lossy(buf, ErrorCode::UnknownTid, b"Unknown transfer ID").ok()?;
             return Some(Transmit { destination: to, len });
         }
@@ -494,7 +632,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
                 }
             }
         }
-        if self.sending && self.phase == Phase::Data {
+        if self.sends() && self.phase == Phase::Data {
             return self.transmit_data(now, buf);
         }
         None
@@ -507,7 +645,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
         if self.phase == Phase::Done {
             return None;
         }
-        let idle = self.last_heard + self.config.idle_timeout;
+        let idle = self.idle_deadline();
         let mut at = self.deadline.map_or(idle, |d| d.min(idle));
         if let Some(resume) = self.send.pace.resume_at().filter(|_| self.window_open()) {
             at = at.min(resume);
@@ -518,7 +656,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
     /// Whether a sender has a block of its current window still to send.
     fn window_open(&self) -> bool {
         let i = self.send.next;
-        self.sending
+        self.sends()
             && self.phase == Phase::Data
             && i <= self.send.window_end
             && self.send.last.is_none_or(|(l, _)| i <= l)
@@ -554,7 +692,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
     pub fn is_finished(&self) -> bool {
         self.phase == Phase::Done
             && self.error_out.is_none()
-            && self.strays.is_empty()
+            && self.stray.is_none()
             && self.control.is_none()
     }
 
@@ -613,6 +751,16 @@ impl<'a, S: Storage> Transfer<'a, S> {
 
     // ---- internals ------------------------------------------------------------------------
 
+    /// Whether this transfer sends data; always false when the role rules it out.
+    fn sends(&self) -> bool {
+        R::SENDS && self.sending
+    }
+
+    /// Whether this is a server's transfer; always false when the role rules it out.
+    fn serves(&self) -> bool {
+        R::SERVES && self.request.is_none()
+    }
+
     fn to_peer(&self, len: usize) -> Transmit {
         Transmit {
             destination: self.peer,
@@ -621,7 +769,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
     }
 
     fn bytes(&self) -> u64 {
-        if self.sending {
+        if self.sends() {
             let bs = u64::from(self.params.blksize);
             match self.send.last {
                 Some((l, len)) if self.send.acked >= l => (l - 1) * bs + len as u64,
@@ -640,9 +788,14 @@ impl<'a, S: Storage> Transfer<'a, S> {
         }
     }
 
+    /// When the transfer gives up if nothing more is heard from the peer.
+    fn idle_deadline(&self) -> Instant {
+        self.last_heard.add_micros(self.idle_us)
+    }
+
     /// (Re)arms the retransmission timer from `now`.
     fn arm(&mut self, now: Instant) {
-        self.deadline = Some(now.add_micros(self.rto.current_micros(&self.config)));
+        self.deadline = Some(now.add_micros(self.rto.current_micros()));
     }
 
     fn progress(&mut self) {
@@ -667,9 +820,9 @@ impl<'a, S: Storage> Transfer<'a, S> {
     fn on_peer_error(&mut self, code: ErrorCode, message: &[u8]) {
         // A client answering our OACK with ERROR 8 (UEFI's size probe) ends the session quietly.
         let declined = code == ErrorCode::OptionNegotiation
-            && self.request.is_none()
+            && self.serves()
             && !self.options.is_empty()
-            && (self.phase == Phase::OackSent || (!self.sending && self.recv.received == 0));
+            && (self.phase == Phase::OackSent || (!self.sends() && self.recv.received == 0));
         if declined {
             self.finish(Outcome::Declined);
             self.phase = Phase::Done;
@@ -693,7 +846,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
                 self.negotiated_pending = true;
                 self.progress();
                 self.phase = Phase::Data;
-                if self.sending {
+                if self.sends() {
                     self.start_window(now);
                 } else {
                     self.control = Some(Control::Ack);
@@ -709,7 +862,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
     }
 
     fn on_ack(&mut self, now: Instant, block: u16) -> bool {
-        if !self.sending {
+        if !self.sends() {
             return false;
         }
         match self.phase {
@@ -768,7 +921,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
                     // A gap: the receiver has everything up to j; the window restarts after it.
                     self.stats.retransmissions += self.send.next - 1 - j;
                 }
-                let max_wait = self.rto.current_micros(&self.config);
+                let max_wait = self.rto.current_micros();
                 self.send.pace.on_ack(
                     now,
                     j - before,
@@ -861,7 +1014,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
     }
 
     fn on_data(&mut self, now: Instant, block: u16, payload: &[u8]) -> bool {
-        if self.sending {
+        if self.sends() {
             return false;
         }
         match self.phase {
@@ -928,8 +1081,12 @@ impl<'a, S: Storage> Transfer<'a, S> {
     /// backoff); at most `max_dally`, as every client that waits for the end of a download
     /// waits this long.
     fn dally_end(&self, now: Instant) -> Instant {
-        let limit = duration_micros(self.config.max_rto).min(duration_micros(self.config.max_dally));
-        now.add_micros(self.rto.current_micros(&self.config).saturating_mul(2).min(limit))
+        now.add_micros(
+            self.rto
+                .current_micros()
+                .saturating_mul(2)
+                .min(self.dally_limit_us),
+        )
     }
 
     fn accept_block(&mut self, now: Instant, payload: &[u8]) {
@@ -943,7 +1100,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
             return;
         }
         let total = self.recv.bytes + payload.len() as u64;
-        if self.config.max_write_size.is_some_and(|max| total > max) {
+        if self.max_write_size.is_some_and(|max| total > max) {
             self.fail(
                 TransferError::TooLarge,
                 Some((ErrorCode::DiskFull, "File too large")),
@@ -952,12 +1109,12 @@ impl<'a, S: Storage> Transfer<'a, S> {
         }
         let written = self
             .data
-            .write_block(&mut self.storage, &mut self.recv.written, payload);
+            .write_block::<R, _>(&mut self.storage, &mut self.recv.written, payload);
         let last = payload.len() < bs;
         let done = match written {
             Ok(()) if last => self
                 .data
-                .finish_write(&mut self.storage, &mut self.recv.written)
+                .finish_write::<R, _>(&mut self.storage, &mut self.recv.written)
                 .and_then(|()| self.storage.finish()),
             other => other,
         };
@@ -996,14 +1153,21 @@ impl<'a, S: Storage> Transfer<'a, S> {
         match control {
             Control::Request => {
                 let r = self.request.ok_or(0usize)?;
-                let mode = match r.mode {
-                    TransferMode::Octet => Mode::Octet,
-                    TransferMode::Netascii => Mode::Netascii,
-                };
-                encode_request(buf, r.kind, r.filename, mode, &self.options, OptionList::EMPTY)
-                    .map_err(needed)
+                encode_request(
+                    buf,
+                    r.kind,
+                    r.filename,
+                    r.mode.wire(),
+                    &self.options,
+                    OptionList::EMPTY,
+                )
+                .map_err(needed)
             }
-            Control::Oack => encode_oack(buf, &self.options, OptionList::EMPTY).map_err(needed),
+            Control::Oack if self.serves() => {
+                encode_oack(buf, &self.options, OptionList::EMPTY).map_err(needed)
+            }
+            // Only a server queues an OACK.
+            Control::Oack => Err(0),
             Control::Ack => {
                 self.recv.since_ack = 0;
                 encode_ack(buf, self.numbering.wire(self.recv.received)).map_err(needed)
