@@ -141,7 +141,7 @@ mod tests {
 
 /// Receives into a file through a write buffer: blocks arrive strictly in order, so they are
 /// gathered and written `capacity` bytes at a time (one `pwrite` per many blocks instead of one
-/// per block). [`Storage::finish`] writes the rest and syncs, before the final ACK goes out.
+/// per block); blocks larger than a quarter of `capacity` are written directly. [`Storage::finish`] writes the rest and syncs, before the final ACK goes out.
 #[derive(Debug)]
 pub struct BufferedFile {
     file: std::fs::File,
@@ -180,7 +180,10 @@ impl Storage for BufferedFile {
         if self.buf.len() + data.len() > self.capacity {
             self.flush_buf()?;
         }
-        if data.len() >= self.capacity {
+        // Large blocks are written straight from the datagram: gathering them would only add
+        // a copy, the write is already large.
+        if data.len() * 4 > self.capacity {
+            self.flush_buf()?;
             self.file.write_at(offset, data)?;
             self.base += data.len() as u64;
         } else {
