@@ -300,3 +300,112 @@ mod sys {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::{Transport, UdpTransport};
+    use std::time::Duration;
+
+    fn datagram(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|j| (i * 31 + j * 7) as u8).collect()
+    }
+
+    /// Sends datagrams of `lens` through a batch (with segmentation allowed or not) and
+    /// receives them on a plain socket and on a `UdpTransport` (coalesced receives on).
+    fn round_trip(lens: &[usize], gso_allowed: bool) {
+        let sender = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let plain = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut transport = UdpTransport::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        let mut batch = SendBatch::new();
+        for to in [
+            plain.local_addr().unwrap(),
+            transport.socket().local_addr().unwrap(),
+        ] {
+            for (i, &len) in lens.iter().enumerate() {
+                assert!(batch.has_room());
+                batch.slot()[..len].copy_from_slice(&datagram(i, len));
+                batch.push(len);
+            }
+            let mut gso = gso_allowed;
+            batch.send(&sender, to, &mut gso).unwrap();
+        }
+        let mut buf = vec![0u8; 65536];
+        for (i, &len) in lens.iter().enumerate() {
+            let (n, _) = plain.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &datagram(i, len)[..], "datagram {i} (plain)");
+        }
+        for (i, &len) in lens.iter().enumerate() {
+            let (n, _) = transport
+                .recv_from(&mut buf, Some(Duration::from_secs(5)))
+                .unwrap()
+                .expect("a datagram");
+            assert_eq!(&buf[..n], &datagram(i, len)[..], "datagram {i} (transport)");
+        }
+        // Nothing more: every datagram went exactly once.
+        assert!(transport
+            .recv_from(&mut buf, Some(Duration::from_millis(50)))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_window_arrives_datagram_by_datagram() {
+        for gso in [true, false] {
+            round_trip(&[1472; 16], gso);
+            round_trip(&[1472, 1472, 1472, 300], gso);
+            // Not segmentable as one run: a longer one after a shorter one.
+            round_trip(&[516, 516, 100, 516, 516], gso);
+            round_trip(&[65468, 65468, 20], gso);
+            round_trip(&[4], gso);
+        }
+    }
+
+    #[test]
+    fn a_run_to_another_peer_keeps_its_first_datagram() {
+        let sender = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        }
+        let mut batch = SendBatch::new();
+        for i in 0..3 {
+            batch.slot()[..600].copy_from_slice(&datagram(i, 600));
+            batch.push(600);
+        }
+        // The third belongs to `b`'s run.
+        let mut gso = true;
+        batch
+            .send_all_but_last(&sender, a.local_addr().unwrap(), &mut gso)
+            .unwrap();
+        batch.send(&sender, b.local_addr().unwrap(), &mut gso).unwrap();
+        let mut buf = [0u8; 1000];
+        for i in 0..2 {
+            let (n, _) = a.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &datagram(i, 600)[..]);
+        }
+        let (n, _) = b.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &datagram(2, 600)[..]);
+    }
+
+    #[test]
+    fn batches_hold_a_bounded_run() {
+        let mut batch = SendBatch::new();
+        let mut n = 0;
+        while batch.has_room() {
+            batch.slot();
+            batch.push(65468);
+            n += 1;
+        }
+        assert!((4..=MAX_BATCH).contains(&n), "{n} large datagrams");
+        batch.clear();
+        n = 0;
+        while batch.has_room() {
+            batch.push(516);
+            n += 1;
+        }
+        assert_eq!(n, MAX_BATCH);
+    }
+}

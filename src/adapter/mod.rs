@@ -114,24 +114,88 @@ impl Transport for UdpSocket {
 /// is at most a quarter longer than the wanted one (a retransmission timer may fire that much
 /// late) and at least half of it (a wait ending early just returns `Ok(None)` and the engine's
 /// timer is not due yet).
+///
+/// On Linux it also turns on UDP receive offload (`UDP_GRO`): a window a peer sent with
+/// segmentation offload (as this crate's server does) arrives in one system call, and is handed
+/// out one datagram per [`recv_from`](Transport::recv_from) as before.
 #[derive(Debug)]
 pub struct UdpTransport {
     socket: UdpSocket,
     timeout: Option<Duration>,
+    /// Whether coalesced receives are on.
+    gro: bool,
+    /// The rest of a coalesced receive: datagrams of `segment` bytes (the last maybe shorter)
+    /// from `pending_from`, handed out from `pending_at`.
+    pending: Vec<u8>,
+    pending_at: usize,
+    segment: usize,
+    pending_from: Option<SocketAddr>,
 }
 
 impl UdpTransport {
     /// Wraps a bound socket (blocking mode).
     pub fn new(socket: UdpSocket) -> Self {
+        let gro = gro::enable(&socket);
         UdpTransport {
             socket,
             timeout: None,
+            gro,
+            pending: Vec::new(),
+            pending_at: 0,
+            segment: 0,
+            pending_from: None,
         }
     }
 
     /// The socket.
     pub fn socket(&self) -> &UdpSocket {
         &self.socket
+    }
+
+    /// The next datagram of a coalesced receive, if any is left.
+    fn next_pending(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let from = self.pending_from?;
+        let rest = &self.pending[self.pending_at..];
+        let n = self.segment.min(rest.len());
+        let copied = n.min(buf.len());
+        buf[..copied].copy_from_slice(&rest[..copied]);
+        self.pending_at += n;
+        if self.pending_at >= self.pending.len() {
+            self.pending_from = None;
+        }
+        Some((copied, from))
+    }
+
+    /// One receive; a coalesced one keeps all but its first datagram for later calls.
+    fn recv_one(&mut self, buf: &mut [u8]) -> stdio::Result<(usize, SocketAddr)> {
+        if !self.gro {
+            return self.socket.recv_from(buf);
+        }
+        if buf.len() < RECV_BUFFER {
+            // Too small for a coalesced receive: receive into our own buffer, hand out the first.
+            let mut own = core::mem::take(&mut self.pending);
+            own.resize(RECV_BUFFER, 0);
+            let r = gro::recv(&self.socket, &mut own);
+            self.pending = own;
+            let (n, from, segment) = r?;
+            self.pending.truncate(n);
+            self.pending_at = 0;
+            self.segment = segment.unwrap_or(n).max(1);
+            self.pending_from = Some(from);
+            return Ok(self.next_pending(buf).unwrap_or((0, from)));
+        }
+        let (n, from, segment) = gro::recv(&self.socket, buf)?;
+        match segment {
+            Some(size) if size > 0 && size < n => {
+                self.pending.clear();
+                self.pending.extend_from_slice(&buf[size..n]);
+                self.pending_at = 0;
+                self.segment = size;
+                self.pending_from = Some(from);
+                Ok((size, from))
+            }
+            _ => Ok((n, from)),
+        }
     }
 }
 
@@ -145,6 +209,9 @@ impl Transport for UdpTransport {
         buf: &mut [u8],
         timeout: Option<Duration>,
     ) -> stdio::Result<Option<(usize, SocketAddr)>> {
+        if let Some(next) = self.next_pending(buf) {
+            return Ok(Some(next));
+        }
         // A zero timeout means "block forever" to set_read_timeout: use the smallest real one.
         let want = timeout.map(|t| t.max(Duration::from_micros(1)));
         let keep = match (self.timeout, want) {
@@ -157,7 +224,7 @@ impl Transport for UdpTransport {
             self.timeout = want;
         }
         loop {
-            match self.socket.recv_from(buf) {
+            match self.recv_one(buf) {
                 Ok((n, from)) => return Ok(Some((n, from))),
                 Err(e)
                     if matches!(
@@ -173,6 +240,70 @@ impl Transport for UdpTransport {
             }
         }
     }
+}
+
+/// UDP receive offload (Linux 5.0+): the kernel may deliver several datagrams of one size from
+/// one sender in one receive, with the size in a control message.
+#[cfg(target_os = "linux")]
+mod gro {
+    use std::io;
+    use std::net::{SocketAddr, UdpSocket};
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage};
+
+    /// Turns coalesced receives on, if the kernel has them.
+    pub fn enable(socket: &UdpSocket) -> bool {
+        setsockopt(socket, sockopt::UdpGroSegment, &true).is_ok()
+    }
+
+    /// Receives into `buf`: the bytes, the source, and the datagram size when several
+    /// datagrams were coalesced.
+    pub fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<usize>)> {
+        let mut iov = [io::IoSliceMut::new(buf)];
+        let mut cmsg = nix::cmsg_space!(i32);
+        let msg =
+            recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+                .map_err(io::Error::from)?;
+        let from = msg
+            .address
+            .as_ref()
+            .and_then(super::std_addr)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without source"))?;
+        let mut segment = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::UdpGroSegments(size) = c {
+                    segment = usize::try_from(size).ok();
+                }
+            }
+        }
+        Ok((msg.bytes, from, segment))
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod gro {
+    use std::io;
+    use std::net::{SocketAddr, UdpSocket};
+
+    pub fn enable(_: &UdpSocket) -> bool {
+        false
+    }
+
+    pub fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<usize>)> {
+        socket.recv_from(buf).map(|(n, from)| (n, from, None))
+    }
+}
+
+/// A socket address from the kernel's form.
+pub(crate) fn std_addr(a: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+    a.as_sockaddr_in()
+        .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+        .or_else(|| {
+            a.as_sockaddr_in6()
+                .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+        })
 }
 
 /// Errors a UDP socket reports for earlier datagrams (ICMP) or momentary pressure.

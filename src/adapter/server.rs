@@ -567,14 +567,8 @@ fn recv_pktinfo(
         .map_err(io::Error::from)?;
     let from = msg
         .address
-        .and_then(|a| {
-            a.as_sockaddr_in()
-                .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
-                .or_else(|| {
-                    a.as_sockaddr_in6()
-                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
-                })
-        })
+        .as_ref()
+        .and_then(super::std_addr)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without source"))?;
     let mut local = listen;
     if let Ok(cmsgs) = msg.cmsgs() {

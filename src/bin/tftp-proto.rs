@@ -106,6 +106,12 @@ struct TransferArgs {
     /// Retransmissions without progress before giving up.
     #[arg(long, value_name = "N", default_value_t = 6)]
     retries: u8,
+    /// After a download's final ACK, keep answering a repeated final DATA (our ACK was lost)
+    /// for up to this long, in milliseconds (two retransmission intervals at most). 0 exits at
+    /// once, as tftp-hpa, atftp, busybox and curl do: the file is complete either way, only the
+    /// server may log a failure.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    dally: u64,
     /// Ask for (get) or announce (put) the transfer size.
     #[arg(long)]
     tsize: bool,
@@ -317,6 +323,7 @@ fn transfer(a: TransferArgs, get: bool) -> Result<(), String> {
     };
     let mut config = Config {
         max_retries: a.retries,
+        max_dally: Duration::from_millis(a.dally),
         ..Config::default()
     };
     if let Some(t) = a.timeout {
