@@ -265,11 +265,7 @@ mod gro {
         let msg =
             recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
                 .map_err(io::Error::from)?;
-        let from = msg
-            .address
-            .as_ref()
-            .and_then(super::std_addr)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without source"))?;
+        let from = super::source_of(msg.address.as_ref())?;
         let mut segment = None;
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
@@ -296,14 +292,17 @@ mod gro {
     }
 }
 
-/// A socket address from the kernel's form.
-pub(crate) fn std_addr(a: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
-    a.as_sockaddr_in()
-        .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
-        .or_else(|| {
-            a.as_sockaddr_in6()
-                .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
-        })
+/// A received datagram's source address, from the kernel's form.
+pub(crate) fn source_of(a: Option<&nix::sys::socket::SockaddrStorage>) -> stdio::Result<SocketAddr> {
+    a.and_then(|a| {
+        a.as_sockaddr_in()
+            .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+            .or_else(|| {
+                a.as_sockaddr_in6()
+                    .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+            })
+    })
+    .ok_or_else(|| stdio::Error::new(stdio::ErrorKind::InvalidData, "datagram without source"))
 }
 
 /// Errors a UDP socket reports for earlier datagrams (ICMP) or momentary pressure.

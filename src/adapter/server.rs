@@ -565,11 +565,7 @@ fn recv_pktinfo(
     let mut cmsg = nix::cmsg_space!(nix::libc::in6_pktinfo);
     let msg = recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
         .map_err(io::Error::from)?;
-    let from = msg
-        .address
-        .as_ref()
-        .and_then(super::std_addr)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without source"))?;
+    let from = super::source_of(msg.address.as_ref())?;
     let mut local = listen;
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {
