@@ -389,14 +389,60 @@ impl std::fmt::Display for DriveError {
 
 impl std::error::Error for DriveError {}
 
-/// Sets a socket's receive and send buffers to at least `bytes` (best effort; the kernel may cap).
+/// Sets a socket's receive and send buffers to at least `bytes` (best effort). The kernel caps
+/// the request at `net.core.rmem_max` / `wmem_max`; a process allowed to (Linux, `CAP_NET_ADMIN`,
+/// e.g. a server running as root) goes past the cap, so a large window fits whatever the sysctl.
 pub fn size_buffers(socket: &UdpSocket, bytes: usize) {
     let s = socket2::SockRef::from(socket);
     let bytes = bytes.min(64 << 20);
     if s.recv_buffer_size().is_ok_and(|cur| cur < bytes) {
         let _ = s.set_recv_buffer_size(bytes);
+        #[cfg(target_os = "linux")]
+        if s.recv_buffer_size().is_ok_and(|cur| cur < bytes) {
+            let v = bytes.min(i32::MAX as usize / 2);
+            let _ = nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::RcvBufForce, &v);
+        }
     }
     if s.send_buffer_size().is_ok_and(|cur| cur < bytes) {
         let _ = s.set_send_buffer_size(bytes);
+        #[cfg(target_os = "linux")]
+        if s.send_buffer_size().is_ok_and(|cur| cur < bytes) {
+            let v = bytes.min(i32::MAX as usize / 2);
+            let _ = nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::SndBufForce, &v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod buffer_tests {
+    use super::*;
+
+    fn proc_number(path: &str) -> Option<usize> {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+
+    fn is_root() -> bool {
+        std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2))
+                == Some("0")
+        })
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn buffers_reach_the_window_size() {
+        let want = 16 << 20;
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        size_buffers(&socket, want);
+        let s = socket2::SockRef::from(&socket);
+        let (rcv, snd) = (s.recv_buffer_size().unwrap(), s.send_buffer_size().unwrap());
+        if is_root() {
+            // Past any sysctl cap (the kernel doubles the value it is given).
+            assert!(rcv >= want && snd >= want, "{rcv} / {snd}");
+        } else if let Some(cap) = proc_number("/proc/sys/net/core/rmem_max") {
+            assert!(rcv >= cap.min(want), "{rcv} below the cap {cap}");
+        }
     }
 }
