@@ -1412,9 +1412,48 @@ fn one_duplicated_data_does_not_misalign_later_windows() {
 }
 
 #[test]
-fn lost_ack_at_window_end_is_answered_once() {
-    // The sender times out and resends the whole window; the receiver, which has it all,
-    // answers the repeated window with one ACK, not one per block.
+fn lost_ack_at_window_end_costs_one_probe() {
+    // A window's ACK is lost. Once the sender knows how soon ACKs follow a window (after the
+    // first one), its tail-loss probe resends the window's last block alone, well before a
+    // retransmission timeout, and the receiver, which has the whole window, acknowledges it
+    // again.
+    let f = file(40 * 512 + 1);
+    let mut first = true;
+    let mut sim = read_pair(&f, &Setup::default().options(opts(None, Some(8))));
+    sim.set_hook(move |dir, p| {
+        if dir == Dir::ClientToServer && is_ack(p, 16) && std::mem::take(&mut first) {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    });
+    run(&mut sim);
+    assert_read_ok(&sim, &f);
+    let blocks: Vec<u16> = sim.server().data().iter().map(|d| d.0).take(18).collect();
+    assert_eq!(
+        blocks,
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 16, 17]
+    );
+    assert_eq!(sim.server().data().len(), 41 + 1, "one block sent twice");
+    assert_eq!(
+        sim.server().transfer.stats().timeouts,
+        0,
+        "no retransmission timeout"
+    );
+    // The lost one, the probe's answer, and maybe one from the receiver's own timer.
+    let acks = sim.client.acks();
+    assert!(
+        (2..=3).contains(&acks.iter().filter(|&&a| a == 16).count()),
+        "{acks:?}"
+    );
+    assert_eq!(acks.iter().filter(|&&a| a != 16).count(), 6, "{acks:?}");
+}
+
+#[test]
+fn lost_ack_at_the_first_window_end_is_answered_once() {
+    // The first window's ACK is lost (no probe yet: the sender has not seen a window's ACK
+    // delay): the sender times out and resends the whole window; the receiver, which has it
+    // all, answers the repeated window with one ACK, not one per block.
     let f = file(40 * 512 + 1);
     let mut first = true;
     let mut sim = read_pair(&f, &Setup::default().options(opts(None, Some(8))));

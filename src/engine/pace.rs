@@ -4,7 +4,8 @@
 //! A windowed sender that bursts a whole window into a receiver whose socket buffer holds less
 //! loses the rest of every window, and keeps doing so (RFC 7440 §4 asks senders to adapt).
 //! The receiver acknowledges the last block it has in order, so the ACK that reports a gap
-//! tells how many blocks of the window got through (`d`) and how long that took (`t`): the
+//! tells how many blocks of the window got through (`d`) and how long the receiver took for
+//! them (`t`, the window's round trip less the path's smallest): the
 //! receiver absorbs a block per `t / d`. From then on a token bucket spaces blocks that far
 //! apart, in bursts of at most half of `d`. A further loss halves the burst (a burst longer
 //! than the receiver's buffer loses blocks at any rate) or, once bursts are single blocks,
@@ -85,7 +86,8 @@ impl Pacer {
     }
 
     /// The window's ACK arrived at `now`: `delivered` of the `sent` blocks of the window got
-    /// through (fewer when the receiver saw a gap), out of a negotiated window of `windowsize`.
+    /// through (fewer when the receiver saw a gap), out of a negotiated window of `windowsize`,
+    /// on a path whose bare round trip is `base_rtt_us`.
     /// `max_wait_us` (a retransmission interval) bounds the time a measurement may count (a
     /// receiver that only answered on its own timer says nothing about its speed) and the time
     /// a paced window may take.
@@ -95,6 +97,7 @@ impl Pacer {
         delivered: u64,
         sent: u64,
         windowsize: u16,
+        base_rtt_us: u64,
         max_wait_us: u64,
     ) {
         let start = self.window_start.take();
@@ -114,7 +117,11 @@ impl Pacer {
             return;
         }
         let Some(start) = start else { return };
-        let took = now.micros_since(start).min(max_wait_us);
+        // The time the receiver spent on the blocks: the window's round trip less the path's.
+        let took = now
+            .micros_since(start)
+            .min(max_wait_us)
+            .saturating_sub(base_rtt_us);
         let delivered = u16::try_from(delivered).unwrap_or(u16::MAX).max(1);
         // A whole window never takes longer than `max_wait` to send.
         let per_block = (took / u64::from(delivered)).min(max_wait_us / u64::from(windowsize));
@@ -154,7 +161,7 @@ mod tests {
                 assert!(p.may_send(at(w * 1000 + b)));
                 p.on_send(at(w * 1000 + b), b == 0);
             }
-            p.on_ack(at(w * 1000 + 500), 16, 16, 16, 1_000_000);
+            p.on_ack(at(w * 1000 + 500), 16, 16, 16, 0, 1_000_000);
             assert!(!p.is_pacing());
             assert_eq!(p.resume_at(), None);
         }
@@ -167,7 +174,7 @@ mod tests {
             p.on_send(at(b), b == 0);
         }
         // Only 8 of 64 got through, in 800 µs: one block per 100 µs, bursts of 4.
-        p.on_ack(at(800), 8, 64, 64, 1_000_000);
+        p.on_ack(at(800), 8, 64, 64, 0, 1_000_000);
         assert!(p.is_pacing());
         for _ in 0..4 {
             assert!(p.may_send(at(800)));
@@ -189,7 +196,7 @@ mod tests {
         let mut windows = 0;
         while p.is_pacing() {
             p.on_send(at(20_000), true);
-            p.on_ack(at(20_100), 64, 64, 64, 1_000_000);
+            p.on_ack(at(20_100), 64, 64, 64, 0, 1_000_000);
             windows += 1;
             assert!(windows < 100, "the pace recovers");
         }
@@ -198,11 +205,26 @@ mod tests {
     }
 
     #[test]
+    fn a_long_path_alone_does_not_slow_the_pace() {
+        // A random loss on a 100 ms path: the window's round trip is the path's, the receiver
+        // took no time of its own, so blocks are spaced by the minimum.
+        let mut p = Pacer::default();
+        p.on_send(at(0), true);
+        p.on_ack(at(100_500), 4, 16, 16, 100_000, 1_000_000);
+        assert!(p.is_pacing());
+        for _ in 0..2 {
+            assert!(p.may_send(at(200_000)));
+            p.on_send(at(200_000), false);
+        }
+        assert_eq!(p.resume_at(), Some(at(200_125)));
+    }
+
+    #[test]
     fn measurements_are_bounded_and_windowsize_one_is_exempt() {
         let mut p = Pacer::default();
         p.on_send(at(0), true);
         // 10 s for one block: a window of 8 is spread over the 50 ms bound at most.
-        p.on_ack(at(10_000_000), 1, 8, 8, 50_000);
+        p.on_ack(at(10_000_000), 1, 8, 8, 0, 50_000);
         assert!(p.is_pacing());
         assert!(p.may_send(at(20_000_000)));
         p.on_send(at(20_000_000), true);
@@ -210,7 +232,7 @@ mod tests {
 
         let mut q = Pacer::default();
         q.on_send(at(0), true);
-        q.on_ack(at(100), 0, 1, 1, 50_000);
+        q.on_ack(at(100), 0, 1, 1, 0, 50_000);
         assert!(!q.is_pacing());
     }
 }

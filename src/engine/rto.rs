@@ -12,6 +12,8 @@ use crate::time::duration_micros;
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub(crate) struct Rto {
     srtt_us: u32,
+    /// The smallest sample: the path's round trip without queueing.
+    min_rtt_us: u32,
     rttvar_us: u32,
     has_sample: bool,
     backoff: u8,
@@ -28,6 +30,7 @@ impl Rto {
         let min_us = duration_micros(config.min_rto);
         Rto {
             srtt_us: 0,
+            min_rtt_us: u32::MAX,
             rttvar_us: 0,
             has_sample: false,
             backoff: 0,
@@ -43,9 +46,19 @@ impl Rto {
         self.fixed = Some(secs);
     }
 
+    /// The smallest round trip measured, in microseconds (0 before any).
+    pub(crate) fn min_rtt_micros(&self) -> u64 {
+        if self.has_sample {
+            u64::from(self.min_rtt_us)
+        } else {
+            0
+        }
+    }
+
     /// Records a round-trip sample from a packet that was not retransmitted (Karn's rule).
     pub(crate) fn sample(&mut self, rtt_micros: u64) {
         let r = u32::try_from(rtt_micros).unwrap_or(u32::MAX);
+        self.min_rtt_us = self.min_rtt_us.min(r);
         if self.has_sample {
             let diff = self.srtt_us.abs_diff(r);
             self.rttvar_us = self.rttvar_us - self.rttvar_us / 4 + diff / 4;

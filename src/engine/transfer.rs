@@ -123,6 +123,25 @@ struct SendState {
     probe: Option<(u64, Instant)>,
     /// Spreads windows out after losses.
     pace: Pacer,
+    /// The current window's tail-loss probe: armed when its last block left, spent once sent.
+    tail_probe: TailProbe,
+    /// When the current window's last block first left.
+    window_out: Option<Instant>,
+    /// Smoothed delay from a window's last block to its ACK, in microseconds (0: unknown).
+    tail_delay_us: u32,
+}
+
+/// The tail-loss probe of a window (see `Transfer::handle_timeout`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+enum TailProbe {
+    /// The window is not fully sent, or windows are single blocks.
+    #[default]
+    Idle,
+    /// The window's last block left; the deadline is the probe's.
+    Armed,
+    /// Sent: the deadline is the retransmission timeout again.
+    Spent,
 }
 
 /// Receiving side of the data path.
@@ -567,6 +586,20 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             self.deadline = None;
             return;
         }
+        if self.sends() && self.phase == Phase::Data && self.send.tail_probe == TailProbe::Armed {
+            // Tail-loss probe: the whole window left a while ago and no ACK came. If its last
+            // blocks were lost, the receiver saw no gap and waits for them; resending the last
+            // block shows it the gap (it acknowledges what it holds), well before a full
+            // retransmission timeout would restart the window. Not a retry: no backoff.
+            self.send.tail_probe = TailProbe::Spent;
+            self.send.next = self.send.next.saturating_sub(1).max(self.send.acked + 1);
+            self.send.probe = None;
+            if self.retries == 0 {
+                self.stats.retransmissions += 1;
+            }
+            self.arm(now);
+            return;
+        }
         self.stats.timeouts += 1;
         if self.retries >= self.max_retries {
             self.fail(
@@ -580,6 +613,8 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         self.send.probe = None;
         if self.sends() && self.phase == Phase::Data {
             // Go back to the first unacknowledged block; the window restarts there.
+            self.send.tail_probe = TailProbe::Idle;
+            self.send.window_out = None;
             self.send.next = self.send.acked + 1;
             self.send.window_end = self.send.acked + u64::from(self.params.windowsize);
         } else {
@@ -921,12 +956,24 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                     // A gap: the receiver has everything up to j; the window restarts after it.
                     self.stats.retransmissions += self.send.next - 1 - j;
                 }
+                if let (Some(out), TailProbe::Idle | TailProbe::Armed) =
+                    (self.send.window_out, self.send.tail_probe)
+                {
+                    if j + 1 == self.send.next {
+                        // A whole window acknowledged without a probe: how long its ACK took
+                        // after its last block (smoothed like a round trip).
+                        let d = u32::try_from(now.micros_since(out)).unwrap_or(u32::MAX).max(1);
+                        let t = self.send.tail_delay_us;
+                        self.send.tail_delay_us = if t == 0 { d } else { (t - t / 8 + d / 8).max(1) };
+                    }
+                }
                 let max_wait = self.rto.current_micros();
                 self.send.pace.on_ack(
                     now,
                     j - before,
                     self.send.next - 1 - before,
                     self.params.windowsize,
+                    self.rto.min_rtt_micros(),
                     max_wait,
                 );
                 self.start_window(now);
@@ -939,6 +986,8 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
     /// Opens a window right after the last acknowledged block.
     fn start_window(&mut self, now: Instant) {
         self.phase = Phase::Data;
+        self.send.tail_probe = TailProbe::Idle;
+        self.send.window_out = None;
         self.send.next = self.send.acked + 1;
         self.send.window_end = self.send.acked + u64::from(self.params.windowsize);
         self.arm(now);
@@ -1010,6 +1059,22 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         self.send.next = i + 1;
         self.send.pace.on_send(now, i == self.send.acked + 1);
         self.arm(now);
+        if self.params.windowsize > 1 && self.send.tail_probe == TailProbe::Idle && !self.window_open() {
+            if self.send.window_out.is_none() {
+                self.send.window_out = Some(now);
+            }
+            if self.send.tail_delay_us != 0 {
+                // The window is out: probe its tail if its ACK is later than twice the usual
+                // delay after a window's last block (at least a millisecond, at most the
+                // retransmission timeout).
+                let wait = u64::from(self.send.tail_delay_us)
+                    .saturating_mul(2)
+                    .max(1_000)
+                    .min(self.rto.current_micros());
+                self.deadline = Some(now.add_micros(wait));
+                self.send.tail_probe = TailProbe::Armed;
+            }
+        }
         Some(self.to_peer(DATA_HEADER_LEN + n))
     }
 
@@ -1066,6 +1131,10 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             self.control = Some(Control::Ack);
             self.rto.back_off();
             self.deadline = Some(self.dally_end(now));
+        } else if run_start && i == received && self.recv.since_ack == 0 {
+            // The block we last acknowledged, alone: the sender lost that ACK (or probes
+            // for it). Acknowledge it again; the window was not restarted.
+            self.control = Some(Control::Ack);
         } else if run_start {
             let held = u16::try_from(received - i + 1).unwrap_or(u16::MAX);
             self.recv.since_ack = self.recv.since_ack.max(held);

@@ -585,11 +585,14 @@ impl<'a, S: Storage> Side<'a, S> {
     /// The Sorcerer's Apprentice rule, and windows: a window (re)starts only on a new ACK, the
     /// handshake, a timer expiry or creation, right after the acknowledged block; it never runs
     /// past the window. A paced window continues where it paused (the block after the last one
-    /// sent), whatever woke the sender: that sends nothing twice.
+    /// sent), whatever woke the sender: that sends nothing twice. A timer may also resend the
+    /// last block sent, alone, as a tail-loss probe.
     fn audit_data(&mut self, block: u16, trigger: &Trigger, first: bool) {
         let acked = self.audit.acked;
         let index = unwrap_block(acked + 1, block, self.rollover_to_one());
         let continues = first && index == self.audit.last_sent + 1 && index > acked + 1;
+        // A timer may resend the last block sent alone (a tail-loss probe).
+        let tail_probe = first && *trigger == Trigger::Timeout && index == self.audit.last_sent;
         let allowed = continues
             || match trigger {
                 Trigger::Start | Trigger::Timeout => true,
@@ -600,7 +603,7 @@ impl<'a, S: Storage> Side<'a, S> {
                 "DATA {block} (index {index}) sent in answer to {trigger:?}: Sorcerer's Apprentice"
             ));
         }
-        if first && index != acked + 1 && !continues {
+        if first && index != acked + 1 && !continues && !tail_probe {
             self.violation(format!(
                 "DATA {block} (index {index}) does not restart right after the acknowledged block {acked}"
             ));
