@@ -807,6 +807,11 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         if self.outcome.is_none() {
             self.outcome = Some(Outcome::Failed(error));
         }
+        self.stop(send);
+    }
+
+    /// Ends the transfer (its outcome already set), queueing `send` for the peer.
+    fn stop(&mut self, send: Option<(ErrorCode, &'static str)>) {
         self.error_out = send;
         self.control = None;
         self.phase = Phase::Done;
@@ -829,7 +834,16 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             self.control = None;
             self.deadline = None;
         } else {
-            self.fail(TransferError::Peer(PeerError::new(code, message)), None);
+            if self.outcome.is_none() {
+                // Built in place: the message is copied once, straight into the outcome.
+                let e = self
+                    .outcome
+                    .insert(Outcome::Failed(TransferError::Peer(PeerError::new(code))));
+                if let Outcome::Failed(TransferError::Peer(e)) = e {
+                    e.set_message(message);
+                }
+            }
+            self.stop(None);
         }
     }
 
