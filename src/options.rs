@@ -509,34 +509,35 @@ fn exceeds(value: &[u8], max: u16) -> bool {
 }
 
 /// Number of decimal digits of `v`.
-pub(crate) fn decimal_len(v: u64) -> usize {
-    1 + POW10[1..].iter().filter(|&&p| v >= p).count()
-}
-
-/// Powers of ten up to 10^19: decimal output by subtraction, since 64-bit division is a
-/// library routine of about 1 KiB on small MCUs.
-const POW10: [u64; 20] = {
-    let mut t = [1u64; 20];
-    let mut i = 1;
-    while i < 20 {
-        t[i] = t[i - 1] * 10;
-        i += 1;
+pub(crate) fn decimal_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 10 {
+        v = div10(v).0;
+        n += 1;
     }
-    t
-};
+    n
+}
 
 /// Writes `v` in decimal at the start of `buf` (which must hold [`decimal_len`] bytes).
 pub(crate) fn write_decimal(mut v: u64, buf: &mut [u8]) -> usize {
     let len = decimal_len(v);
-    for (slot, &p) in buf[..len].iter_mut().zip(POW10[..len].iter().rev()) {
-        let mut digit = b'0';
-        while v >= p {
-            v -= p;
-            digit += 1;
-        }
-        *slot = digit;
+    for slot in buf[..len].iter_mut().rev() {
+        let (q, r) = div10(v);
+        *slot = b'0' + r;
+        v = q;
     }
     len
+}
+
+/// `(v / 10, v % 10)` with 32-bit divisions only (64-bit division is a library routine of
+/// about 1 KiB on small MCUs, and a table of powers of ten takes 160 bytes): the high word
+/// directly, then the low word as two 16-bit digits of a long division.
+fn div10(v: u64) -> (u64, u8) {
+    let (hi, lo) = ((v >> 32) as u32, v as u32);
+    let d1 = ((hi % 10) << 16) | (lo >> 16);
+    let d2 = ((d1 % 10) << 16) | (lo & 0xffff);
+    let q = (u64::from(hi / 10) << 32) | u64::from(((d1 / 10) << 16) | (d2 / 10));
+    (q, (d2 % 10) as u8)
 }
 
 #[cfg(test)]
