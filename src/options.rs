@@ -424,20 +424,25 @@ impl Options {
     /// error. Unknown options are skipped here; whether they were requested is the caller's check.
     pub fn parse_strict(list: &OptionList<'_>) -> Result<Options, OptionError> {
         let mut out = Options::NONE;
-        let mut seen = [false; 5];
         for raw in list.iter() {
-            let Some(name) = OptionName::from_name(raw.name) else {
-                continue;
-            };
-            if core::mem::replace(&mut seen[name as usize], true) {
-                return Err(OptionError {
-                    option: name,
-                    kind: OptionErrorKind::Duplicate,
-                });
+            if let Some(name) = OptionName::from_name(raw.name) {
+                out.set_strict(name, raw.value)?;
             }
-            out.set(name, name.decode_value(raw.value)?);
         }
         Ok(out)
+    }
+
+    /// Sets `name` from its wire `value` under the strict policy: a malformed or out-of-range
+    /// value, or a second occurrence, is an error.
+    pub(crate) fn set_strict(&mut self, name: OptionName, value: &[u8]) -> Result<(), OptionError> {
+        if self.has(name) {
+            return Err(OptionError {
+                option: name,
+                kind: OptionErrorKind::Duplicate,
+            });
+        }
+        self.set(name, name.decode_value(value)?);
+        Ok(())
     }
 
     /// Sets `name` to `v`, which [`OptionName::decode_value`] checked (so the casts are exact).

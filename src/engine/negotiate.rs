@@ -215,14 +215,21 @@ pub fn client_accept_oack(
     requested: &Options,
     oack: &OptionList<'_>,
 ) -> Result<TransferParams, OackError> {
+    // One pass: an option the client did not ask for is reported before any invalid value,
+    // wherever it stands in the list.
+    let mut got = Options::NONE;
+    let mut invalid = None;
     for raw in oack.iter() {
         match OptionName::from_name(raw.name) {
             None => return Err(OackError::Unrequested(None)),
             Some(n) if !requested.has(n) => return Err(OackError::Unrequested(Some(n))),
+            Some(n) if invalid.is_none() => invalid = got.set_strict(n, raw.value).err(),
             Some(_) => {}
         }
     }
-    let got = Options::parse_strict(oack).map_err(OackError::Invalid)?;
+    if let Some(e) = invalid {
+        return Err(OackError::Invalid(e));
+    }
     let mut params = TransferParams::default();
     if let Some(b) = got.blksize {
         if requested.blksize.is_some_and(|r| b > r) {
