@@ -102,10 +102,11 @@ enum Phase {
     Done,
 }
 
-/// Sending side of the data path.
+/// Sending side of the data path. Public only to name it in [`Role::SendSide`]; not reachable from
+/// outside the crate.
 #[derive(Debug, Clone, Copy, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-struct SendState {
+pub struct SendState {
     /// Highest block index acknowledged.
     acked: u64,
     /// Next block index to send.
@@ -157,7 +158,15 @@ enum Outcome {
 }
 
 mod sealed {
+    use super::SendState;
+
     pub trait Sealed {}
+
+    /// The sending side's storage in a transfer of a role: one [`SendState`] for the roles
+    /// that may send, none (no RAM) for the others.
+    pub trait SendSlot: Copy + core::fmt::Debug + Default + AsRef<[SendState]> + AsMut<[SendState]> {}
+    impl SendSlot for [SendState; 1] {}
+    impl SendSlot for [SendState; 0] {}
 }
 
 /// Which transfers a [`Transfer`] type can run, fixed at compile time.
@@ -176,6 +185,9 @@ pub trait Role: sealed::Sealed {
     const SERVES: bool;
     /// Whether a transfer of this type may use the netascii mode.
     const NETASCII: bool;
+    /// The storage of the sending side: none when [`Role::SENDS`] is false.
+    #[doc(hidden)]
+    type SendSide: sealed::SendSlot;
 }
 
 /// Every role and direction: the default [`Role`] of a [`Transfer`].
@@ -188,6 +200,7 @@ impl Role for AnyRole {
     const SENDS: bool = true;
     const SERVES: bool = true;
     const NETASCII: bool = true;
+    type SendSide = [SendState; 1];
 }
 
 /// A client download only (RRQ): the [`Role`] of a transfer made by
@@ -201,6 +214,7 @@ impl Role for ReadClient {
     const SENDS: bool = false;
     const SERVES: bool = false;
     const NETASCII: bool = true;
+    type SendSide = [SendState; 0];
 }
 
 /// A client download in octet mode only: the [`Role`] of a transfer made by
@@ -214,6 +228,7 @@ impl Role for OctetReadClient {
     const SENDS: bool = false;
     const SERVES: bool = false;
     const NETASCII: bool = false;
+    type SendSide = [SendState; 0];
 }
 
 /// One TFTP transfer (client or server, read or write) as a sans-IO state machine.
@@ -221,7 +236,7 @@ impl Role for OctetReadClient {
 /// See the [module documentation](super) for the driving loop. `R` says which transfers the
 /// type can run ([`Role`]); the default runs them all.
 #[derive(Debug)]
-pub struct Transfer<'a, S, R = AnyRole> {
+pub struct Transfer<'a, S, R: Role = AnyRole> {
     storage: S,
     peer: SocketAddr,
     /// Client before the first answer: the server's TID (port) is not known yet.
@@ -241,7 +256,8 @@ pub struct Transfer<'a, S, R = AnyRole> {
     deadline: Option<Instant>,
     last_heard: Instant,
     data: DataPath,
-    send: SendState,
+    /// The sending side, in roles that send: only ever used when [`Self::sends`].
+    send: R::SendSide,
     recv: RecvState,
     /// Client: the request to (re)send.
     request: Option<PendingRequest<'a>>,
@@ -395,11 +411,10 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         peer: SocketAddr,
         sending: bool,
         netascii: bool,
-        mut storage: S,
+        storage: S,
         config: Config,
     ) -> Self {
-        let size = if sending { storage.size() } else { None };
-        Transfer {
+        let mut t = Transfer {
             storage,
             peer,
             peer_locked: true,
@@ -416,10 +431,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             deadline: None,
             last_heard: now,
             data: DataPath::new(R::NETASCII && netascii, sending),
-            send: SendState {
-                size,
-                ..SendState::default()
-            },
+            send: R::SendSide::default(),
             recv: RecvState::default(),
             request: None,
             options: Options::NONE,
@@ -439,7 +451,12 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                 dropped: 0,
             },
             role: PhantomData,
+        };
+        if t.sends() {
+            let size = t.storage.size();
+            t.snd_mut().size = size;
         }
+        t
     }
 
     fn start_client(
@@ -578,11 +595,12 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         }
         self.retries += 1;
         self.rto.back_off();
-        self.send.probe = None;
+        if self.sends() {
+            self.snd_mut().probe = None;
+        }
         if self.sends() && self.phase == Phase::Data {
             // Go back to the first unacknowledged block; the window restarts there.
-            self.send.next = self.send.acked + 1;
-            self.send.window_end = self.send.acked + u64::from(self.params.windowsize);
+            self.restart_window();
         } else {
             // A server resends its OACK until the client's first answer (ACK 0 or DATA 1).
             let oack_unanswered =
@@ -648,7 +666,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         }
         let idle = self.idle_deadline();
         let mut at = self.deadline.map_or(idle, |d| d.min(idle));
-        if let Some(resume) = self.send.pace.resume_at().filter(|_| self.window_open()) {
+        if let Some(resume) = self.window_open().then(|| self.snd().pace.resume_at()).flatten() {
             at = at.min(resume);
         }
         Some(at)
@@ -656,11 +674,10 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
 
     /// Whether a sender has a block of its current window still to send.
     fn window_open(&self) -> bool {
-        let i = self.send.next;
-        self.sends()
-            && self.phase == Phase::Data
-            && i <= self.send.window_end
-            && self.send.last.is_none_or(|(l, _)| i <= l)
+        self.sends() && self.phase == Phase::Data && {
+            let s = self.snd();
+            s.next <= s.window_end && s.last.is_none_or(|(l, _)| s.next <= l)
+        }
     }
 
     /// The next event, if any. Events come in order: [`Event::Negotiated`], then
@@ -762,6 +779,16 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         R::SERVES && self.request.is_none()
     }
 
+    /// The sending side. Only for a transfer that [`sends`](Self::sends): other roles have none.
+    fn snd(&self) -> &SendState {
+        &self.send.as_ref()[0]
+    }
+
+    /// The sending side, mutably. Only for a transfer that [`sends`](Self::sends).
+    fn snd_mut(&mut self) -> &mut SendState {
+        &mut self.send.as_mut()[0]
+    }
+
     fn to_peer(&self, len: usize) -> Transmit {
         Transmit {
             destination: self.peer,
@@ -772,9 +799,10 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
     fn bytes(&self) -> u64 {
         if self.sends() {
             let bs = u64::from(self.params.blksize);
-            match self.send.last {
-                Some((l, len)) if self.send.acked >= l => (l - 1) * bs + len as u64,
-                _ => self.send.acked * bs,
+            let s = self.snd();
+            match s.last {
+                Some((l, len)) if s.acked >= l => (l - 1) * bs + len as u64,
+                _ => s.acked * bs,
             }
         } else {
             self.recv.bytes
@@ -907,44 +935,42 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                 true
             }
             Phase::Data => {
-                let Some(j) = self.numbering.resolve(self.send.acked, block) else {
+                let before = self.snd().acked;
+                let Some(j) = self.numbering.resolve(before, block) else {
                     return false;
                 };
-                if j <= self.send.acked {
+                if j <= before {
                     // Sorcerer's Apprentice: a duplicate ACK never triggers a resend.
                     self.stats.duplicate_acks += 1;
                     return true;
                 }
-                if j > self.send.sent_max {
+                if j > self.snd().sent_max {
                     return false;
                 }
-                if let Some((p, at)) = self.send.probe {
+                if let Some((p, at)) = self.snd().probe {
                     if p <= j {
                         self.rto.sample(now.micros_since(at));
-                        self.send.probe = None;
+                        self.snd_mut().probe = None;
                     }
                 }
-                let before = self.send.acked;
-                self.send.acked = j;
+                self.snd_mut().acked = j;
                 self.progress();
-                if self.send.last.is_some_and(|(l, _)| j >= l) {
+                if self.snd().last.is_some_and(|(l, _)| j >= l) {
                     self.finish(Outcome::Finished);
                     self.phase = Phase::Done;
                     self.deadline = None;
                     return true;
                 }
-                if j < self.send.next - 1 {
+                let sent = self.snd().next - 1;
+                if j < sent {
                     // A gap: the receiver has everything up to j; the window restarts after it.
-                    self.stats.retransmissions += self.send.next - 1 - j;
+                    self.stats.retransmissions += sent - j;
                 }
                 let max_wait = self.rto.current_micros();
-                self.send.pace.on_ack(
-                    now,
-                    j - before,
-                    self.send.next - 1 - before,
-                    self.params.windowsize,
-                    max_wait,
-                );
+                let windowsize = self.params.windowsize;
+                self.snd_mut()
+                    .pace
+                    .on_ack(now, j - before, sent - before, windowsize, max_wait);
                 self.start_window(now);
                 true
             }
@@ -955,16 +981,23 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
     /// Opens a window right after the last acknowledged block.
     fn start_window(&mut self, now: Instant) {
         self.phase = Phase::Data;
-        self.send.next = self.send.acked + 1;
-        self.send.window_end = self.send.acked + u64::from(self.params.windowsize);
+        self.restart_window();
         self.arm(now);
     }
 
+    /// Puts the window right after the last acknowledged block.
+    fn restart_window(&mut self) {
+        let windowsize = u64::from(self.params.windowsize);
+        let s = self.snd_mut();
+        s.next = s.acked + 1;
+        s.window_end = s.acked + windowsize;
+    }
+
     fn transmit_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        let i = self.send.next;
-        if !self.window_open() || !self.send.pace.may_send(now) {
+        if !self.window_open() || !self.snd_mut().pace.may_send(now) {
             return None;
         }
+        let i = self.snd().next;
         let bs = usize::from(self.params.blksize);
         let needed = DATA_HEADER_LEN + bs;
         if buf.len() < needed {
@@ -974,9 +1007,10 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         let wire = self.numbering.wire(i);
         let slot = data_payload_slot(&mut buf[..needed], wire).ok()?;
         let bs64 = bs as u64;
+        let acked = self.snd().acked;
         let read = self
             .data
-            .read_block(&mut self.storage, (i - 1) * bs64, self.send.acked * bs64, slot);
+            .read_block(&mut self.storage, (i - 1) * bs64, acked * bs64, slot);
         let n = match read {
             Ok(n) => n,
             Err(e) => {
@@ -988,7 +1022,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         // truncated or spliced: it must end exactly at its size, and nothing may lie past it.
         let end = self.data.file_offset((i - 1) * bs64 + n as u64);
         if self
-            .send
+            .snd()
             .size
             .is_some_and(|size| end > size || (n < bs && end != size))
         {
@@ -996,7 +1030,8 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             self.fail(TransferError::Storage(e), Some((e.error_code(), e.message())));
             return self.poll_transmit(now, buf);
         }
-        match self.send.last {
+        let (last, sent_max) = (self.snd().last, self.snd().sent_max);
+        match last {
             // A block that was read full before now reads short (the file shrank), or the final
             // block changed length: what the peer already has no longer matches the file.
             Some((l, len)) if (i < l && n != bs) || (i == l && n != len) => {
@@ -1004,27 +1039,30 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                 self.fail(TransferError::Storage(e), Some((e.error_code(), e.message())));
                 return self.poll_transmit(now, buf);
             }
-            None if n < bs && i <= self.send.sent_max => {
+            None if n < bs && i <= sent_max => {
                 let e = StorageError::Changed;
                 self.fail(TransferError::Storage(e), Some((e.error_code(), e.message())));
                 return self.poll_transmit(now, buf);
             }
-            None if n < bs => self.send.last = Some((i, n)),
+            None if n < bs => self.snd_mut().last = Some((i, n)),
             _ => {}
         }
-        if i > self.send.sent_max {
-            self.send.sent_max = i;
-            if self.send.probe.is_none() {
-                self.send.probe = Some((i, now));
+        if i > sent_max {
+            let s = self.snd_mut();
+            s.sent_max = i;
+            if s.probe.is_none() {
+                s.probe = Some((i, now));
             }
         } else {
-            self.send.probe = None;
+            self.snd_mut().probe = None;
             if self.retries > 0 {
                 self.stats.retransmissions += 1;
             }
         }
-        self.send.next = i + 1;
-        self.send.pace.on_send(now, i == self.send.acked + 1);
+        let s = self.snd_mut();
+        s.next = i + 1;
+        let first = i == s.acked + 1;
+        s.pace.on_send(now, first);
         self.arm(now);
         Some(self.to_peer(DATA_HEADER_LEN + n))
     }
