@@ -630,6 +630,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
     /// `buf` must hold the largest packet of the transfer: `4 + blksize` bytes (512 + 4 covers
     /// any request, OACK or ERROR); [`Transfer::max_datagram_len`] tells. A buffer too small for a
     /// DATA packet fails the transfer with [`TransferError::BufferTooSmall`].
+    #[inline(never)] // Smaller out of line (measured on the firmware example).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if let Some(to) = self.stray.take() {
             let len = encode_error_lossy(buf, ErrorCode::UnknownTid, b"Unknown transfer ID").ok()?;
