@@ -406,7 +406,6 @@ impl<'a> Packet<'a> {
     }
 
     fn validate(&self) -> Result<(), EncodeError> {
-        let has_nul = |b: &[u8]| b.contains(&0);
         match self {
             Packet::Rrq(r) | Packet::Wrq(r) => {
                 if has_nul(r.filename) {
@@ -479,11 +478,11 @@ pub fn encode_request(
     options: &Options,
     extra: OptionList<'_>,
 ) -> Result<usize, EncodeError> {
-    if filename.contains(&0) {
+    if has_nul(filename) {
         return Err(EncodeError::InvalidField(Field::Filename));
     }
     let mode = mode.as_bytes();
-    if mode.contains(&0) {
+    if has_nul(mode) {
         return Err(EncodeError::InvalidField(Field::Mode));
     }
     let len = 2 + filename.len() + 1 + mode.len() + 1 + options.encoded_len() + extra.as_bytes().len();
@@ -506,6 +505,12 @@ pub fn encode_request(
     w.pos += n;
     w.bytes(extra.as_bytes());
     Ok(w.pos)
+}
+
+/// Whether `b` holds a NUL byte: a plain loop rather than `contains`, whose word-at-a-time
+/// search is larger code for what are short fields.
+fn has_nul(b: &[u8]) -> bool {
+    b.iter().any(|&c| c == 0)
 }
 
 /// Encodes an OACK holding typed options followed by `extra` raw options.
