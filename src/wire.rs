@@ -509,6 +509,7 @@ pub fn encode_request(
 
 /// Whether `b` holds a NUL byte: a plain loop rather than `contains`, whose word-at-a-time
 /// search is larger code for what are short fields.
+#[allow(clippy::manual_contains)]
 fn has_nul(b: &[u8]) -> bool {
     b.iter().any(|&c| c == 0)
 }
