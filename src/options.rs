@@ -487,6 +487,12 @@ impl Options {
         if buf.len() < needed {
             return Err(EncodeError::BufferTooSmall { needed });
         }
+        Ok(self.write(buf))
+    }
+
+    /// Writes the options as [`Options::encode`] does, into a `buf` the caller checked holds
+    /// [`Options::encoded_len`] bytes.
+    pub(crate) fn write(&self, buf: &mut [u8]) -> usize {
         let mut pos = 0;
         for name in OptionName::ALL {
             if let Some(v) = self.value(name) {
@@ -500,7 +506,7 @@ impl Options {
                 pos += 1;
             }
         }
-        Ok(pos)
+        pos
     }
 }
 

@@ -501,8 +501,7 @@ pub fn encode_request(
     w.cstr(filename);
     w.cstr(mode);
     let pos = w.pos;
-    let n = options.encode(&mut w.buf[pos..])?;
-    w.pos += n;
+    w.pos += options.write(&mut w.buf[pos..]);
     w.bytes(extra.as_bytes());
     Ok(w.pos)
 }
@@ -521,7 +520,7 @@ pub fn encode_oack(buf: &mut [u8], options: &Options, extra: OptionList<'_>) -> 
         return Err(EncodeError::BufferTooSmall { needed: len });
     }
     buf[..2].copy_from_slice(&(Opcode::Oack as u16).to_be_bytes());
-    let n = options.encode(&mut buf[2..])?;
+    let n = options.write(&mut buf[2..]);
     buf[2 + n..len].copy_from_slice(extra.as_bytes());
     Ok(len)
 }
