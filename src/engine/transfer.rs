@@ -164,9 +164,23 @@ mod sealed {
 
     /// The sending side's storage in a transfer of a role: one [`SendState`] for the roles
     /// that may send, none (no RAM) for the others.
-    pub trait SendSlot: Copy + core::fmt::Debug + Default + AsRef<[SendState]> + AsMut<[SendState]> {}
-    impl SendSlot for [SendState; 1] {}
-    impl SendSlot for [SendState; 0] {}
+    pub trait SendSlot: Copy + core::fmt::Debug + AsRef<[SendState]> + AsMut<[SendState]> {
+        /// A fresh sending side for a file of `size` bytes, if known.
+        fn with_size(size: Option<u64>) -> Self;
+    }
+    impl SendSlot for [SendState; 1] {
+        fn with_size(size: Option<u64>) -> Self {
+            [SendState {
+                size,
+                ..SendState::default()
+            }]
+        }
+    }
+    impl SendSlot for [SendState; 0] {
+        fn with_size(_: Option<u64>) -> Self {
+            []
+        }
+    }
 }
 
 /// Which transfers a [`Transfer`] type can run, fixed at compile time.
@@ -329,7 +343,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
         if policy.max_write_size.is_some() {
             config.max_write_size = policy.max_write_size;
         }
-        let mut t = Self::new(now, peer, sending, netascii, storage, config);
+        let mut t = Self::new(now, peer, sending, netascii, storage, config, None, Options::NONE);
         match negotiated {
             Err(r) => {
                 let e = TransferError::Refused {
@@ -406,36 +420,49 @@ impl<'a, S: Storage> Transfer<'a, S, OctetReadClient> {
 }
 
 impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
+    /// A transfer in its first state: a client's (`request` given, with the `options` it asks
+    /// for) about to send its request, or a server's in the data phase, which the caller then
+    /// sets up. Built as one value, straight where the caller wants it: a transfer is large,
+    /// and building it in steps would copy it.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         now: Instant,
         peer: SocketAddr,
         sending: bool,
         netascii: bool,
-        storage: S,
+        mut storage: S,
         config: Config,
+        request: Option<PendingRequest<'a>>,
+        options: Options,
     ) -> Self {
-        let mut t = Transfer {
+        let size = if R::SENDS && sending { storage.size() } else { None };
+        let rto = Rto::new(&config);
+        Transfer {
             storage,
             peer,
-            peer_locked: true,
+            peer_locked: request.is_none(),
             sending,
-            phase: Phase::Data,
+            phase: if request.is_some() {
+                Phase::Requesting
+            } else {
+                Phase::Data
+            },
             params: TransferParams::default(),
             numbering: Numbering::new(None),
-            rto: Rto::new(&config),
+            rto,
             idle_us: duration_micros(config.idle_timeout),
             dally_limit_us: duration_micros(config.max_dally).min(duration_micros(config.max_rto)),
             max_retries: config.max_retries,
             max_write_size: config.max_write_size,
             retries: 0,
-            deadline: None,
+            deadline: request.map(|_| now.add_micros(rto.current_micros())),
             last_heard: now,
             data: DataPath::new(R::NETASCII && netascii, sending),
-            send: R::SendSide::default(),
+            send: sealed::SendSlot::with_size(size),
             recv: RecvState::default(),
-            request: None,
-            options: Options::NONE,
-            control: None,
+            request,
+            options,
+            control: request.map(|_| Control::Request),
             error_out: None,
             stray: None,
             negotiated_pending: false,
@@ -451,12 +478,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                 dropped: 0,
             },
             role: PhantomData,
-        };
-        if t.sends() {
-            let size = t.storage.size();
-            t.snd_mut().size = size;
         }
-        t
     }
 
     fn start_client(
@@ -490,25 +512,21 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             Err(EncodeError::BufferTooSmall { .. }) | Ok(_) => {}
             Err(e) => return Err(e),
         }
-        let mut t = Self::new(
+        let pending = PendingRequest {
+            kind: request.kind,
+            filename: request.filename,
+            mode: request.mode,
+        };
+        Ok(Self::new(
             now,
             server,
             sending,
             request.mode == TransferMode::Netascii,
             storage,
             config,
-        );
-        t.peer_locked = false;
-        t.phase = Phase::Requesting;
-        t.options = options;
-        t.request = Some(PendingRequest {
-            kind: request.kind,
-            filename: request.filename,
-            mode: request.mode,
-        });
-        t.control = Some(Control::Request);
-        t.arm(now);
-        Ok(t)
+            Some(pending),
+            options,
+        ))
     }
 
     // ---- inputs ---------------------------------------------------------------------------
