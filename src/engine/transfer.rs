@@ -8,7 +8,7 @@ use core::marker::PhantomData;
 use core::net::SocketAddr;
 
 use super::blocks::Numbering;
-use super::datapath::DataPath;
+use super::datapath::{DataPath, TextCursor};
 use super::event::{Event, PeerError, ProtocolError, Stats, TransferError};
 use super::negotiate::{client_accept_oack, server_negotiate, Refusal, ServerPolicy, TransferParams};
 use super::pace::Pacer;
@@ -124,6 +124,8 @@ pub struct SendState {
     probe: Option<(u64, Instant)>,
     /// Spreads windows out after losses.
     pace: Pacer,
+    /// Where a netascii sender stands in the file.
+    text: TextCursor,
 }
 
 /// Receiving side of the data path.
@@ -1027,9 +1029,11 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         let slot = data_payload_slot(&mut buf[..needed], wire).ok()?;
         let bs64 = bs as u64;
         let acked = self.snd().acked;
+        // Field by field: the sending side, the storage and the data path are borrowed at once.
+        let text = &mut self.send.as_mut()[0].text;
         let read = self
             .data
-            .read_block(&mut self.storage, (i - 1) * bs64, acked * bs64, slot);
+            .read_block(text, &mut self.storage, (i - 1) * bs64, acked * bs64, slot);
         let n = match read {
             Ok(n) => n,
             Err(e) => {
@@ -1039,7 +1043,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         };
         // A file that shrank or grew since the transfer began would reach the peer silently
         // truncated or spliced: it must end exactly at its size, and nothing may lie past it.
-        let end = self.data.file_offset((i - 1) * bs64 + n as u64);
+        let end = self.data.file_offset(&self.snd().text, (i - 1) * bs64 + n as u64);
         if self
             .snd()
             .size
