@@ -252,6 +252,19 @@ impl OptionName {
             .ok_or(err(OptionErrorKind::OutOfRange))
     }
 
+    /// Decodes a value of this option under the strict policy, `seen` telling whether the
+    /// option already appeared: a malformed or out-of-range value, or a second occurrence, is an
+    /// error.
+    pub(crate) fn decode_strict(self, seen: bool, value: &[u8]) -> Result<u64, OptionError> {
+        if seen {
+            return Err(OptionError {
+                option: self,
+                kind: OptionErrorKind::Duplicate,
+            });
+        }
+        self.decode_value(value)
+    }
+
     /// The canonical (lower-case) name.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -426,23 +439,10 @@ impl Options {
         let mut out = Options::NONE;
         for raw in list.iter() {
             if let Some(name) = OptionName::from_name(raw.name) {
-                out.set_strict(name, raw.value)?;
+                out.set(name, name.decode_strict(out.has(name), raw.value)?);
             }
         }
         Ok(out)
-    }
-
-    /// Sets `name` from its wire `value` under the strict policy: a malformed or out-of-range
-    /// value, or a second occurrence, is an error.
-    pub(crate) fn set_strict(&mut self, name: OptionName, value: &[u8]) -> Result<(), OptionError> {
-        if self.has(name) {
-            return Err(OptionError {
-                option: name,
-                kind: OptionErrorKind::Duplicate,
-            });
-        }
-        self.set(name, name.decode_value(value)?);
-        Ok(())
     }
 
     /// Sets `name` to `v`, which [`OptionName::decode_value`] checked (so the casts are exact).
