@@ -478,10 +478,22 @@ pub fn encode_request(
     options: &Options,
     extra: OptionList<'_>,
 ) -> Result<usize, EncodeError> {
+    encode_request_raw(buf, kind, filename, mode.as_bytes(), options, extra)
+}
+
+/// [`encode_request`] with the mode as written on the wire: callers that know their mode
+/// leave the other modes' names out of their build.
+pub(crate) fn encode_request_raw(
+    buf: &mut [u8],
+    kind: RequestKind,
+    filename: &[u8],
+    mode: &[u8],
+    options: &Options,
+    extra: OptionList<'_>,
+) -> Result<usize, EncodeError> {
     if has_nul(filename) {
         return Err(EncodeError::InvalidField(Field::Filename));
     }
-    let mode = mode.as_bytes();
     if has_nul(mode) {
         return Err(EncodeError::InvalidField(Field::Mode));
     }

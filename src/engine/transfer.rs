@@ -19,7 +19,7 @@ use crate::options::{OptionList, Options};
 use crate::storage::{Storage, StorageError};
 use crate::time::{duration_micros, Instant};
 use crate::wire::{
-    data_payload_slot, encode_ack, encode_error_lossy, encode_oack, encode_request, EncodeError, Mode,
+    data_payload_slot, encode_ack, encode_error_lossy, encode_oack, encode_request_raw, EncodeError, Mode,
     Packet, Request, RequestKind, DATA_HEADER_LEN,
 };
 
@@ -50,6 +50,16 @@ impl TransferMode {
         match self {
             TransferMode::Octet => Mode::Octet,
             TransferMode::Netascii => Mode::Netascii,
+        }
+    }
+
+    /// The mode's name in a request of a transfer of role `R`: always octet's when the role
+    /// leaves out netascii (only [`Transfer::octet_read_client`] makes those, in octet mode).
+    fn name_for<R: Role>(self) -> &'static [u8] {
+        if R::NETASCII {
+            self.wire().as_bytes()
+        } else {
+            Mode::Octet.as_bytes()
         }
     }
 }
@@ -503,11 +513,11 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         }
         // Encoding into an empty buffer checks the request without writing it: a valid one only
         // lacks room.
-        match encode_request(
+        match encode_request_raw(
             &mut [],
             request.kind,
             request.filename,
-            request.mode.wire(),
+            request.mode.name_for::<R>(),
             &options,
             OptionList::EMPTY,
         ) {
@@ -1233,11 +1243,11 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         match control {
             Control::Request => {
                 let r = self.request.ok_or(0usize)?;
-                encode_request(
+                encode_request_raw(
                     buf,
                     r.kind,
                     r.filename,
-                    r.mode.wire(),
+                    r.mode.name_for::<R>(),
                     &self.options,
                     OptionList::EMPTY,
                 )
