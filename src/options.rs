@@ -474,10 +474,7 @@ impl Options {
 
     /// Bytes [`Options::encode`] writes.
     pub fn encoded_len(&self) -> usize {
-        OptionName::ALL
-            .into_iter()
-            .filter_map(|n| Some(n.as_str().len() + 1 + decimal_len(self.value(n)?) + 1))
-            .sum()
+        self.emit(&mut [])
     }
 
     /// Writes the present options as `name NUL value NUL` pairs, in [`OptionName::ALL`] order.
@@ -493,17 +490,25 @@ impl Options {
     /// Writes the options as [`Options::encode`] does, into a `buf` the caller checked holds
     /// [`Options::encoded_len`] bytes.
     pub(crate) fn write(&self, buf: &mut [u8]) -> usize {
+        self.emit(buf)
+    }
+
+    /// The length of the encoded options, written into `buf` unless it is empty (one loop for
+    /// measuring and writing).
+    fn emit(&self, buf: &mut [u8]) -> usize {
         let mut pos = 0;
         for name in OptionName::ALL {
             if let Some(v) = self.value(name) {
                 let n = name.as_str().as_bytes();
-                buf[pos..pos + n.len()].copy_from_slice(n);
-                pos += n.len();
-                buf[pos] = 0;
-                pos += 1;
-                pos += write_decimal(v, &mut buf[pos..]);
-                buf[pos] = 0;
-                pos += 1;
+                let digits = decimal_len(v);
+                if !buf.is_empty() {
+                    let at = pos + n.len() + 1;
+                    buf[pos..at - 1].copy_from_slice(n);
+                    buf[at - 1] = 0;
+                    write_decimal(v, &mut buf[at..at + digits]);
+                    buf[at + digits] = 0;
+                }
+                pos += n.len() + digits + 2;
             }
         }
         pos
@@ -529,15 +534,13 @@ pub(crate) fn decimal_len(mut v: u64) -> usize {
     n
 }
 
-/// Writes `v` in decimal at the start of `buf` (which must hold [`decimal_len`] bytes).
-pub(crate) fn write_decimal(mut v: u64, buf: &mut [u8]) -> usize {
-    let len = decimal_len(v);
-    for slot in buf[..len].iter_mut().rev() {
+/// Writes `v` in decimal into `out`, which is [`decimal_len`] bytes long.
+pub(crate) fn write_decimal(mut v: u64, out: &mut [u8]) {
+    for slot in out.iter_mut().rev() {
         let (q, r) = div10(v);
         *slot = b'0' + r;
         v = q;
     }
-    len
 }
 
 /// `(v / 10, v % 10)` with 32-bit divisions only (64-bit division is a library routine of
@@ -560,8 +563,8 @@ mod tests {
         let mut buf = [0u8; 20];
         let mut x = 0x2545_F491_4F6C_DD1Du64;
         let mut check = |v: u64| {
-            let n = write_decimal(v, &mut buf);
-            assert_eq!(n, decimal_len(v));
+            let n = decimal_len(v);
+            write_decimal(v, &mut buf[..n]);
             assert_eq!(core::str::from_utf8(&buf[..n]).unwrap(), std::format!("{v}"));
         };
         for v in [
