@@ -1171,12 +1171,9 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
     /// backoff); at most `max_dally`, as every client that waits for the end of a download
     /// waits this long.
     fn dally_end(&self, now: Instant) -> Instant {
-        now.add_micros(
-            self.rto
-                .current_micros()
-                .saturating_mul(2)
-                .min(self.dally_limit_us),
-        )
+        // Doubled by an addition: a 64-bit multiplication is longer code on 32-bit targets.
+        let rto = self.rto.current_micros();
+        now.add_micros(rto.saturating_add(rto).min(self.dally_limit_us))
     }
 
     fn accept_block(&mut self, now: Instant, payload: &[u8]) {
