@@ -201,7 +201,8 @@ mod sealed {
 /// client: a boot loader that only fetches an image names it, and the code for sending data and
 /// for the server's side of the handshake is left out of its build. [`OctetReadClient`] also
 /// leaves out netascii. All run the same state machine; the role only tells the compiler which
-/// of its branches can never be taken.
+/// of its branches can never be taken, and the download roles' transfers hold no state for
+/// sending.
 ///
 /// The trait is sealed: these three are its only implementations.
 pub trait Role: sealed::Sealed {
