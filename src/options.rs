@@ -252,6 +252,19 @@ impl OptionName {
             .ok_or(err(OptionErrorKind::OutOfRange))
     }
 
+    /// Decodes a value of this option under the strict policy, `seen` telling whether the
+    /// option already appeared: a malformed or out-of-range value, or a second occurrence, is an
+    /// error.
+    pub(crate) fn decode_strict(self, seen: bool, value: &[u8]) -> Result<u64, OptionError> {
+        if seen {
+            return Err(OptionError {
+                option: self,
+                kind: OptionErrorKind::Duplicate,
+            });
+        }
+        self.decode_value(value)
+    }
+
     /// The canonical (lower-case) name.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -424,18 +437,10 @@ impl Options {
     /// error. Unknown options are skipped here; whether they were requested is the caller's check.
     pub fn parse_strict(list: &OptionList<'_>) -> Result<Options, OptionError> {
         let mut out = Options::NONE;
-        let mut seen = [false; 5];
         for raw in list.iter() {
-            let Some(name) = OptionName::from_name(raw.name) else {
-                continue;
-            };
-            if core::mem::replace(&mut seen[name as usize], true) {
-                return Err(OptionError {
-                    option: name,
-                    kind: OptionErrorKind::Duplicate,
-                });
+            if let Some(name) = OptionName::from_name(raw.name) {
+                out.set(name, name.decode_strict(out.has(name), raw.value)?);
             }
-            out.set(name, name.decode_value(raw.value)?);
         }
         Ok(out)
     }
@@ -469,10 +474,7 @@ impl Options {
 
     /// Bytes [`Options::encode`] writes.
     pub fn encoded_len(&self) -> usize {
-        OptionName::ALL
-            .into_iter()
-            .filter_map(|n| Some(n.as_str().len() + 1 + decimal_len(self.value(n)?) + 1))
-            .sum()
+        self.emit(&mut [])
     }
 
     /// Writes the present options as `name NUL value NUL` pairs, in [`OptionName::ALL`] order.
@@ -482,20 +484,34 @@ impl Options {
         if buf.len() < needed {
             return Err(EncodeError::BufferTooSmall { needed });
         }
+        Ok(self.write(buf))
+    }
+
+    /// Writes the options as [`Options::encode`] does, into a `buf` the caller checked holds
+    /// [`Options::encoded_len`] bytes.
+    pub(crate) fn write(&self, buf: &mut [u8]) -> usize {
+        self.emit(buf)
+    }
+
+    /// The length of the encoded options, written into `buf` unless it is empty (one loop for
+    /// measuring and writing).
+    fn emit(&self, buf: &mut [u8]) -> usize {
         let mut pos = 0;
         for name in OptionName::ALL {
             if let Some(v) = self.value(name) {
                 let n = name.as_str().as_bytes();
-                buf[pos..pos + n.len()].copy_from_slice(n);
-                pos += n.len();
-                buf[pos] = 0;
-                pos += 1;
-                pos += write_decimal(v, &mut buf[pos..]);
-                buf[pos] = 0;
-                pos += 1;
+                let digits = decimal_len(v);
+                if !buf.is_empty() {
+                    let at = pos + n.len() + 1;
+                    buf[pos..at - 1].copy_from_slice(n);
+                    buf[at - 1] = 0;
+                    write_decimal(v, &mut buf[at..at + digits]);
+                    buf[at + digits] = 0;
+                }
+                pos += n.len() + digits + 2;
             }
         }
-        Ok(pos)
+        pos
     }
 }
 
@@ -509,34 +525,33 @@ fn exceeds(value: &[u8], max: u16) -> bool {
 }
 
 /// Number of decimal digits of `v`.
-pub(crate) fn decimal_len(v: u64) -> usize {
-    1 + POW10[1..].iter().filter(|&&p| v >= p).count()
+pub(crate) fn decimal_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 10 {
+        v = div10(v).0;
+        n += 1;
+    }
+    n
 }
 
-/// Powers of ten up to 10^19: decimal output by subtraction, since 64-bit division is a
-/// library routine of about 1 KiB on small MCUs.
-const POW10: [u64; 20] = {
-    let mut t = [1u64; 20];
-    let mut i = 1;
-    while i < 20 {
-        t[i] = t[i - 1] * 10;
-        i += 1;
+/// Writes `v` in decimal into `out`, which is [`decimal_len`] bytes long.
+pub(crate) fn write_decimal(mut v: u64, out: &mut [u8]) {
+    for slot in out.iter_mut().rev() {
+        let (q, r) = div10(v);
+        *slot = b'0' + r;
+        v = q;
     }
-    t
-};
+}
 
-/// Writes `v` in decimal at the start of `buf` (which must hold [`decimal_len`] bytes).
-pub(crate) fn write_decimal(mut v: u64, buf: &mut [u8]) -> usize {
-    let len = decimal_len(v);
-    for (slot, &p) in buf[..len].iter_mut().zip(POW10[..len].iter().rev()) {
-        let mut digit = b'0';
-        while v >= p {
-            v -= p;
-            digit += 1;
-        }
-        *slot = digit;
-    }
-    len
+/// `(v / 10, v % 10)` with 32-bit divisions only (64-bit division is a library routine of
+/// about 1 KiB on small MCUs, and a table of powers of ten takes 160 bytes): the high word
+/// directly, then the low word as two 16-bit digits of a long division.
+fn div10(v: u64) -> (u64, u8) {
+    let (hi, lo) = ((v >> 32) as u32, v as u32);
+    let d1 = ((hi % 10) << 16) | (lo >> 16);
+    let d2 = ((d1 % 10) << 16) | (lo & 0xffff);
+    let q = (u64::from(hi / 10) << 32) | u64::from(((d1 / 10) << 16) | (d2 / 10));
+    (q, (d2 % 10) as u8)
 }
 
 #[cfg(test)]
@@ -548,8 +563,8 @@ mod tests {
         let mut buf = [0u8; 20];
         let mut x = 0x2545_F491_4F6C_DD1Du64;
         let mut check = |v: u64| {
-            let n = write_decimal(v, &mut buf);
-            assert_eq!(n, decimal_len(v));
+            let n = decimal_len(v);
+            write_decimal(v, &mut buf[..n]);
             assert_eq!(core::str::from_utf8(&buf[..n]).unwrap(), std::format!("{v}"));
         };
         for v in [

@@ -406,7 +406,6 @@ impl<'a> Packet<'a> {
     }
 
     fn validate(&self) -> Result<(), EncodeError> {
-        let has_nul = |b: &[u8]| b.contains(&0);
         match self {
             Packet::Rrq(r) | Packet::Wrq(r) => {
                 if has_nul(r.filename) {
@@ -479,11 +478,23 @@ pub fn encode_request(
     options: &Options,
     extra: OptionList<'_>,
 ) -> Result<usize, EncodeError> {
-    if filename.contains(&0) {
+    encode_request_raw(buf, kind, filename, mode.as_bytes(), options, extra)
+}
+
+/// [`encode_request`] with the mode as written on the wire: callers that know their mode
+/// leave the other modes' names out of their build.
+pub(crate) fn encode_request_raw(
+    buf: &mut [u8],
+    kind: RequestKind,
+    filename: &[u8],
+    mode: &[u8],
+    options: &Options,
+    extra: OptionList<'_>,
+) -> Result<usize, EncodeError> {
+    if has_nul(filename) {
         return Err(EncodeError::InvalidField(Field::Filename));
     }
-    let mode = mode.as_bytes();
-    if mode.contains(&0) {
+    if has_nul(mode) {
         return Err(EncodeError::InvalidField(Field::Mode));
     }
     let len = 2 + filename.len() + 1 + mode.len() + 1 + options.encoded_len() + extra.as_bytes().len();
@@ -502,10 +513,16 @@ pub fn encode_request(
     w.cstr(filename);
     w.cstr(mode);
     let pos = w.pos;
-    let n = options.encode(&mut w.buf[pos..])?;
-    w.pos += n;
+    w.pos += options.write(&mut w.buf[pos..]);
     w.bytes(extra.as_bytes());
     Ok(w.pos)
+}
+
+/// Whether `b` holds a NUL byte: a plain loop rather than `contains`, whose word-at-a-time
+/// search is larger code for what are short fields.
+#[allow(clippy::manual_contains)]
+fn has_nul(b: &[u8]) -> bool {
+    b.iter().any(|&c| c == 0)
 }
 
 /// Encodes an OACK holding typed options followed by `extra` raw options.
@@ -515,7 +532,7 @@ pub fn encode_oack(buf: &mut [u8], options: &Options, extra: OptionList<'_>) -> 
         return Err(EncodeError::BufferTooSmall { needed: len });
     }
     buf[..2].copy_from_slice(&(Opcode::Oack as u16).to_be_bytes());
-    let n = options.encode(&mut buf[2..])?;
+    let n = options.write(&mut buf[2..]);
     buf[2 + n..len].copy_from_slice(extra.as_bytes());
     Ok(len)
 }

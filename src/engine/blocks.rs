@@ -26,15 +26,6 @@ impl Numbering {
         }
     }
 
-    /// Position of `block` in the numbering cycle, and the cycle length.
-    fn cycle(self, block: u16) -> (u64, u64) {
-        if self.rollover_to_one {
-            (mod_65535(u64::from(block).wrapping_sub(1)), 65535)
-        } else {
-            (u64::from(block), 65536)
-        }
-    }
-
     /// Resolves a wire number relative to `base` (a block index already known): the index `i`
     /// with `wire(i) == block` nearest to `base` within half a cycle either way. `None` when the
     /// number cannot occur (0 under rollover 1 past the start).
@@ -45,16 +36,20 @@ impl Numbering {
         if self.rollover_to_one && block == 0 {
             return None;
         }
-        let (want, len) = self.cycle(block);
-        let (have, _) = self.cycle(self.wire(base.max(1)));
         let base = base.max(1);
+        // Positions in the numbering cycle (1..=65535 under rollover 1, 0..=65535 otherwise) and
+        // its length, all below 2^17: 32-bit arithmetic, with 64 bits only for the index.
+        let one = u32::from(self.rollover_to_one);
+        let len = 65536 - one;
+        let want = u32::from(block) - one;
+        let have = u32::from(self.wire(base)) - one;
         // `want` and `have` are below `len`, so one conditional subtraction reduces the sum.
         let forward = want + len - have;
         let forward = if forward >= len { forward - len } else { forward };
         if forward < len / 2 {
-            Some(base + forward)
+            Some(base + u64::from(forward))
         } else {
-            let back = len - forward;
+            let back = u64::from(len - forward);
             base.checked_sub(back)
                 .filter(|&i| i > 0)
                 .or(if block == 0 { Some(0) } else { None })

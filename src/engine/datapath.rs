@@ -22,14 +22,23 @@ pub(crate) struct TextPos {
     enc: NetasciiEncoder,
 }
 
+/// Where a netascii sender stands: the current read position, and the mark a resend restarts
+/// from. Kept with the rest of the sending side, so that roles that never send hold none.
+#[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(crate) struct TextCursor {
+    cursor: TextPos,
+    mark: TextPos,
+}
+
 /// How payload is converted.
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub(crate) enum DataPath {
     /// Bytes as they are.
     Octet,
-    /// Netascii, sending.
-    TextOut { cursor: TextPos, mark: TextPos },
+    /// Netascii, sending; the positions are the sender's [`TextCursor`].
+    TextOut,
     /// Netascii, receiving.
     TextIn(NetasciiDecoder),
 }
@@ -51,24 +60,23 @@ impl DataPath {
     pub(crate) fn new(netascii: bool, sending: bool) -> Self {
         match (netascii, sending) {
             (false, _) => DataPath::Octet,
-            (true, true) => DataPath::TextOut {
-                cursor: TextPos::default(),
-                mark: TextPos::default(),
-            },
+            (true, true) => DataPath::TextOut,
             (true, false) => DataPath::TextIn(NetasciiDecoder::new()),
         }
     }
 
     /// Fills `out` with the wire bytes at `wire_off`; fewer than `out.len()` means end of file.
-    /// `floor` is the wire offset of the oldest block that may be read again.
+    /// `floor` is the wire offset of the oldest block that may be read again; `text` is where a
+    /// netascii sender stands.
     pub(crate) fn read_block<S: Storage>(
-        &mut self,
+        &self,
+        text: &mut TextCursor,
         s: &mut S,
         wire_off: u64,
         floor: u64,
         out: &mut [u8],
     ) -> Result<usize, StorageError> {
-        let DataPath::TextOut { cursor, mark } = self else {
+        let (DataPath::TextOut, TextCursor { cursor, mark }) = (self, text) else {
             return read_full(s, wire_off, out);
         };
         if cursor.wire != wire_off {
@@ -96,9 +104,9 @@ impl DataPath {
     }
 
     /// The file offset reached by the read that ended at wire offset `wire_end`.
-    pub(crate) fn file_offset(&self, wire_end: u64) -> u64 {
+    pub(crate) fn file_offset(&self, text: &TextCursor, wire_end: u64) -> u64 {
         match self {
-            DataPath::TextOut { cursor, .. } => cursor.file,
+            DataPath::TextOut => text.cursor.file,
             _ => wire_end,
         }
     }
@@ -184,13 +192,14 @@ mod tests {
     fn netascii_resend_reencodes_same_bytes() {
         let text: &[u8] = b"line one\nline\rtwo\n\n\r\rend";
         let mut s = text;
-        let mut path = DataPath::new(true, true);
+        let path = DataPath::new(true, true);
+        let mut at = TextCursor::default();
         let bs = 5;
         let mut blocks = std::vec::Vec::new();
         let mut off = 0;
         loop {
             let mut b = [0u8; 5];
-            let n = path.read_block(&mut s, off, 0, &mut b).unwrap();
+            let n = path.read_block(&mut at, &mut s, off, 0, &mut b).unwrap();
             blocks.push(b[..n].to_vec());
             off += n as u64;
             if n < bs {
@@ -202,7 +211,9 @@ mod tests {
         // Resend block 3, then block 1 (before the mark: from the start), then continue.
         for (i, expect) in [(2usize, &blocks[2]), (0, &blocks[0]), (4, &blocks[4])] {
             let mut b = [0u8; 5];
-            let n = path.read_block(&mut s, (i * bs) as u64, 0, &mut b).unwrap();
+            let n = path
+                .read_block(&mut at, &mut s, (i * bs) as u64, 0, &mut b)
+                .unwrap();
             assert_eq!(&b[..n], &expect[..], "block {i}");
         }
         // Decode back.

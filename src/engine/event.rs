@@ -47,12 +47,20 @@ impl PeerError {
     /// Longest message kept; longer ones are truncated.
     pub const MAX_MESSAGE: usize = 100;
 
-    pub(crate) fn new(code: ErrorCode, message: &[u8]) -> Self {
+    /// An error with `code` and no message yet: see [`Self::set_message`].
+    pub(crate) const fn new(code: ErrorCode) -> Self {
+        PeerError {
+            code,
+            message: heapless::Vec::new(),
+        }
+    }
+
+    /// Keeps `message`, truncated to [`Self::MAX_MESSAGE`] bytes.
+    pub(crate) fn set_message(&mut self, message: &[u8]) {
         let keep = &message[..message.len().min(Self::MAX_MESSAGE)];
-        let mut m = heapless::Vec::new();
+        self.message.clear();
         // Cannot fail: `keep` fits the capacity.
-        let _ = m.extend_from_slice(keep);
-        PeerError { code, message: m }
+        let _ = self.message.extend_from_slice(keep);
     }
 
     /// The message as received (bytes, possibly not UTF-8, at most [`Self::MAX_MESSAGE`]).

@@ -215,41 +215,61 @@ pub fn client_accept_oack(
     requested: &Options,
     oack: &OptionList<'_>,
 ) -> Result<TransferParams, OackError> {
+    // One pass: an option the client did not ask for is reported before any invalid value,
+    // wherever it stands in the list. Values are kept by option, in `OptionName` order.
+    let mut got = [None::<u64>; 5];
+    let mut invalid = None;
     for raw in oack.iter() {
         match OptionName::from_name(raw.name) {
             None => return Err(OackError::Unrequested(None)),
             Some(n) if !requested.has(n) => return Err(OackError::Unrequested(Some(n))),
+            Some(n) if invalid.is_none() => {
+                let slot = &mut got[n as usize];
+                match n.decode_strict(slot.is_some(), raw.value) {
+                    Ok(v) => *slot = Some(v),
+                    Err(e) => invalid = Some(e),
+                }
+            }
             Some(_) => {}
         }
     }
-    let got = Options::parse_strict(oack).map_err(OackError::Invalid)?;
+    if let Some(e) = invalid {
+        return Err(OackError::Invalid(e));
+    }
+    // `blksize` and `windowsize` may be lowered, `timeout` and `rollover` must be echoed; the
+    // first violation in this order is reported.
+    for n in [
+        OptionName::Blksize,
+        OptionName::Windowsize,
+        OptionName::Timeout,
+        OptionName::Rollover,
+    ] {
+        let (Some(v), asked) = (got[n as usize], requested.value(n)) else {
+            continue;
+        };
+        match n {
+            OptionName::Blksize | OptionName::Windowsize if asked.is_some_and(|r| v > r) => {
+                return Err(OackError::Raised(n))
+            }
+            OptionName::Timeout | OptionName::Rollover if asked != Some(v) => {
+                return Err(OackError::Changed(n))
+            }
+            _ => {}
+        }
+    }
+    // The `as` casts are exact: `decode_strict` checked each value's range.
+    let get = |n: OptionName| got[n as usize];
     let mut params = TransferParams::default();
-    if let Some(b) = got.blksize {
-        if requested.blksize.is_some_and(|r| b > r) {
-            return Err(OackError::Raised(OptionName::Blksize));
-        }
-        params.blksize = b;
+    if let Some(b) = get(OptionName::Blksize) {
+        params.blksize = b as u16;
     }
-    if let Some(w) = got.windowsize {
-        if requested.windowsize.is_some_and(|r| w > r) {
-            return Err(OackError::Raised(OptionName::Windowsize));
-        }
-        params.windowsize = w;
+    if let Some(w) = get(OptionName::Windowsize) {
+        params.windowsize = w as u16;
     }
-    if let Some(t) = got.timeout {
-        if requested.timeout != Some(t) {
-            return Err(OackError::Changed(OptionName::Timeout));
-        }
-        params.timeout = Some(t);
-    }
-    if let Some(r) = got.rollover {
-        if requested.rollover != Some(r) {
-            return Err(OackError::Changed(OptionName::Rollover));
-        }
-        params.rollover = Some(r);
-    }
+    params.timeout = get(OptionName::Timeout).map(|t| t as u8);
+    params.rollover = get(OptionName::Rollover).map(|r| r as u8);
     params.tsize = match kind {
-        RequestKind::Read => got.tsize,
+        RequestKind::Read => get(OptionName::Tsize),
         RequestKind::Write => requested.tsize,
     };
     Ok(params)

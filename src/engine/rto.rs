@@ -99,7 +99,8 @@ impl Rto {
         };
         // Doubled once per backoff step, up to `max`: `base * 2^backoff` capped, without a
         // 64-bit shift or multiplication.
-        let mut rto = base.clamp(min, max);
+        // `clamp` without its `min <= max` assertion: `new` ensures it.
+        let mut rto = base.max(min).min(max);
         for _ in 0..self.backoff {
             rto = rto.saturating_add(rto).min(max);
         }
