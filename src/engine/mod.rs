@@ -12,6 +12,17 @@
 //! [`Transfer::octet_read_client`]). The state machine is the same; a firmware that only fetches
 //! an image names a download role and its build leaves out the code it can never run.
 //!
+//! # Windows and losses
+//!
+//! A windowed sender (RFC 7440) recovers from a loss at the first gap the receiver reports,
+//! not after a timeout. After a window that lost blocks it paces its sends at the rate the
+//! receiver showed it can absorb, so a receiver with a small socket buffer is not flooded again
+//! (the `pace` module), and speeds up again window by window. When a window's ACK is late (more
+//! than twice the usual delay after its last block) it resends that last block alone, a
+//! tail-loss probe: a receiver that lost the end of the window sees the gap and says where it
+//! stands, long before the retransmission timeout. Pauses between paced blocks are deadlines
+//! like any other: [`Transfer::poll_timeout`] includes them.
+//!
 //! # Driving a transfer
 //!
 //! Inputs are `handle_*` methods, outputs are `poll_*` methods:
