@@ -44,6 +44,24 @@ fn opts(blksize: Option<u16>, windowsize: Option<u16>) -> Options {
     }
 }
 
+/// A hook that gives the first datagram going `dir` that `pick` matches the `verdict`, and
+/// delivers everything else.
+fn once(
+    dir: Dir,
+    pick: impl Fn(&Packet<'_>) -> bool,
+    verdict: Verdict,
+) -> impl FnMut(Dir, &Packet<'_>) -> Verdict {
+    let mut done = false;
+    move |d, p| {
+        if !done && d == dir && pick(p) {
+            done = true;
+            verdict.clone()
+        } else {
+            Verdict::Deliver
+        }
+    }
+}
+
 fn peer_code(e: &TransferError) -> Option<ErrorCode> {
     match e {
         TransferError::Peer(p) => Some(p.code),
@@ -136,15 +154,12 @@ fn server_answers_from_its_own_tid_and_client_locks_on_it() {
 fn retransmitted_request_creates_no_second_session() {
     // The server's first DATA is late, so the client repeats its request meanwhile.
     let f = file(700);
-    let mut first = true;
     let mut sim = read_pair(&f, &Setup::default());
-    sim.set_hook(move |dir, p| {
-        if dir == Dir::ServerToClient && is_data(p, 1) && std::mem::take(&mut first) {
-            Verdict::Delay(Duration::from_millis(1500))
-        } else {
-            Verdict::Deliver
-        }
-    });
+    sim.set_hook(once(
+        Dir::ServerToClient,
+        |p| is_data(p, 1),
+        Verdict::Delay(Duration::from_millis(1500)),
+    ));
     run(&mut sim);
     assert_read_ok(&sim, &f);
     assert!(sim.repeated_requests >= 1, "the request was repeated");
@@ -447,15 +462,8 @@ fn error_packets_are_not_acked_or_retransmitted() {
 #[test]
 fn receiver_dallies_and_reacks_repeated_final_data() {
     let f = file(3 * 512 + 100);
-    let mut first = true;
     let mut sim = read_pair(&f, &Setup::default());
-    sim.set_hook(move |dir, p| {
-        if dir == Dir::ClientToServer && is_ack(p, 4) && std::mem::take(&mut first) {
-            Verdict::Drop
-        } else {
-            Verdict::Deliver
-        }
-    });
+    sim.set_hook(once(Dir::ClientToServer, |p| is_ack(p, 4), Verdict::Drop));
     run(&mut sim);
     assert_read_ok(&sim, &f);
     assert_eq!(sim.client.acks(), vec![1, 2, 3, 4, 4]);
@@ -1361,15 +1369,8 @@ fn receiver_acks_last_block_of_each_window() {
 #[test]
 fn window_with_lost_middle_block_restarts_after_last_acked() {
     let f = file(12 * 512 + 10);
-    let mut first = true;
     let mut sim = read_pair(&f, &Setup::default().options(opts(None, Some(4))));
-    sim.set_hook(move |dir, p| {
-        if dir == Dir::ServerToClient && is_data(p, 2) && std::mem::take(&mut first) {
-            Verdict::Drop
-        } else {
-            Verdict::Deliver
-        }
-    });
+    sim.set_hook(once(Dir::ServerToClient, |p| is_data(p, 2), Verdict::Drop));
     run(&mut sim);
     assert_read_ok(&sim, &f);
     // The gap is reported once, by ACK 1; the window restarts at 2.
@@ -1384,15 +1385,8 @@ fn one_duplicated_data_does_not_misalign_later_windows() {
     // A repeat must not be acknowledged mid-window: that would restart the sender's window
     // while later blocks are in flight, and every later window would overlap the one before.
     let f = file(40 * 512 + 1);
-    let mut first = true;
     let mut sim = read_pair(&f, &Setup::default().options(opts(None, Some(8))));
-    sim.set_hook(move |dir, p| {
-        if dir == Dir::ServerToClient && is_data(p, 3) && std::mem::take(&mut first) {
-            Verdict::Duplicate
-        } else {
-            Verdict::Deliver
-        }
-    });
+    sim.set_hook(once(Dir::ServerToClient, |p| is_data(p, 3), Verdict::Duplicate));
     run(&mut sim);
     assert_read_ok(&sim, &f);
     assert_eq!(sim.server().data().len(), 41, "no block sent twice");
@@ -1418,15 +1412,8 @@ fn lost_ack_at_window_end_costs_one_probe() {
     // retransmission timeout, and the receiver, which has the whole window, acknowledges it
     // again.
     let f = file(40 * 512 + 1);
-    let mut first = true;
     let mut sim = read_pair(&f, &Setup::default().options(opts(None, Some(8))));
-    sim.set_hook(move |dir, p| {
-        if dir == Dir::ClientToServer && is_ack(p, 16) && std::mem::take(&mut first) {
-            Verdict::Drop
-        } else {
-            Verdict::Deliver
-        }
-    });
+    sim.set_hook(once(Dir::ClientToServer, |p| is_ack(p, 16), Verdict::Drop));
     run(&mut sim);
     assert_read_ok(&sim, &f);
     let blocks: Vec<u16> = sim.server().data().iter().map(|d| d.0).take(18).collect();
@@ -1455,15 +1442,8 @@ fn lost_ack_at_the_first_window_end_is_answered_once() {
     // delay): the sender times out and resends the whole window; the receiver, which has it
     // all, answers the repeated window with one ACK, not one per block.
     let f = file(40 * 512 + 1);
-    let mut first = true;
     let mut sim = read_pair(&f, &Setup::default().options(opts(None, Some(8))));
-    sim.set_hook(move |dir, p| {
-        if dir == Dir::ClientToServer && is_ack(p, 8) && std::mem::take(&mut first) {
-            Verdict::Drop
-        } else {
-            Verdict::Deliver
-        }
-    });
+    sim.set_hook(once(Dir::ClientToServer, |p| is_ack(p, 8), Verdict::Drop));
     run(&mut sim);
     assert_read_ok(&sim, &f);
     let blocks: Vec<u16> = sim.server().data().iter().map(|d| d.0).take(16).collect();

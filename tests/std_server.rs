@@ -1370,7 +1370,7 @@ fn check_reply_source(
     }
     let peer = sock.local_addr().unwrap();
     let r = server.report(&format!("{peer}"), |r| r.peer == peer);
-    assert!(r.result.is_success());
+    assert!(r.result.is_success(), "{:?}", r.result);
     assert_eq!(r.local.ip(), target.ip(), "the session's local address");
     sock.send_to(&rrq(b"missing.bin"), target).unwrap();
     let (pkt, from) = recv(&sock);

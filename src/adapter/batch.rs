@@ -232,26 +232,25 @@ mod sys {
     /// One `sendmmsg` for all of `datagrams` (repeated for what a partial send left).
     pub fn send_many(socket: &UdpSocket, datagrams: &[&[u8]], to: SocketAddr) -> io::Result<()> {
         if let [one] = datagrams {
-            return send_one(socket, one, to);
+            return super::send_one(socket, one, to);
         }
         let dest = SockaddrStorage::from(to);
+        let iovs: Vec<[IoSlice<'_>; 1]> = datagrams.iter().map(|d| [IoSlice::new(d)]).collect();
+        let addrs = vec![Some(dest); datagrams.len()];
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(datagrams.len(), None);
         let mut sent = 0;
         while sent < datagrams.len() {
-            let rest = &datagrams[sent..];
-            let iovs: Vec<[IoSlice<'_>; 1]> = rest.iter().map(|d| [IoSlice::new(d)]).collect();
-            let addrs = vec![Some(dest); rest.len()];
-            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(rest.len(), None);
             match sendmmsg(
                 socket.as_raw_fd(),
                 &mut headers,
-                &iovs,
-                &addrs,
+                &iovs[sent..],
+                &addrs[sent..],
                 [],
                 MsgFlags::empty(),
             ) {
                 Ok(r) => match r.count() {
                     // Nothing sent (cannot happen for a non-empty batch): avoid spinning.
-                    0 => return send_one(socket, rest[0], to),
+                    0 => return super::send_one(socket, datagrams[sent], to),
                     n => sent += n,
                 },
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -260,14 +259,15 @@ mod sys {
         }
         Ok(())
     }
+}
 
-    fn send_one(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
-        loop {
-            match socket.send_to(datagram, to) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
+/// One `send_to`, repeated when interrupted.
+fn send_one(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+    loop {
+        match socket.send_to(datagram, to) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -288,16 +288,7 @@ mod sys {
     }
 
     pub fn send_many(socket: &UdpSocket, datagrams: &[&[u8]], to: SocketAddr) -> io::Result<()> {
-        for d in datagrams {
-            loop {
-                match socket.send_to(d, to) {
-                    Ok(_) => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(())
+        datagrams.iter().try_for_each(|d| super::send_one(socket, d, to))
     }
 }
 
@@ -360,6 +351,37 @@ mod tests {
             round_trip(&[65468, 65468, 20], gso);
             round_trip(&[4], gso);
         }
+    }
+
+    #[test]
+    fn a_window_reaches_a_small_receive_buffer_whole() {
+        let sender = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut transport = UdpTransport::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        let to = transport.socket().local_addr().unwrap();
+        let lens = [1472, 1472, 1472, 1472, 1000];
+        let mut batch = SendBatch::new();
+        for _ in 0..2 {
+            for (i, &len) in lens.iter().enumerate() {
+                batch.slot()[..len].copy_from_slice(&datagram(i, len));
+                batch.push(len);
+            }
+            batch.send(&sender, to, &mut true).unwrap();
+        }
+        // Twice, so the second window lands in the buffer the first one left behind.
+        let mut buf = [0u8; 1500];
+        for _ in 0..2 {
+            for (i, &len) in lens.iter().enumerate() {
+                let (n, _) = transport
+                    .recv_from(&mut buf, Some(Duration::from_secs(5)))
+                    .unwrap()
+                    .expect("a datagram");
+                assert_eq!(&buf[..n], &datagram(i, len)[..], "datagram {i}");
+            }
+        }
+        assert!(transport
+            .recv_from(&mut buf, Some(Duration::from_millis(50)))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -90,22 +90,7 @@ impl Transport for UdpSocket {
         // A zero timeout means "block forever" to set_read_timeout: use the smallest real one.
         let timeout = timeout.map(|t| t.max(Duration::from_micros(1)));
         self.set_read_timeout(timeout)?;
-        loop {
-            match UdpSocket::recv_from(self, buf) {
-                Ok((n, from)) => return Ok(Some((n, from))),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        stdio::ErrorKind::WouldBlock | stdio::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(None)
-                }
-                Err(e) if e.kind() == stdio::ErrorKind::Interrupted => continue,
-                Err(e) if is_transient(&e) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        recv_retrying(|| UdpSocket::recv_from(self, buf))
     }
 }
 
@@ -124,10 +109,11 @@ pub struct UdpTransport {
     timeout: Option<Duration>,
     /// Whether coalesced receives are on.
     gro: bool,
-    /// The rest of a coalesced receive: datagrams of `segment` bytes (the last maybe shorter)
-    /// from `pending_from`, handed out from `pending_at`.
+    /// The rest of a coalesced receive: `pending[pending_at..pending_end]`, datagrams of
+    /// `segment` bytes (the last maybe shorter) from `pending_from`.
     pending: Vec<u8>,
     pending_at: usize,
+    pending_end: usize,
     segment: usize,
     pending_from: Option<SocketAddr>,
 }
@@ -142,6 +128,7 @@ impl UdpTransport {
             gro,
             pending: Vec::new(),
             pending_at: 0,
+            pending_end: 0,
             segment: 0,
             pending_from: None,
         }
@@ -155,12 +142,12 @@ impl UdpTransport {
     /// The next datagram of a coalesced receive, if any is left.
     fn next_pending(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
         let from = self.pending_from?;
-        let rest = &self.pending[self.pending_at..];
+        let rest = &self.pending[self.pending_at..self.pending_end];
         let n = self.segment.min(rest.len());
         let copied = n.min(buf.len());
         buf[..copied].copy_from_slice(&rest[..copied]);
         self.pending_at += n;
-        if self.pending_at >= self.pending.len() {
+        if self.pending_at >= self.pending_end {
             self.pending_from = None;
         }
         Some((copied, from))
@@ -172,14 +159,14 @@ impl UdpTransport {
             return self.socket.recv_from(buf);
         }
         if buf.len() < RECV_BUFFER {
-            // Too small for a coalesced receive: receive into our own buffer, hand out the first.
-            let mut own = core::mem::take(&mut self.pending);
-            own.resize(RECV_BUFFER, 0);
-            let r = gro::recv(&self.socket, &mut own);
-            self.pending = own;
-            let (n, from, segment) = r?;
-            self.pending.truncate(n);
+            // Too small for a coalesced receive: receive into our own buffer (allocated once,
+            // kept at full size), hand out the first datagram.
+            if self.pending.len() < RECV_BUFFER {
+                self.pending.resize(RECV_BUFFER, 0);
+            }
+            let (n, from, segment) = gro::recv(&self.socket, &mut self.pending)?;
             self.pending_at = 0;
+            self.pending_end = n;
             self.segment = segment.unwrap_or(n).max(1);
             self.pending_from = Some(from);
             return Ok(self.next_pending(buf).unwrap_or((0, from)));
@@ -187,9 +174,12 @@ impl UdpTransport {
         let (n, from, segment) = gro::recv(&self.socket, buf)?;
         match segment {
             Some(size) if size > 0 && size < n => {
-                self.pending.clear();
-                self.pending.extend_from_slice(&buf[size..n]);
+                if self.pending.len() < n - size {
+                    self.pending.resize(RECV_BUFFER, 0);
+                }
+                self.pending[..n - size].copy_from_slice(&buf[size..n]);
                 self.pending_at = 0;
+                self.pending_end = n - size;
                 self.segment = size;
                 self.pending_from = Some(from);
                 Ok((size, from))
@@ -223,22 +213,7 @@ impl Transport for UdpTransport {
             self.socket.set_read_timeout(want)?;
             self.timeout = want;
         }
-        loop {
-            match self.recv_one(buf) {
-                Ok((n, from)) => return Ok(Some((n, from))),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        stdio::ErrorKind::WouldBlock | stdio::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(None)
-                }
-                Err(e) if e.kind() == stdio::ErrorKind::Interrupted => continue,
-                Err(e) if is_transient(&e) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        recv_retrying(|| self.recv_one(buf))
     }
 }
 
@@ -303,6 +278,28 @@ pub(crate) fn source_of(a: Option<&nix::sys::socket::SockaddrStorage>) -> stdio:
             })
     })
     .ok_or_else(|| stdio::Error::new(stdio::ErrorKind::InvalidData, "datagram without source"))
+}
+
+/// Runs a blocking receive until it yields a datagram (`Some`), times out (`None`) or fails
+/// for real: interruptions and errors left by earlier datagrams (ICMP) are retried.
+fn recv_retrying(
+    mut recv: impl FnMut() -> stdio::Result<(usize, SocketAddr)>,
+) -> stdio::Result<Option<(usize, SocketAddr)>> {
+    loop {
+        match recv() {
+            Ok(got) => return Ok(Some(got)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    stdio::ErrorKind::WouldBlock | stdio::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) if e.kind() == stdio::ErrorKind::Interrupted || is_transient(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Errors a UDP socket reports for earlier datagrams (ICMP) or momentary pressure.

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::prelude::rust_2021::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -376,6 +376,7 @@ impl PreciseTimer {
     #[cfg(target_os = "linux")]
     fn new(poll: &Poll) -> Option<PreciseTimer> {
         use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
+        use std::os::fd::AsFd;
         let fd = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
