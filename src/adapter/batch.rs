@@ -327,18 +327,23 @@ mod tests {
             let (n, _) = plain.recv_from(&mut buf).unwrap();
             assert_eq!(&buf[..n], &datagram(i, len)[..], "datagram {i} (plain)");
         }
-        for (i, &len) in lens.iter().enumerate() {
-            let (n, _) = transport
-                .recv_from(&mut buf, Some(Duration::from_secs(5)))
-                .unwrap()
-                .expect("a datagram");
-            assert_eq!(&buf[..n], &datagram(i, len)[..], "datagram {i} (transport)");
-        }
+        expect_datagrams(&mut transport, lens, &mut buf);
         // Nothing more: every datagram went exactly once.
         assert!(transport
             .recv_from(&mut buf, Some(Duration::from_millis(50)))
             .unwrap()
             .is_none());
+    }
+
+    /// Receives the datagrams `round_trip` and friends send, of `lens`, in order, into `buf`.
+    fn expect_datagrams(transport: &mut UdpTransport, lens: &[usize], buf: &mut [u8]) {
+        for (i, &len) in lens.iter().enumerate() {
+            let (n, _) = transport
+                .recv_from(buf, Some(Duration::from_secs(5)))
+                .unwrap()
+                .expect("a datagram");
+            assert_eq!(&buf[..n], &datagram(i, len)[..], "datagram {i} (transport)");
+        }
     }
 
     #[test]
@@ -370,13 +375,7 @@ mod tests {
         // Twice, so the second window lands in the buffer the first one left behind.
         let mut buf = [0u8; 1500];
         for _ in 0..2 {
-            for (i, &len) in lens.iter().enumerate() {
-                let (n, _) = transport
-                    .recv_from(&mut buf, Some(Duration::from_secs(5)))
-                    .unwrap()
-                    .expect("a datagram");
-                assert_eq!(&buf[..n], &datagram(i, len)[..], "datagram {i}");
-            }
+            expect_datagrams(&mut transport, &lens, &mut buf);
         }
         assert!(transport
             .recv_from(&mut buf, Some(Duration::from_millis(50)))
