@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tftp_proto::adapter::client::{Client, ClientError};
 use tftp_proto::adapter::server::{Server, ServerConfig};
-use tftp_proto::adapter::StdClock;
+use tftp_proto::adapter::{drive, StdClock, Transport, UdpTransport};
 use tftp_proto::engine::{ClientRequest, Config, TransferError, TransferMode, TransferParams};
 use tftp_proto::engine::{ServerPolicy, Transfer};
 use tftp_proto::server::{TransferReport, TransferResult};
@@ -1919,4 +1919,88 @@ fn ipv6_link_local_clients_are_served_on_a_wildcard_bind() {
     if served.is_none() {
         eprintln!("no network namespace (needs root and `ip`): skipped");
     }
+}
+
+// ---- batched windows ------------------------------------------------------------------------
+
+/// A transport that records how `drive` hands it datagrams: the length of every run, and how
+/// many went one by one.
+struct RunRecorder {
+    inner: UdpTransport,
+    runs: Vec<usize>,
+    singles: usize,
+}
+
+impl Transport for RunRecorder {
+    fn send_to(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.singles += 1;
+        self.inner.send_to(datagram, to)
+    }
+
+    fn recv_from(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> io::Result<Option<(usize, SocketAddr)>> {
+        self.inner.recv_from(buf, timeout)
+    }
+
+    fn send_run(&mut self, datagrams: &[u8], lens: &[usize], to: SocketAddr) -> io::Result<()> {
+        self.runs.push(lens.len());
+        self.inner.send_run(datagrams, lens, to)
+    }
+}
+
+/// A windowed upload leaves window by window (one run each, which `UdpTransport` sends with
+/// segmentation offload or `sendmmsg`), and the server, receiving such runs coalesced, stores
+/// the file whole.
+#[test]
+fn windowed_upload_leaves_window_by_window_and_arrives_whole() {
+    const WINDOWS: usize = 40;
+    let root = TempDir::new("root");
+    let mut config = server_config(root.path(), &["127.0.0.1:0"]);
+    config.allow_write = true;
+    let server = TestServer::start(&config);
+    // 40 full windows of 8 blocks of 1,024 bytes, then one short block.
+    let content = pattern(WINDOWS * 8 * 1024 + 100, 67);
+    let clock = StdClock::new();
+    let request = ClientRequest {
+        options: Options {
+            blksize: Some(1024),
+            windowsize: Some(8),
+            ..Options::NONE
+        },
+        ..upload_request(b"runs.bin")
+    };
+    let mut transfer = Transfer::client(
+        clock.now(),
+        server.addr(),
+        request,
+        &content[..],
+        Config::default(),
+    )
+    .unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut transport = RunRecorder {
+        inner: UdpTransport::new(socket),
+        runs: Vec::new(),
+        singles: 0,
+    };
+    let sent = drive(&mut transport, &mut transfer, &clock, |_| {}).expect("upload");
+    assert_eq!(sent, content.len() as u64);
+    assert_eq!(
+        server.report_for(RequestKind::Write, b"runs.bin").result,
+        TransferResult::Completed(content.len() as u64)
+    );
+    assert_eq!(file_digest(&root.join("runs.bin")), digest(&content));
+    // Everything went through runs; every full window was one run of 8 (a late ACK may add
+    // a lone probe or a resent window, never split one).
+    assert_eq!(transport.singles, 0);
+    let full = transport.runs.iter().filter(|&&n| n == 8).count();
+    assert!(full >= WINDOWS, "runs: {:?}", transport.runs);
+    assert!(
+        transport.runs.iter().all(|&n| n == 1 || n == 8),
+        "runs: {:?}",
+        transport.runs
+    );
 }

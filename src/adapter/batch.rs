@@ -9,11 +9,28 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::prelude::rust_2021::*;
 
-use mio::net::UdpSocket;
-
 use super::MAX_DATAGRAM;
+
+/// A UDP socket a batch can be sent from: the server's (mio) and the client's (std) sockets.
+pub trait DatagramSocket: AsRawFd {
+    /// One `sendto`.
+    fn send_datagram(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize>;
+}
+
+impl DatagramSocket for mio::net::UdpSocket {
+    fn send_datagram(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.send_to(datagram, to)
+    }
+}
+
+impl DatagramSocket for std::net::UdpSocket {
+    fn send_datagram(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.send_to(datagram, to)
+    }
+}
 
 /// Most datagrams in one batch (the kernel's segment limit for one GSO send is 64).
 pub const MAX_BATCH: usize = 64;
@@ -80,41 +97,63 @@ impl SendBatch {
     /// Errors a datagram socket reports for earlier traffic or momentary pressure (ICMP
     /// unreachable, a full buffer) mean datagrams are lost, which the protocol recovers from:
     /// they are not returned. Other errors are.
-    pub fn send(&mut self, socket: &UdpSocket, to: SocketAddr, gso: &mut bool) -> io::Result<()> {
-        let r = self.send_all(socket, to, gso, self.lens.len());
-        self.clear();
-        transient_ok(r)
+    pub fn send(&mut self, socket: &impl DatagramSocket, to: SocketAddr, gso: &mut bool) -> io::Result<()> {
+        self.send_with(false, |buf, lens| send_run(socket, buf, lens, to, gso))
     }
 
     /// Like [`send`](Self::send) for all but the last datagram, which stays, alone, in the
     /// batch (it starts the next run, to another destination).
     pub fn send_all_but_last(
         &mut self,
-        socket: &UdpSocket,
+        socket: &impl DatagramSocket,
         to: SocketAddr,
         gso: &mut bool,
     ) -> io::Result<()> {
-        let Some(&last) = self.lens.last() else {
-            return Ok(());
-        };
-        let r = self.send_all(socket, to, gso, self.lens.len() - 1);
-        self.buf.copy_within(self.used - last..self.used, 0);
-        self.lens.clear();
-        self.lens.push(last);
-        self.used = last;
-        transient_ok(r)
+        self.send_with(true, |buf, lens| send_run(socket, buf, lens, to, gso))
     }
 
-    /// Sends the first `count` datagrams.
-    fn send_all(&self, socket: &UdpSocket, to: SocketAddr, gso: &mut bool, count: usize) -> io::Result<()> {
-        let lens = &self.lens[..count];
-        let mut start = 0; // index of the first datagram not sent yet
-        let mut offset = 0; // its byte offset
+    /// Hands the datagrams (all but the last when `keep_last`) to `send`, back to back with
+    /// their lengths, then keeps only that last one (or none). Nothing is handed over when
+    /// there is nothing to send.
+    pub fn send_with(
+        &mut self,
+        keep_last: bool,
+        send: impl FnOnce(&[u8], &[usize]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let count = self.lens.len() - usize::from(keep_last && !self.lens.is_empty());
+        let bytes: usize = self.lens[..count].iter().sum();
+        let r = if count == 0 {
+            Ok(())
+        } else {
+            send(&self.buf[..bytes], &self.lens[..count])
+        };
+        self.buf.copy_within(bytes..self.used, 0);
+        self.lens.drain(..count);
+        self.used -= bytes;
+        r
+    }
+}
+
+/// Sends the datagrams of `lens`, stored back to back in `buf`, to `to` from `socket`: with
+/// segmentation where `gso` allows it and the lengths do (cleared if the kernel refuses), else
+/// with `sendmmsg`. Errors that only mean lost datagrams (see [`SendBatch::send`]) are not
+/// returned.
+pub fn send_run(
+    socket: &impl DatagramSocket,
+    buf: &[u8],
+    lens: &[usize],
+    to: SocketAddr,
+    gso: &mut bool,
+) -> io::Result<()> {
+    let count = lens.len();
+    let mut start = 0; // index of the first datagram not sent yet
+    let mut offset = 0; // its byte offset
+    let r = (|| {
         while start < count {
             let run = if *gso { segment_run(&lens[start..]) } else { 1 };
             if run > 1 {
                 let bytes: usize = lens[start..start + run].iter().sum();
-                match sys::send_segmented(socket, &self.buf[offset..offset + bytes], lens[start], to) {
+                match sys::send_segmented(socket, &buf[offset..offset + bytes], lens[start], to) {
                     Ok(()) => {
                         start += run;
                         offset += bytes;
@@ -125,37 +164,38 @@ impl SendBatch {
                 }
             }
             // The portable way for the rest (or until the next segmentable run).
-            let n = self.send_each(socket, to, &lens[start..], offset, *gso)?;
+            let n = send_each(socket, to, buf, &lens[start..], offset, *gso)?;
             offset += lens[start..start + n].iter().sum::<usize>();
             start += n;
         }
         Ok(())
-    }
+    })();
+    transient_ok(r)
+}
 
-    /// Sends datagrams of `lens` (the first at byte `offset`) one message each, returning how
-    /// many went: all of them, or (when segmentation may be used) up to the next run worth
-    /// segmenting.
-    fn send_each(
-        &self,
-        socket: &UdpSocket,
-        to: SocketAddr,
-        lens: &[usize],
-        offset: usize,
-        gso: bool,
-    ) -> io::Result<usize> {
-        let mut end = 1;
-        while end < lens.len() && !(gso && segment_run(&lens[end..]) > 1) {
-            end += 1;
-        }
-        let mut slices = Vec::with_capacity(end);
-        let mut at = offset;
-        for &len in &lens[..end] {
-            slices.push(&self.buf[at..at + len]);
-            at += len;
-        }
-        sys::send_many(socket, &slices, to)?;
-        Ok(end)
+/// Sends datagrams of `lens` (the first at byte `offset` of `buf`) one message each, returning
+/// how many went: all of them, or (when segmentation may be used) up to the next run worth
+/// segmenting.
+fn send_each(
+    socket: &impl DatagramSocket,
+    to: SocketAddr,
+    buf: &[u8],
+    lens: &[usize],
+    offset: usize,
+    gso: bool,
+) -> io::Result<usize> {
+    let mut end = 1;
+    while end < lens.len() && !(gso && segment_run(&lens[end..]) > 1) {
+        end += 1;
     }
+    let mut slices = Vec::with_capacity(end);
+    let mut at = offset;
+    for &len in &lens[..end] {
+        slices.push(&buf[at..at + len]);
+        at += len;
+    }
+    sys::send_many(socket, &slices, to)?;
+    Ok(end)
 }
 
 /// How many datagrams of `lens` (from its start) can go as one segmented send: equal lengths,
@@ -191,16 +231,20 @@ mod sys {
     use std::io;
     use std::io::IoSlice;
     use std::net::SocketAddr;
-    use std::os::fd::AsRawFd;
 
-    use mio::net::UdpSocket;
     use std::prelude::rust_2021::*;
 
+    use super::DatagramSocket;
     use nix::sys::socket::{sendmmsg, sendmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 
     /// One `sendmsg` with `UDP_SEGMENT`: `data` leaves as datagrams of `size` bytes (the last
     /// one possibly shorter).
-    pub fn send_segmented(socket: &UdpSocket, data: &[u8], size: usize, to: SocketAddr) -> io::Result<()> {
+    pub fn send_segmented(
+        socket: &impl DatagramSocket,
+        data: &[u8],
+        size: usize,
+        to: SocketAddr,
+    ) -> io::Result<()> {
         let size = u16::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let iov = [IoSlice::new(data)];
         let dest = SockaddrStorage::from(to);
@@ -230,7 +274,7 @@ mod sys {
     }
 
     /// One `sendmmsg` for all of `datagrams` (repeated for what a partial send left).
-    pub fn send_many(socket: &UdpSocket, datagrams: &[&[u8]], to: SocketAddr) -> io::Result<()> {
+    pub fn send_many(socket: &impl DatagramSocket, datagrams: &[&[u8]], to: SocketAddr) -> io::Result<()> {
         if let [one] = datagrams {
             return super::send_one(socket, one, to);
         }
@@ -262,9 +306,9 @@ mod sys {
 }
 
 /// One `send_to`, repeated when interrupted.
-fn send_one(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+fn send_one(socket: &impl DatagramSocket, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
     loop {
-        match socket.send_to(datagram, to) {
+        match socket.send_datagram(datagram, to) {
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -277,9 +321,9 @@ mod sys {
     use std::io;
     use std::net::SocketAddr;
 
-    use mio::net::UdpSocket;
+    use super::DatagramSocket;
 
-    pub fn send_segmented(_: &UdpSocket, _: &[u8], _: usize, _: SocketAddr) -> io::Result<()> {
+    pub fn send_segmented(_: &impl DatagramSocket, _: &[u8], _: usize, _: SocketAddr) -> io::Result<()> {
         Err(io::Error::from(io::ErrorKind::Unsupported))
     }
 
@@ -287,7 +331,7 @@ mod sys {
         e.kind() == io::ErrorKind::Unsupported
     }
 
-    pub fn send_many(socket: &UdpSocket, datagrams: &[&[u8]], to: SocketAddr) -> io::Result<()> {
+    pub fn send_many(socket: &impl DatagramSocket, datagrams: &[&[u8]], to: SocketAddr) -> io::Result<()> {
         datagrams.iter().try_for_each(|d| super::send_one(socket, d, to))
     }
 }
@@ -296,6 +340,7 @@ mod sys {
 mod tests {
     use super::*;
     use crate::adapter::{Transport, UdpTransport};
+    use mio::net::UdpSocket;
     use std::time::Duration;
 
     fn datagram(i: usize, len: usize) -> Vec<u8> {

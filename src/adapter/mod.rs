@@ -19,6 +19,7 @@ use std::io as stdio;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use self::batch::SendBatch;
 use crate::engine::{Event, Transfer, TransferError};
 use crate::storage::Storage;
 use crate::time::Instant;
@@ -66,6 +67,20 @@ pub trait Transport {
         buf: &mut [u8],
         timeout: Option<Duration>,
     ) -> stdio::Result<Option<(usize, SocketAddr)>>;
+
+    /// Sends a run of datagrams to one peer, in order (a window): `datagrams` holds them back
+    /// to back and `lens` gives their lengths. The default sends them one by one with
+    /// [`send_to`](Self::send_to); [`UdpTransport`] sends a run in as few system calls as the
+    /// kernel allows.
+    fn send_run(&mut self, datagrams: &[u8], lens: &[usize], to: SocketAddr) -> stdio::Result<()> {
+        let mut at = 0;
+        for &len in lens {
+            let end = at + len;
+            self.send_to(&datagrams[at..end], to)?;
+            at = end;
+        }
+        Ok(())
+    }
 }
 
 impl Transport for UdpSocket {
@@ -102,13 +117,17 @@ impl Transport for UdpSocket {
 ///
 /// On Linux it also turns on UDP receive offload (`UDP_GRO`): a window a peer sent with
 /// segmentation offload (as this crate's server does) arrives in one system call, and is handed
-/// out one datagram per [`recv_from`](Transport::recv_from) as before.
+/// out one datagram per [`recv_from`](Transport::recv_from) as before. A window it sends
+/// ([`send_run`](Transport::send_run)) leaves the same way: one segmented send where the kernel
+/// has them, else one `sendmmsg`.
 #[derive(Debug)]
 pub struct UdpTransport {
     socket: UdpSocket,
     timeout: Option<Duration>,
     /// Whether coalesced receives are on.
     gro: bool,
+    /// Whether segmented sends may be tried (cleared when the kernel refuses one).
+    gso: bool,
     /// The rest of a coalesced receive: `pending[pending_at..pending_end]`, datagrams of
     /// `segment` bytes (the last maybe shorter) from `pending_from`.
     pending: Vec<u8>,
@@ -126,6 +145,7 @@ impl UdpTransport {
             socket,
             timeout: None,
             gro,
+            gso: cfg!(target_os = "linux"),
             pending: Vec::new(),
             pending_at: 0,
             pending_end: 0,
@@ -194,6 +214,10 @@ impl Transport for UdpTransport {
         Transport::send_to(&mut self.socket, datagram, to)
     }
 
+    fn send_run(&mut self, datagrams: &[u8], lens: &[usize], to: SocketAddr) -> stdio::Result<()> {
+        batch::send_run(&self.socket, datagrams, lens, to, &mut self.gso)
+    }
+
     fn recv_from(
         &mut self,
         buf: &mut [u8],
@@ -220,21 +244,21 @@ impl Transport for UdpTransport {
 /// UDP receive offload (Linux 5.0+): the kernel may deliver several datagrams of one size from
 /// one sender in one receive, with the size in a control message.
 #[cfg(target_os = "linux")]
-mod gro {
+pub(crate) mod gro {
     use std::io;
-    use std::net::{SocketAddr, UdpSocket};
-    use std::os::fd::AsRawFd;
+    use std::net::SocketAddr;
+    use std::os::fd::{AsFd, AsRawFd};
 
     use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage};
 
     /// Turns coalesced receives on, if the kernel has them.
-    pub fn enable(socket: &UdpSocket) -> bool {
+    pub fn enable(socket: &impl AsFd) -> bool {
         setsockopt(socket, sockopt::UdpGroSegment, &true).is_ok()
     }
 
     /// Receives into `buf`: the bytes, the source, and the datagram size when several
     /// datagrams were coalesced.
-    pub fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<usize>)> {
+    pub fn recv(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<usize>)> {
         let mut iov = [io::IoSliceMut::new(buf)];
         let mut cmsg = nix::cmsg_space!(i32);
         let msg =
@@ -328,13 +352,30 @@ pub fn drive<T: Transport, S: Storage>(
     clock: &StdClock,
     mut on_event: impl FnMut(&Event),
 ) -> Result<u64, DriveError> {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    // What one turn has to send, gathered into runs to one destination (windows).
+    let mut batch = SendBatch::new();
     let mut rx = vec![0u8; RECV_BUFFER];
     loop {
         let now = clock.now();
-        while let Some(tx) = transfer.poll_transmit(now, &mut buf) {
-            transport
-                .send_to(&buf[..tx.len], tx.destination)
+        let mut run: Option<SocketAddr> = None;
+        while let Some(tx) = transfer.poll_transmit(now, batch.slot()) {
+            batch.push(tx.len);
+            if let Some(to) = run.filter(|&to| to != tx.destination) {
+                batch
+                    .send_with(true, |d, lens| transport.send_run(d, lens, to))
+                    .map_err(DriveError::Io)?;
+            }
+            run = Some(tx.destination);
+            if !batch.has_room() {
+                batch
+                    .send_with(false, |d, lens| transport.send_run(d, lens, tx.destination))
+                    .map_err(DriveError::Io)?;
+                run = None;
+            }
+        }
+        if let Some(to) = run {
+            batch
+                .send_with(false, |d, lens| transport.send_run(d, lens, to))
                 .map_err(DriveError::Io)?;
         }
         while let Some(ev) = transfer.poll_event() {

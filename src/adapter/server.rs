@@ -274,15 +274,35 @@ impl Server {
             let Some(session) = self.sessions.get(&local) else {
                 return Ok(());
             };
-            let (n, from) = match session.socket.recv_from(&mut self.rx) {
+            // Session sockets receive coalesced runs (see `accept_request`): one receive may
+            // hold several datagrams of `segment` bytes from one peer (the last maybe shorter).
+            #[cfg(target_os = "linux")]
+            let received = super::gro::recv(&session.socket, &mut self.rx);
+            #[cfg(not(target_os = "linux"))]
+            let received = session
+                .socket
+                .recv_from(&mut self.rx)
+                .map(|(n, from)| (n, from, None));
+            let (n, from, segment) = match received {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted || is_transient(&e) => continue,
                 Err(e) => return Err(e),
             };
-            let now = self.clock.now();
-            let _ = self.table.handle_datagram(now, local, from, false, &self.rx[..n]);
-            self.flush();
+            let size = segment.filter(|&s| s > 0).unwrap_or(n);
+            let mut at = 0;
+            loop {
+                let end = n.min(at + size);
+                let now = self.clock.now();
+                let _ = self
+                    .table
+                    .handle_datagram(now, local, from, false, &self.rx[at..end]);
+                self.flush();
+                at = end;
+                if at >= n {
+                    break;
+                }
+            }
         }
     }
 
@@ -492,6 +512,10 @@ fn accept_request(
             .min(table.policy().max_blksize),
     ) + 64;
     size_buffers(&std_sock, (window * block * 2).max(64 * 1024));
+    // Coalesced receives: an upload's window (sent with segmentation, as this crate's client
+    // does) arrives in one system call; `drain_session` splits it.
+    #[cfg(target_os = "linux")]
+    super::gro::enable(&std_sock);
     let tid = std_sock.local_addr();
     let mut socket = UdpSocket::from_std(std_sock);
     let token = Token(*next_token);
