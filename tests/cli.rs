@@ -585,3 +585,43 @@ fn serve_fails_cleanly_on_a_bad_root_or_a_busy_port() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("invalid --bind"), "{}", stderr(&out));
 }
+
+#[test]
+fn serve_with_two_threads_serves_gets_and_puts() {
+    let root = TempDir::new("root");
+    let local = TempDir::new("local");
+    let content = pattern(200_000, 9);
+    fs::write(root.join("boot.img"), &content).unwrap();
+    fs::write(local.join("up.img"), &content).unwrap();
+    let serve = Serve::start(
+        root.path(),
+        &["--bind", "127.0.0.1:0", "--threads", "2", "--allow-write"],
+    );
+    for i in 0..4 {
+        let target = local.join(format!("out{i}.img"));
+        ok(&run(&["get", &serve.host(), "boot.img", path(&target)], None));
+        assert_eq!(fs::read(&target).unwrap(), content);
+    }
+    ok(&run(
+        &[
+            "put",
+            "--windowsize",
+            "8",
+            &serve.host(),
+            path(&local.join("up.img")),
+            "up.img",
+        ],
+        None,
+    ));
+    assert_eq!(fs::read(root.join("up.img")).unwrap(), content);
+    serve.wait_report("write", "up.img");
+    serve.stop();
+}
+
+#[test]
+fn serve_threads_zero_is_a_usage_error() {
+    let root = TempDir::new("root");
+    let out = run(&["serve", "--root", path(root.path()), "--threads", "0"], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--threads"), "{}", stderr(&out));
+}

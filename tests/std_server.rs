@@ -2004,3 +2004,66 @@ fn windowed_upload_leaves_window_by_window_and_arrives_whole() {
         transport.runs
     );
 }
+
+// ---- several event-loop threads -------------------------------------------------------------
+
+/// `run_threads` with two threads: the requests of many clients (each from its own port) are
+/// spread over both, every download arrives whole, and stopping stops both.
+#[test]
+fn two_threads_share_the_port_and_the_downloads() {
+    const CLIENTS: usize = 32;
+    let root = TempDir::new("root");
+    let content = pattern(100_000, 68);
+    fs::write(root.join("f.bin"), &content).unwrap();
+    let config = server_config(root.path(), &["127.0.0.1:0"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready) = mpsc::channel();
+    let (report_tx, reports) = mpsc::channel();
+    let report_tx = std::sync::Mutex::new(report_tx);
+    let flag = Arc::clone(&stop);
+    let server = std::thread::spawn(move || {
+        tftp_proto::adapter::server::run_threads(
+            &config,
+            2,
+            &flag,
+            |addrs| ready_tx.send(addrs.to_vec()).unwrap(),
+            |r| {
+                let _ = report_tx
+                    .lock()
+                    .unwrap()
+                    .send((std::thread::current().id(), r.result.clone()));
+            },
+        )
+    });
+    let addr = ready
+        .recv_timeout(Duration::from_secs(10))
+        .expect("servers ready")[0];
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                Client::new(addr)
+                    .options(Options {
+                        blksize: Some(1024),
+                        ..Options::NONE
+                    })
+                    .get_to_writer(b"f.bin", &mut got, |_| {})
+                    .expect("download");
+                got
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(digest(&c.join().unwrap()), digest(&content));
+    }
+    let mut threads = BTreeSet::new();
+    for _ in 0..CLIENTS {
+        let (thread, result) = reports.recv_timeout(Duration::from_secs(10)).expect("a report");
+        assert_eq!(result, TransferResult::Completed(content.len() as u64));
+        threads.insert(format!("{thread:?}"));
+    }
+    // 32 client ports hashed over two sockets: all on one has a chance of 2^-31.
+    assert_eq!(threads.len(), 2, "reports came from {threads:?}");
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap().expect("both servers stop cleanly");
+}

@@ -50,6 +50,10 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// Serve every transfer from the listening port.
     pub single_port: bool,
+    /// Bind the listening sockets with `SO_REUSEPORT`, so that several servers (the threads
+    /// of [`run_threads`], or processes of the same user) share the ports and the kernel
+    /// spreads requests over them by source address and port. Set by [`run_threads`].
+    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +67,7 @@ impl Default for ServerConfig {
             engine: Config::default(),
             max_sessions: 1024,
             single_port: false,
+            reuse_port: false,
         }
     }
 }
@@ -109,6 +114,73 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// Serves with `threads` servers, one per thread, sharing the listening ports
+/// ([`ServerConfig::reuse_port`]) until `stop` becomes true; every finished transfer is
+/// reported to `on_report`, from the thread that served it.
+///
+/// Each thread has its own sessions, sockets and event loop: the kernel hands each request to
+/// one of them by its source address and port, and that thread serves the whole transfer. The
+/// session limit is shared out between the threads. With one thread this is [`Server::run`].
+/// Ports given as 0 are picked once, by the first server, and shared by the others.
+///
+/// Returns the first error a server stopped with (the others are stopped too), or the bind
+/// error. `on_ready` gets the bound addresses once every server is listening.
+pub fn run_threads(
+    config: &ServerConfig,
+    threads: usize,
+    stop: &AtomicBool,
+    on_ready: impl FnOnce(&[SocketAddr]),
+    on_report: impl Fn(&TransferReport<()>) + Sync,
+) -> io::Result<()> {
+    let threads = threads.max(1);
+    let mut config = config.clone();
+    config.reuse_port |= threads > 1;
+    config.max_sessions = config.max_sessions.div_ceil(threads).max(1);
+    let first = Server::bind(&config)?;
+    let addrs = first.local_addrs();
+    config.binds.clone_from(&addrs);
+    let mut servers = vec![first];
+    for _ in 1..threads {
+        servers.push(Server::bind(&config)?);
+    }
+    on_ready(&addrs);
+    // A server that fails stops the others.
+    let failed = AtomicBool::new(false);
+    let on_report = &on_report;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = servers
+            .into_iter()
+            .map(|mut server| {
+                let failed = &failed;
+                scope.spawn(move || {
+                    let stop_all = StopEither(stop, failed);
+                    let r = server.run_until(&stop_all, |r| on_report(r));
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("server thread panicked")))
+            })
+            .fold(Ok(()), |acc, r| acc.and(r))
+    })
+}
+
+/// Stop when either flag is set.
+struct StopEither<'a>(&'a AtomicBool, &'a AtomicBool);
+
+impl StopEither<'_> {
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed) || self.1.load(Ordering::Relaxed)
+    }
+}
+
 fn new_table(policy: ServerPolicy, engine: Config) -> Box<ServerTable<ServedFile, MAX_SESSIONS>> {
     // The table is large (fixed capacity); build it on a thread with a stack big enough for a
     // temporary copy, whatever the caller's stack size.
@@ -128,7 +200,7 @@ impl Server {
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
         for (i, &addr) in config.binds.iter().enumerate() {
-            let std_sock = bind_udp(addr)?;
+            let std_sock = bind_udp(addr, config.reuse_port)?;
             let wildcard = addr.ip().is_unspecified();
             if wildcard {
                 enable_pktinfo(&std_sock, addr.is_ipv4())?;
@@ -178,13 +250,17 @@ impl Server {
     }
 
     /// Serves until `stop` becomes true, reporting every finished transfer to `on_report`.
-    pub fn run(
+    pub fn run(&mut self, stop: &AtomicBool, on_report: impl FnMut(&TransferReport<()>)) -> io::Result<()> {
+        self.run_until(&StopEither(stop, stop), on_report)
+    }
+
+    fn run_until(
         &mut self,
-        stop: &AtomicBool,
+        stop: &StopEither<'_>,
         mut on_report: impl FnMut(&TransferReport<()>),
     ) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.is_set() {
             self.turn(&mut events, Duration::from_millis(200), &mut on_report)?;
         }
         self.table
@@ -489,7 +565,7 @@ fn accept_request(
     // The request's local address with a new port (keeping a link-local address's scope).
     let mut bind_addr = incoming.local;
     bind_addr.set_port(0);
-    let std_sock = match bind_udp(bind_addr) {
+    let std_sock = match bind_udp(bind_addr, false) {
         Ok(s) => s,
         Err(_) => {
             let _ = root.finish(file, false);
@@ -552,7 +628,23 @@ fn accept_request(
 
 /// Binds a UDP socket (IPv6 sockets are v6-only so `[::]` and `0.0.0.0` can both be bound),
 /// non-blocking, for mio.
-fn bind_udp(addr: SocketAddr) -> io::Result<StdUdpSocket> {
+/// `SO_REUSEPORT` with Linux's meaning: the sockets share the port and each datagram goes to
+/// one of them, chosen by a hash of its source and destination (so a client's repeated request
+/// reaches the same server).
+fn set_reuse_port(socket: &socket2::Socket) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    return socket.set_reuse_port(true);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "sharing a port between servers (SO_REUSEPORT load balancing) needs Linux",
+        ))
+    }
+}
+
+fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<StdUdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if addr.is_ipv4() {
         Domain::IPV4
@@ -562,6 +654,9 @@ fn bind_udp(addr: SocketAddr) -> io::Result<StdUdpSocket> {
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
+    }
+    if reuse_port {
+        set_reuse_port(&socket)?;
     }
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;

@@ -17,9 +17,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tftp_proto::adapter::client::{Client, ClientError, Summary};
-use tftp_proto::adapter::server::{format_report, Server, ServerConfig, MAX_SESSIONS};
+use tftp_proto::adapter::server::{format_report, run_threads, Server, ServerConfig, MAX_SESSIONS};
 use tftp_proto::engine::{Config, Event, ServerPolicy, TransferMode};
 use tftp_proto::options::{MAX_BLKSIZE, MIN_BLKSIZE};
+use tftp_proto::server::TransferReport;
 use tftp_proto::Options;
 
 #[derive(Parser)]
@@ -72,6 +73,11 @@ struct ServeArgs {
     /// Serve every transfer from the listening port (NAT, containers).
     #[arg(long)]
     single_port: bool,
+    /// Event-loop threads (Linux): each serves the requests the kernel hands its copy of the
+    /// listening sockets (spread by client address and port), and --max-sessions is shared out
+    /// between them.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
     /// Initial retransmission timeout in seconds (adaptive afterwards).
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     timeout: f64,
@@ -173,38 +179,51 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         engine,
         max_sessions: a.max_sessions as usize,
         single_port: a.single_port,
+        reuse_port: false,
     };
-    let mut server = Server::bind(&config).map_err(|e| format!("cannot start server: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| format!("signal handler: {e}"))?;
     }
-    let addrs: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
-    eprintln!(
-        "tftp-proto: serving {} on {} ({})",
-        a.root.display(),
-        addrs.join(", "),
-        if a.allow_write { "read-write" } else { "read-only" }
-    );
-    if a.verbose {
+    let on_ready = |bound: &[SocketAddr]| {
+        let addrs: Vec<String> = bound.iter().map(ToString::to_string).collect();
         eprintln!(
-            "tftp-proto: max blksize {}, max windowsize {}, max sessions {}, {}",
-            a.max_blksize,
-            a.max_windowsize,
-            a.max_sessions,
-            if a.single_port {
-                "single port"
-            } else {
-                "one port per transfer"
-            }
+            "tftp-proto: serving {} on {} ({})",
+            a.root.display(),
+            addrs.join(", "),
+            if a.allow_write { "read-write" } else { "read-only" }
         );
-    }
+        if a.verbose {
+            eprintln!(
+                "tftp-proto: max blksize {}, max windowsize {}, max sessions {}, {}, {} thread(s)",
+                a.max_blksize,
+                a.max_windowsize,
+                a.max_sessions,
+                if a.single_port {
+                    "single port"
+                } else {
+                    "one port per transfer"
+                },
+                a.threads
+            );
+        }
+    };
     let stderr = std::io::stderr();
-    server
-        .run(&stop, |report| {
-            let _ = writeln!(stderr.lock(), "{}", format_report(report));
-        })
-        .map_err(|e| format!("server failed: {e}"))?;
+    let on_report = |report: &TransferReport<()>| {
+        let _ = writeln!(stderr.lock(), "{}", format_report(report));
+    };
+    if a.threads > 1 {
+        // A bind error and a failure while serving come back the same way here.
+        run_threads(&config, usize::from(a.threads), &stop, on_ready, on_report)
+            .map_err(|e| format!("server: {e}"))?;
+    } else {
+        // One thread: the server runs on the main thread.
+        let mut server = Server::bind(&config).map_err(|e| format!("cannot start server: {e}"))?;
+        on_ready(&server.local_addrs());
+        server
+            .run(&stop, on_report)
+            .map_err(|e| format!("server failed: {e}"))?;
+    }
     eprintln!("tftp-proto: stopped");
     Ok(())
 }
