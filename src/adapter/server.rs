@@ -162,13 +162,15 @@ pub fn run_threads(
                 })
             })
             .collect();
-        handles
+        // Join every thread, then report the first failure.
+        let results: Vec<io::Result<()>> = handles
             .into_iter()
             .map(|h| {
                 h.join()
                     .unwrap_or_else(|_| Err(io::Error::other("server thread panicked")))
             })
-            .fold(Ok(()), |acc, r| acc.and(r))
+            .collect();
+        results.into_iter().collect()
     })
 }
 
