@@ -3,10 +3,11 @@
 # (tests/concurrency.rs, #[ignore]d): every download byte-identical, the peak number of concurrent
 # sessions, the server's peak memory and its memory per session.
 #
-#   bash benches/concurrency.sh [CLIENTS] [BLKSIZE]
+#   bash benches/concurrency.sh [CLIENTS] [BLKSIZE] [THREADS]
 #
-# CLIENTS (default 1000) and BLKSIZE (default: none requested, i.e. 512) become TFTP_CONCURRENCY
-# and TFTP_CONCURRENCY_BLKSIZE. Runs the two tests one after the other in release mode and
+# CLIENTS (default 1000), BLKSIZE (default: none requested, i.e. 512; "" for the default) and
+# THREADS (the CLI server's --threads, default 1) become TFTP_CONCURRENCY,
+# TFTP_CONCURRENCY_BLKSIZE and TFTP_CONCURRENCY_THREADS. Runs the two tests one after the other in release mode and
 # prints their report lines ("library server: ..." and "cli server ...: ... memory per session").
 # The load averages are printed before and after: the numbers depend on what else runs.
 set -euo pipefail
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 
 export TFTP_CONCURRENCY=${1:-1000}
 if [ -n "${2:-}" ]; then export TFTP_CONCURRENCY_BLKSIZE=$2; fi
+if [ -n "${3:-}" ]; then export TFTP_CONCURRENCY_THREADS=$3; fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 timeout 1800 cargo test --release --all-features --test concurrency -- --ignored --nocapture --test-threads=1
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

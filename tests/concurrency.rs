@@ -46,6 +46,14 @@ fn clients() -> usize {
         .unwrap_or(1000)
 }
 
+/// Event-loop threads of the CLI server (`TFTP_CONCURRENCY_THREADS`, default 1).
+fn threads() -> u16 {
+    std::env::var("TFTP_CONCURRENCY_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
 fn options() -> Options {
     let blksize = std::env::var("TFTP_CONCURRENCY_BLKSIZE")
         .ok()
@@ -285,6 +293,7 @@ fn spawn_serve(root: &std::path::Path, max_sessions: usize) -> (Serve, SocketAdd
     let mut child = Command::new(env!("CARGO_BIN_EXE_tftp-proto"))
         .args(["serve", "--bind", "127.0.0.1:0", "--max-sessions"])
         .arg(max_sessions.to_string())
+        .args(["--threads", &threads().to_string()])
         .arg("--root")
         .arg(root)
         .stdin(Stdio::null())
@@ -382,11 +391,12 @@ fn cli_server_memory_per_session() {
     }));
     let per_session = (peak_rss.max(hwm).saturating_sub(idle_rss)) as f64 / peak_sessions.max(1) as f64;
     println!(
-        "cli server (pid {pid}): {n} x 1 MiB downloads in {:.2} s, all byte-identical; peak sessions \
+        "cli server (pid {pid}, {} thread(s)): {n} x 1 MiB downloads in {:.2} s, all byte-identical; peak sessions \
          {peak_sessions} (open descriptors {idle_fds} idle -> {peak_fds}), {client_overlap} clients \
          overlapping; server RSS idle {:.1} MiB, peak sampled {:.1} MiB (at the most sessions {:.1} \
          MiB), VmHWM {:.1} MiB; memory per session {:.1} KiB ((peak - idle) / peak sessions); \
          server CPU {cpu:.2} s (user+sys, whole life)",
+        threads(),
         wall(&outcomes).as_secs_f64(),
         idle_rss as f64 / 1024.0,
         peak_rss as f64 / 1024.0,
