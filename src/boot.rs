@@ -269,7 +269,13 @@ impl<'a> BootClient<'a> {
     /// The first answer from the server's address fixes its port (its TID); later datagrams from
     /// anywhere else get an ERROR 5 ([`Status::Reply`]) and change nothing. Malformed or
     /// unexpected datagrams are dropped. Never panics, never writes past the destination.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Status {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &mut [u8],
+    ) -> Status {
         if let State::Failed(_) = self.state {
             return Status::Idle;
         }
@@ -431,7 +437,11 @@ impl<'a> BootClient<'a> {
             (BLKSIZE, u32::from(self.ask_blksize), self.ask_blksize != 0),
             (TIMEOUT, timeout, timeout != 0),
             (TSIZE, 0, self.ask_tsize),
-            (WINDOWSIZE, u32::from(self.ask_windowsize), self.ask_windowsize != 0),
+            (
+                WINDOWSIZE,
+                u32::from(self.ask_windowsize),
+                self.ask_windowsize != 0,
+            ),
         ] {
             if asked {
                 w.put(name)?;
@@ -483,7 +493,14 @@ impl<'a> BootClient<'a> {
         Ok(())
     }
 
-    fn on_data(&mut self, now: Instant, from: SocketAddr, block: u16, payload: &[u8], out: &mut [u8]) -> Status {
+    fn on_data(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        block: u16,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Status {
         match self.state {
             State::Requesting if block == 1 => {
                 // The server ignored our options: the defaults apply.
@@ -547,9 +564,11 @@ impl<'a> BootClient<'a> {
     /// As in the engine: the first repeat of a run marks where the server's window now starts;
     /// the blocks of it we already hold count towards it, and the ACK goes out at its end. The
     /// rest of the run is ignored: ACKing every repeat would restart the server's window each
-    /// time (the Sorcerer's Apprentice).
+    /// time (the Sorcerer's Apprentice). Unlike the engine, a run starts only further back than
+    /// the last repeat: the same block again is ignored, so a block repeated many times (by the
+    /// network or the server) is re-acknowledged once, and our timer does the rest.
     fn on_repeat(&mut self, back: u16, out: &mut [u8]) -> Status {
-        let run_start = self.run == 0 || back >= self.run;
+        let run_start = self.run == 0 || back > self.run;
         self.run = back;
         if self.state == State::Done {
             // The final block again: our final ACK was lost.
@@ -647,7 +666,11 @@ fn error_packet(out: &mut [u8], code: ErrorCode) -> usize {
     let message = message.get(..room).unwrap_or(message);
     let mut w = Writer { out, pos: 0 };
     let [hi, lo] = code.as_u16().to_be_bytes();
-    match w.put(&[0, ERROR, hi, lo]).and_then(|()| w.put(message)).and_then(|()| w.put(&[0])) {
+    match w
+        .put(&[0, ERROR, hi, lo])
+        .and_then(|()| w.put(message))
+        .and_then(|()| w.put(&[0]))
+    {
         Some(()) => w.pos,
         None => 0,
     }
