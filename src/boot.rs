@@ -431,24 +431,18 @@ impl<'a> BootClient<'a> {
         w.put(&[0, RRQ])?;
         w.put(self.filename)?;
         w.put(b"\0octet\0")?;
-        // Numbers 0 stand for options not asked for; the engine's order.
-        let timeout = u32::from(self.ask_timeout);
-        for (name, value, asked) in [
-            (BLKSIZE, u32::from(self.ask_blksize), self.ask_blksize != 0),
-            (TIMEOUT, timeout, timeout != 0),
-            (TSIZE, 0, self.ask_tsize),
-            (
-                WINDOWSIZE,
-                u32::from(self.ask_windowsize),
-                self.ask_windowsize != 0,
-            ),
-        ] {
-            if asked {
-                w.put(name)?;
-                w.put(&[0])?;
-                w.decimal(value)?;
-                w.put(&[0])?;
-            }
+        // In the engine's order.
+        if self.ask_blksize != 0 {
+            w.option(BLKSIZE, u32::from(self.ask_blksize))?;
+        }
+        if self.ask_timeout != 0 {
+            w.option(TIMEOUT, u32::from(self.ask_timeout))?;
+        }
+        if self.ask_tsize {
+            w.option(TSIZE, 0)?;
+        }
+        if self.ask_windowsize != 0 {
+            w.option(WINDOWSIZE, u32::from(self.ask_windowsize))?;
         }
         (w.pos <= MAX_REQUEST_LEN).then_some(w.pos)
     }
@@ -599,6 +593,15 @@ impl Writer<'_> {
         copy_into(self.out, self.pos, bytes)?;
         self.pos += bytes.len();
         Some(())
+    }
+
+    /// Writes `name NUL value NUL`.
+    #[inline(never)]
+    fn option(&mut self, name: &[u8], value: u32) -> Option<()> {
+        self.put(name)?;
+        self.put(&[0])?;
+        self.decimal(value)?;
+        self.put(&[0])
     }
 
     fn decimal(&mut self, v: u32) -> Option<()> {
