@@ -21,7 +21,12 @@ use tftp_proto::Instant;
 
 const SERVER: &str = "10.0.0.2:69";
 /// Who sends a datagram: the server's well-known port, its TID, strangers.
-const SENDERS: [&str; 4] = ["10.0.0.2:50000", "10.0.0.2:69", "10.0.0.2:50001", "10.0.0.9:50000"];
+const SENDERS: [&str; 4] = [
+    "10.0.0.2:50000",
+    "10.0.0.2:69",
+    "10.0.0.2:50001",
+    "10.0.0.9:50000",
+];
 const GUARD: usize = 64;
 
 #[derive(Debug, Arbitrary)]
@@ -39,20 +44,48 @@ struct Input {
 
 #[derive(Debug, Arbitrary)]
 enum Step {
-    Raw { from: u8, bytes: Vec<u8> },
-    Data { from: u8, block: u16, len: u16, fill: u8 },
-    Oack { from: u8, pairs: Vec<(u8, u64)> },
-    Error { from: u8, code: u16 },
-    Wait { millis: u16 },
+    Raw {
+        from: u8,
+        bytes: Vec<u8>,
+    },
+    Data {
+        from: u8,
+        block: u16,
+        len: u16,
+        fill: u8,
+    },
+    Oack {
+        from: u8,
+        pairs: Vec<(u8, u64)>,
+    },
+    Error {
+        from: u8,
+        code: u16,
+    },
+    Wait {
+        millis: u16,
+    },
     Timeout,
 }
 
-const NAMES: [&[u8]; 6] = [b"blksize", b"timeout", b"tsize", b"windowsize", b"rollover", b"BlkSize"];
+const NAMES: [&[u8]; 6] = [
+    b"blksize",
+    b"timeout",
+    b"tsize",
+    b"windowsize",
+    b"rollover",
+    b"BlkSize",
+];
 
 fn build(step: &Step) -> Option<(usize, Vec<u8>)> {
     Some(match step {
         Step::Raw { from, bytes } => (usize::from(*from), bytes.clone()),
-        Step::Data { from, block, len, fill } => {
+        Step::Data {
+            from,
+            block,
+            len,
+            fill,
+        } => {
             let mut d = vec![0, 3];
             d.extend_from_slice(&block.to_be_bytes());
             d.extend(std::iter::repeat_n(*fill, usize::from(*len % 1500)));
@@ -79,7 +112,15 @@ fn build(step: &Step) -> Option<(usize, Vec<u8>)> {
 }
 
 /// One run over a destination filled with `fill`: the statuses, the outcome, the memory.
-fn run(input: &Input, fill: u8) -> (Vec<Status>, Option<Result<usize, tftp_proto::boot::BootError>>, usize, Vec<u8>) {
+fn run(
+    input: &Input,
+    fill: u8,
+) -> (
+    Vec<Status>,
+    Option<Result<usize, tftp_proto::boot::BootError>>,
+    usize,
+    Vec<u8>,
+) {
     let dest_len = usize::from(input.dest_len % 8192);
     let mut mem = vec![fill; dest_len + GUARD];
     mem[dest_len..].fill(0x5A);
@@ -137,7 +178,10 @@ fn run(input: &Input, fill: u8) -> (Vec<Status>, Option<Result<usize, tftp_proto
     }
     let (outcome, bytes) = (c.outcome(), c.bytes());
     drop(c);
-    assert!(mem[dest_len..].iter().all(|&b| b == 0x5A), "written past the destination");
+    assert!(
+        mem[dest_len..].iter().all(|&b| b == 0x5A),
+        "written past the destination"
+    );
     mem.truncate(dest_len);
     (statuses, outcome, bytes, mem)
 }
