@@ -186,7 +186,6 @@ fn simulate(
     send(client.start(now), &mut to_server, &mut rng);
     for _ in 0..10_000_000u64 {
         if let Some(r) = client.result() {
-            drop(send);
             return Run {
                 result: r,
                 to_server: log,

@@ -224,7 +224,8 @@ fn oack_with_every_option_is_acknowledged_with_ack_0() {
 
 #[test]
 fn oack_may_grant_any_subset_and_lower_sizes() {
-    let cases: &[(&[(&str, &str)], u16, u16)] = &[
+    type Pairs = &'static [(&'static str, &'static str)];
+    let cases: &[(Pairs, u16, u16)] = &[
         (&[], 512, 1),
         (&[("tsize", "5")], 512, 1),
         (&[("blksize", "8")], 8, 1),
@@ -339,7 +340,6 @@ fn plain_data_1_means_the_server_ignored_the_options() {
     r.expect_ack(&data(2, &[2; 512]), 2);
     r.expect_ack(&data(3, &[3; 100]), 3);
     assert_eq!(r.c.outcome(), Some(Ok(1124)));
-    drop(r);
     assert!(dest[..512].iter().all(|&b| b == 1));
     assert!(dest[1024..1124].iter().all(|&b| b == 3));
     assert!(dest[1124..].iter().all(|&b| b == 0));
@@ -387,7 +387,6 @@ fn the_first_answer_fixes_the_tid_and_strangers_get_error_5() {
         r.c.handle_datagram(T0, strangers[0], &d, &mut out[..4]),
         Status::Idle
     );
-    drop(r);
     assert_eq!(
         dest[..33],
         [[1u8; 16], [2u8; 16]]
@@ -420,7 +419,6 @@ fn windows_are_acknowledged_at_their_end_at_the_last_block_and_after_a_gap() {
     assert_eq!(r.feed(&data(10, &[10; 16])), Status::Idle);
     r.expect_ack(&data(11, &[11; 3]), 11);
     assert_eq!(r.c.outcome(), Some(Ok(163)));
-    drop(r);
     for b in 1..=10u8 {
         let at = usize::from(b - 1) * 16;
         assert!(dest[at..at + 16].iter().all(|&x| x == b), "block {b}");
@@ -474,7 +472,6 @@ fn duplicates_and_old_blocks_are_not_acknowledged_one_by_one() {
     assert_eq!(r.feed(&data(12, &[12; 2])), Status::Idle);
     assert_eq!(r.c.outcome(), Some(Ok(10 * 16 + 2)));
     assert_eq!(r.c.poll_timeout(), None);
-    drop(r);
     assert!(!dest.contains(&0xAA));
 }
 
@@ -522,7 +519,6 @@ fn block_numbers_roll_over_to_0_past_65535() {
     r.expect_ack(&data(65535, &[0xAA; 8]), blocks as u16);
     r.expect_ack(&data((blocks + 1) as u16, &[7; 5]), (blocks + 1) as u16);
     assert_eq!(r.c.outcome(), Some(Ok(blocks as usize * 8 + 5)));
-    drop(r);
     for i in 1..=blocks {
         let at = (i as usize - 1) * 8;
         assert_eq!(dest[at..at + 8], i.to_le_bytes().repeat(2)[..], "block {i}");
