@@ -68,19 +68,23 @@ pub struct BootConfig {
     pub tsize: bool,
     /// Retransmission interval unless `timeout` is negotiated. Default 1 s.
     pub retransmit: Duration,
-    /// Consecutive timeouts without progress before giving up. Default 5.
+    /// Consecutive timeouts without progress before giving up. Default 10.
+    ///
+    /// The interval does not back off, but a server's does (to 5 s and more), and a server
+    /// resends a lost block only when its own timer fires: `max_retries` times the interval
+    /// should outlast a few of the server's backed-off retransmissions on a lossy network.
     pub max_retries: u8,
 }
 
 impl BootConfig {
-    /// No option asked for; 1 s retransmission interval; 5 retries.
+    /// No option asked for; 1 s retransmission interval; 10 retries.
     pub const DEFAULT: BootConfig = BootConfig {
         blksize: None,
         windowsize: None,
         timeout: None,
         tsize: false,
         retransmit: Duration::from_secs(1),
-        max_retries: 5,
+        max_retries: 10,
     };
 }
 

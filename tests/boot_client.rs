@@ -22,9 +22,16 @@ use tftp_proto::{Instant, Options, Packet, RequestKind};
 const SERVER: &str = "192.0.2.1:69";
 const TID: &str = "192.0.2.1:50001";
 const ME: &str = "192.0.2.9:40000";
-const STRANGER: &str = "192.0.2.1:50002";
-/// Retries for both clients: a lossy scenario must not time out by bad luck.
+/// On another host: a stranger on the server's host answering before the server does would
+/// be taken for the server (RFC 1350: the first answer from the server's address fixes its TID).
+const STRANGER: &str = "192.0.2.77:50001";
+/// Retries for the engine (and the server): a lossy scenario must not time out by bad luck.
 const RETRIES: u8 = 16;
+/// Retries for `BootClient`, whose interval stays 1 s: as patient as the engine, whose interval
+/// backs off to 5 s (1 + 2 + 4 + 13 x 5 = 72 s), so that it outlasts the server's backed-off
+/// retransmissions (a server does not answer a repeated ACK: only its timer resends a lost
+/// block).
+const BOOT_RETRIES: u8 = 80;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -138,8 +145,6 @@ struct Run {
     result: Result<usize, String>,
     /// Every datagram the client sent to the server (its address or TID), in order.
     to_server: Vec<Vec<u8>>,
-    /// How many ERROR 5 the stranger received.
-    error5: usize,
 }
 
 /// Downloads `file` with `client` from a server engine; `seed` drives the network.
@@ -157,7 +162,6 @@ fn simulate(
     let mut to_server: Vec<Vec<u8>> = Vec::new();
     let mut to_client: Vec<Vec<u8>> = Vec::new();
     let mut log = Vec::new();
-    let mut error5 = 0;
     let mut buf = vec![0u8; 70_000];
 
     let mut send = |out: Vec<(SocketAddr, Vec<u8>)>, to_server: &mut Vec<Vec<u8>>, rng: &mut Rng| {
@@ -168,7 +172,6 @@ fn simulate(
                     Some(&[0, 5, 0, 5][..]),
                     "only ERROR 5 goes to a stranger"
                 );
-                error5 += 1;
                 continue;
             }
             assert!(to == server_addr || to == tid, "datagram to {to}");
@@ -189,7 +192,6 @@ fn simulate(
             return Run {
                 result: r,
                 to_server: log,
-                error5,
             };
         }
         if to_server.is_empty() && to_client.is_empty() {
@@ -284,7 +286,7 @@ fn both(file: &'static [u8], options: Options, policy: ServerPolicy, faults: Fau
         timeout: options.timeout,
         tsize: options.tsize.is_some(),
         retransmit: Duration::from_secs(1),
-        max_retries: RETRIES,
+        max_retries: BOOT_RETRIES,
     };
     let mut boot = Boot {
         c: BootClient::new(server, b"image.bin", &mut dest[..file.len() + 50], boot_config),
@@ -316,9 +318,6 @@ fn both(file: &'static [u8], options: Options, policy: ServerPolicy, faults: Fau
             assert_eq!(x, y, "datagram {i} differs: {label}");
         }
         assert!(b.to_server.len() >= 2, "{label}");
-    }
-    if faults.stranger > 0.0 {
-        assert_eq!(e.error5 > 0, b.error5 > 0, "{label}");
     }
 }
 
