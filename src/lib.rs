@@ -14,7 +14,8 @@
 //! * [`netascii`]: the netascii stream converters;
 //! * [`time`]: the caller-supplied clock value;
 //! * [`storage`]: where file data comes from and goes to;
-//! * [`engine`]: the transfer state machines and option negotiation.
+//! * [`engine`]: the transfer state machines and option negotiation;
+//! * [`boot`]: a minimal download client for boot loaders, a fraction of the engine's code.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -26,6 +27,7 @@ extern crate std;
 
 #[cfg(feature = "std")]
 pub mod adapter;
+pub mod boot;
 pub mod engine;
 pub mod error_code;
 pub mod netascii;

@@ -223,6 +223,9 @@ mod sealed {
 /// of its branches can never be taken, and the download roles' transfers hold no state for
 /// sending.
 ///
+/// For the smallest download client of all, see [`BootClient`](crate::boot::BootClient): a
+/// separate, deliberately minimal design (about half the code of an [`OctetReadClient`] build).
+///
 /// The trait is sealed: these three are its only implementations.
 pub trait Role: sealed::Sealed {
     /// Whether a transfer of this type may send data (client write, server read).
