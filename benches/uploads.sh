@@ -30,7 +30,9 @@ while [ $# -gt 0 ]; do
 done
 
 cargo build --release -q
-BIN=$PWD/${CARGO_TARGET_DIR:-target}/release/tftp-proto
+TARGET=${CARGO_TARGET_DIR:-target}
+case $TARGET in /*) ;; *) TARGET=$PWD/$TARGET ;; esac
+BIN=$TARGET/release/tftp-proto
 WORK=$(mktemp -d /dev/shm/tftp-uploads.XXXXXX)
 SRV=$WORK/srv
 mkdir -p "$SRV"
