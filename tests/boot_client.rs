@@ -7,6 +7,8 @@
 //! order). Under faults the ACKs may differ by design: `BootClient` has a fixed retransmission
 //! interval (the engine's adapts), re-acknowledges a block repeated many times only once (the
 //! engine each time), and does not dally after its final ACK (see the `boot` module docs).
+// The simulated files are `Vec<u8>`, a `Storage` under the `std` feature.
+#![cfg(feature = "std")]
 
 mod common;
 

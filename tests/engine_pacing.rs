@@ -6,6 +6,8 @@
 //! it reaches the receiver `latency_us` later and enters its socket queue, or is dropped when
 //! the queue is full; the receiver takes one datagram off the queue every `per_block_us`; its
 //! ACKs reach the sender `latency_us` later. Deterministic, no real time.
+// The simulated files are `Vec<u8>`, a `Storage` under the `std` feature.
+#![cfg(feature = "std")]
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

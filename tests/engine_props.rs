@@ -4,6 +4,8 @@
 //! ends byte-identical or fails cleanly with a timeout; it never panics, never exceeds its step
 //! budget, and the simulator's audit never sees DATA sent in answer to a duplicate ACK (nor any
 //! other standing rule broken).
+// The simulated files are `Vec<u8>`, a `Storage` under the `std` feature.
+#![cfg(feature = "std")]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Named engine scenarios: one test per engine line of PROTOCOL.md, each a whole transfer (or a
 //! hand-played half of one) in the simulated network of `common::sim`, whose audit also checks
 //! the standing rules (Sorcerer's Apprentice, windows, ERROR handling) on every step.
+// The simulated files are `Vec<u8>`, a `Storage` under the `std` feature.
+#![cfg(feature = "std")]
 
 mod common;
 

@@ -8,6 +8,8 @@
 //!
 //! The full sweep (10,000 transfers) is `#[ignore]`d: CI runs it in release with
 //! `cargo test --release --all-features -- --ignored`. A 300-transfer slice runs by default.
+// The simulated files are `Vec<u8>`, a `Storage` under the `std` feature.
+#![cfg(feature = "std")]
 
 mod common;
 

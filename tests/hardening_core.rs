@@ -8,6 +8,8 @@
 //! as long as its encoding and nothing past that length is written into the buffer; the number of
 //! sessions never exceeds the capacity; a datagram that does not belong to a session is answered
 //! with at most one datagram.
+// The simulated files are `Vec<u8>`, a `Storage` under the `std` feature.
+#![cfg(feature = "std")]
 
 mod common;
 

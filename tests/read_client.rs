@@ -2,6 +2,8 @@
 //! `Transfer::octet_read_client` (`OctetReadClient`) against `Transfer::client`: fed the same
 //! datagrams and timer ticks, they must emit the same datagrams and events and end with the same
 //! file, over a lossy, duplicating link and with every option in play.
+// The simulated files are `Vec<u8>`, a `Storage` under the `std` feature.
+#![cfg(feature = "std")]
 
 mod common;
 

@@ -54,7 +54,9 @@
 //!     mode: TransferMode::Octet,
 //!     options: Options { blksize: Some(1024), windowsize: Some(4), tsize: Some(0), ..Options::NONE },
 //! };
-//! let mut client = Transfer::client(now, server_addr, request, Vec::new(), Config::default()).unwrap();
+//! // The downloaded file goes into a fixed-capacity vector (any `Storage`; `Vec<u8>` under `std`).
+//! let file_buf = heapless::Vec::<u8, 4096>::new();
+//! let mut client = Transfer::client(now, server_addr, request, file_buf, Config::default()).unwrap();
 //! let mut buf = [0u8; 4 + 1024];
 //!
 //! // The request reaches the server's well-known port; the server answers from its own TID.
@@ -88,7 +90,7 @@
 //! }
 //! assert!(client.is_finished());
 //! assert_eq!(client.outcome(), Some(Ok(3000)));
-//! assert_eq!(client.into_storage(), file);
+//! assert_eq!(&client.into_storage()[..], file);
 //! ```
 
 mod blocks;
