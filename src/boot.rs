@@ -31,6 +31,7 @@ use core::net::SocketAddr;
 use core::time::Duration;
 
 use crate::error_code::ErrorCode;
+use crate::options::{parse_decimal, split_nul};
 use crate::time::Instant;
 
 /// Longest request RFC 2347 allows, in octets.
@@ -462,7 +463,7 @@ impl<'a> BootClient<'a> {
         while rest.iter().any(|&b| b != 0) {
             let (name, value, after) = split_option(rest).ok_or(BootError::Options)?;
             rest = after;
-            let v = decimal(value).ok_or(BootError::Options)?;
+            let v = parse_decimal(value).flatten().ok_or(BootError::Options)?;
             let (bit, ok) = if name.eq_ignore_ascii_case(BLKSIZE) && self.ask_blksize != 0 {
                 blksize = v as u16;
                 (1, v >= 8 && v <= u64::from(self.ask_blksize))
@@ -610,6 +611,8 @@ impl Writer<'_> {
         self.put(&[0])
     }
 
+    // Its own 32-bit digit loop: `options::write_decimal` (64-bit, shared with the engine)
+    // makes the firmware build about 100 bytes larger.
     fn decimal(&mut self, v: u32) -> Option<()> {
         // Digits from the last; `v` has at most 10.
         let mut digits = [0u8; 10];
@@ -643,27 +646,9 @@ fn split_option(bytes: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     (!name.is_empty()).then_some((name, value, rest))
 }
 
-fn split_nul(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
-    let at = bytes.iter().position(|&b| b == 0)?;
-    Some((bytes.get(..at)?, bytes.get(at + 1..)?))
-}
-
-/// A decimal number (leading zeros allowed); `None` when empty, not digits, or above `u64`.
-fn decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |acc, &d| {
-        let d = d.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        acc.checked_mul(10)?.checked_add(u64::from(d))
-    })
-}
-
 /// Writes ERROR `code` with a short message cut to fit `out`; its length, or 0 when `out` is
-/// shorter than an ERROR with an empty message.
+/// shorter than an ERROR with an empty message. (`wire::encode_error_lossy` does the same for
+/// any message, but links a panic path and makes the firmware build ~80 bytes larger.)
 fn error_packet(out: &mut [u8], code: ErrorCode) -> usize {
     let message: &[u8] = match code {
         ErrorCode::UnknownTid => b"Unknown transfer ID",

@@ -118,7 +118,8 @@ impl<'a> IntoIterator for OptionList<'a> {
     }
 }
 
-fn split_nul(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+/// Splits `bytes` at its first NUL: what comes before, and after it.
+pub(crate) fn split_nul(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     let pos = bytes.iter().position(|&b| b == 0)?;
     Some((&bytes[..pos], &bytes[pos + 1..]))
 }
@@ -170,7 +171,7 @@ impl<'a> RawOption<'a> {
 
 /// Parses ASCII decimal digits. `None`: not a number (empty, or a non-digit);
 /// `Some(None)`: a number too large for `u64`.
-fn parse_decimal(value: &[u8]) -> Option<Option<u64>> {
+pub(crate) fn parse_decimal(value: &[u8]) -> Option<Option<u64>> {
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
