@@ -2007,7 +2007,7 @@ fn windowed_upload_leaves_window_by_window_and_arrives_whole() {
 
 // ---- several event-loop threads -------------------------------------------------------------
 
-/// `run_threads` with two threads: the requests of many clients (each from its own port) are
+/// `ServerThreads` with two threads: the requests of many clients (each from its own port) are
 /// spread over both, every download arrives whole, and stopping stops both.
 #[test]
 fn two_threads_share_the_port_and_the_downloads() {
@@ -2017,27 +2017,19 @@ fn two_threads_share_the_port_and_the_downloads() {
     fs::write(root.join("f.bin"), &content).unwrap();
     let config = server_config(root.path(), &["127.0.0.1:0"]);
     let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready) = mpsc::channel();
     let (report_tx, reports) = mpsc::channel();
     let report_tx = std::sync::Mutex::new(report_tx);
+    let servers = tftp_proto::adapter::server::ServerThreads::bind(&config, 2).expect("bind");
+    let addr = servers.local_addrs()[0];
     let flag = Arc::clone(&stop);
     let server = std::thread::spawn(move || {
-        tftp_proto::adapter::server::run_threads(
-            &config,
-            2,
-            &flag,
-            |addrs| ready_tx.send(addrs.to_vec()).unwrap(),
-            |r| {
-                let _ = report_tx
-                    .lock()
-                    .unwrap()
-                    .send((std::thread::current().id(), r.result.clone()));
-            },
-        )
+        servers.run(&flag, |r| {
+            let _ = report_tx
+                .lock()
+                .unwrap()
+                .send((std::thread::current().id(), r.result.clone()));
+        })
     });
-    let addr = ready
-        .recv_timeout(Duration::from_secs(10))
-        .expect("servers ready")[0];
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
             std::thread::spawn(move || {

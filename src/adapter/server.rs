@@ -51,8 +51,8 @@ pub struct ServerConfig {
     /// Serve every transfer from the listening port.
     pub single_port: bool,
     /// Bind the listening sockets with `SO_REUSEPORT`, so that several servers (the threads
-    /// of [`run_threads`], or processes of the same user) share the ports and the kernel
-    /// spreads requests over them by source address and port. Set by [`run_threads`].
+    /// of [`ServerThreads`], or processes of the same user) share the ports and the kernel
+    /// spreads requests over them by source address and port. Set by [`ServerThreads`].
     pub reuse_port: bool,
 }
 
@@ -114,72 +114,72 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Serves with `threads` servers, one per thread, sharing the listening ports
-/// ([`ServerConfig::reuse_port`]) until `stop` becomes true; every finished transfer is
-/// reported to `on_report`, from the thread that served it.
+/// Several [`Server`]s, one per thread, sharing the listening ports
+/// ([`ServerConfig::reuse_port`]): a server that scales across cores.
 ///
 /// Each thread has its own sessions, sockets and event loop: the kernel hands each request to
 /// one of them by its source address and port, and that thread serves the whole transfer. The
-/// session limit is shared out between the threads. With one thread this is [`Server::run`].
-/// Ports given as 0 are picked once, by the first server, and shared by the others.
-///
-/// Returns the first error a server stopped with (the others are stopped too), or the bind
-/// error. `on_ready` gets the bound addresses once every server is listening.
-pub fn run_threads(
-    config: &ServerConfig,
-    threads: usize,
-    stop: &AtomicBool,
-    on_ready: impl FnOnce(&[SocketAddr]),
-    on_report: impl Fn(&TransferReport<()>) + Sync,
-) -> io::Result<()> {
-    let threads = threads.max(1);
-    let mut config = config.clone();
-    config.reuse_port |= threads > 1;
-    config.max_sessions = config.max_sessions.div_ceil(threads).max(1);
-    let first = Server::bind(&config)?;
-    let addrs = first.local_addrs();
-    config.binds.clone_from(&addrs);
-    let mut servers = vec![first];
-    for _ in 1..threads {
-        servers.push(Server::bind(&config)?);
-    }
-    on_ready(&addrs);
-    // A server that fails stops the others.
-    let failed = AtomicBool::new(false);
-    let on_report = &on_report;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = servers
-            .into_iter()
-            .map(|mut server| {
-                let failed = &failed;
-                scope.spawn(move || {
-                    let stop_all = StopEither(stop, failed);
-                    let r = server.run_until(&stop_all, |r| on_report(r));
-                    if r.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    r
-                })
-            })
-            .collect();
-        // Join every thread, then report the first failure.
-        let results: Vec<io::Result<()>> = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("server thread panicked")))
-            })
-            .collect();
-        results.into_iter().collect()
-    })
+/// session limit is shared out between the threads. Ports given as 0 are picked once, by the
+/// first server, and shared by the others.
+#[derive(Debug)]
+pub struct ServerThreads {
+    servers: Vec<Server>,
 }
 
-/// Stop when either flag is set.
-struct StopEither<'a>(&'a AtomicBool, &'a AtomicBool);
+impl ServerThreads {
+    /// Binds `threads` servers (at least one; more than one needs Linux's `SO_REUSEPORT`).
+    pub fn bind(config: &ServerConfig, threads: usize) -> io::Result<ServerThreads> {
+        let threads = threads.max(1);
+        let mut config = config.clone();
+        config.reuse_port |= threads > 1;
+        config.max_sessions = config.max_sessions.div_ceil(threads).max(1);
+        let first = Server::bind(&config)?;
+        config.binds = first.local_addrs();
+        let mut servers = vec![first];
+        for _ in 1..threads {
+            servers.push(Server::bind(&config)?);
+        }
+        Ok(ServerThreads { servers })
+    }
 
-impl StopEither<'_> {
-    fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed) || self.1.load(Ordering::Relaxed)
+    /// The bound listening addresses, the same for every thread.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.servers[0].local_addrs()
+    }
+
+    /// Serves, one thread per server, until `stop` becomes true; every finished transfer is
+    /// reported to `on_report`, from the thread that served it. A server that fails stops the
+    /// others; the first failure is returned once every thread has stopped.
+    pub fn run(self, stop: &AtomicBool, on_report: impl Fn(&TransferReport<()>) + Sync) -> io::Result<()> {
+        let failed = AtomicBool::new(false);
+        let (failed, on_report) = (&failed, &on_report);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .servers
+                .into_iter()
+                .map(|mut server| {
+                    scope.spawn(move || {
+                        let r = server.run_until(
+                            || stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed),
+                            on_report,
+                        );
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        r
+                    })
+                })
+                .collect();
+            // Join every thread, then report the first failure.
+            let results: Vec<io::Result<()>> = handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("server thread panicked")))
+                })
+                .collect();
+            results.into_iter().collect()
+        })
     }
 }
 
@@ -253,16 +253,17 @@ impl Server {
 
     /// Serves until `stop` becomes true, reporting every finished transfer to `on_report`.
     pub fn run(&mut self, stop: &AtomicBool, on_report: impl FnMut(&TransferReport<()>)) -> io::Result<()> {
-        self.run_until(&StopEither(stop, stop), on_report)
+        self.run_until(|| stop.load(Ordering::Relaxed), on_report)
     }
 
+    /// Serves until `stopped()` says so.
     fn run_until(
         &mut self,
-        stop: &StopEither<'_>,
+        stopped: impl Fn() -> bool,
         mut on_report: impl FnMut(&TransferReport<()>),
     ) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
-        while !stop.is_set() {
+        while !stopped() {
             self.turn(&mut events, Duration::from_millis(200), &mut on_report)?;
         }
         self.table
@@ -628,8 +629,6 @@ fn accept_request(
     }
 }
 
-/// Binds a UDP socket (IPv6 sockets are v6-only so `[::]` and `0.0.0.0` can both be bound),
-/// non-blocking, for mio.
 /// `SO_REUSEPORT` with Linux's meaning: the sockets share the port and each datagram goes to
 /// one of them, chosen by a hash of its source and destination (so a client's repeated request
 /// reaches the same server).
@@ -646,6 +645,8 @@ fn set_reuse_port(socket: &socket2::Socket) -> io::Result<()> {
     }
 }
 
+/// Binds a UDP socket (IPv6 sockets are v6-only so `[::]` and `0.0.0.0` can both be bound),
+/// non-blocking, for mio; with `SO_REUSEPORT` when `reuse_port`.
 fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<StdUdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if addr.is_ipv4() {

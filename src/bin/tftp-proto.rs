@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tftp_proto::adapter::client::{Client, ClientError, Summary};
-use tftp_proto::adapter::server::{format_report, run_threads, Server, ServerConfig, MAX_SESSIONS};
+use tftp_proto::adapter::server::{format_report, ServerConfig, ServerThreads, MAX_SESSIONS};
 use tftp_proto::engine::{Config, Event, ServerPolicy, TransferMode};
 use tftp_proto::options::{MAX_BLKSIZE, MIN_BLKSIZE};
 use tftp_proto::server::TransferReport;
@@ -185,45 +185,35 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| format!("signal handler: {e}"))?;
     }
-    let on_ready = |bound: &[SocketAddr]| {
-        let addrs: Vec<String> = bound.iter().map(ToString::to_string).collect();
+    let servers = ServerThreads::bind(&config, usize::from(a.threads))
+        .map_err(|e| format!("cannot start server: {e}"))?;
+    let addrs: Vec<String> = servers.local_addrs().iter().map(ToString::to_string).collect();
+    eprintln!(
+        "tftp-proto: serving {} on {} ({})",
+        a.root.display(),
+        addrs.join(", "),
+        if a.allow_write { "read-write" } else { "read-only" }
+    );
+    if a.verbose {
         eprintln!(
-            "tftp-proto: serving {} on {} ({})",
-            a.root.display(),
-            addrs.join(", "),
-            if a.allow_write { "read-write" } else { "read-only" }
+            "tftp-proto: max blksize {}, max windowsize {}, max sessions {}, {}, {} thread(s)",
+            a.max_blksize,
+            a.max_windowsize,
+            a.max_sessions,
+            if a.single_port {
+                "single port"
+            } else {
+                "one port per transfer"
+            },
+            a.threads
         );
-        if a.verbose {
-            eprintln!(
-                "tftp-proto: max blksize {}, max windowsize {}, max sessions {}, {}, {} thread(s)",
-                a.max_blksize,
-                a.max_windowsize,
-                a.max_sessions,
-                if a.single_port {
-                    "single port"
-                } else {
-                    "one port per transfer"
-                },
-                a.threads
-            );
-        }
-    };
-    let stderr = std::io::stderr();
-    let on_report = |report: &TransferReport<()>| {
-        let _ = writeln!(stderr.lock(), "{}", format_report(report));
-    };
-    if a.threads > 1 {
-        // A bind error and a failure while serving come back the same way here.
-        run_threads(&config, usize::from(a.threads), &stop, on_ready, on_report)
-            .map_err(|e| format!("server: {e}"))?;
-    } else {
-        // One thread: the server runs on the main thread.
-        let mut server = Server::bind(&config).map_err(|e| format!("cannot start server: {e}"))?;
-        on_ready(&server.local_addrs());
-        server
-            .run(&stop, on_report)
-            .map_err(|e| format!("server failed: {e}"))?;
     }
+    let stderr = std::io::stderr();
+    servers
+        .run(&stop, |report: &TransferReport<()>| {
+            let _ = writeln!(stderr.lock(), "{}", format_report(report));
+        })
+        .map_err(|e| format!("server failed: {e}"))?;
     eprintln!("tftp-proto: stopped");
     Ok(())
 }
