@@ -165,6 +165,8 @@ struct Session<S> {
     superseded: bool,
     queued: bool,
     reported: bool,
+    /// Listed in `sent`: its storage's idle work is due.
+    idle_due: bool,
 }
 
 impl<S: Storage> Session<S> {
@@ -206,6 +208,8 @@ pub struct ServerTable<S, const N: usize> {
     replies: Deque<(SocketAddr, SocketAddr, ErrorCode, &'static str), 8>,
     /// Finished sessions waiting for `poll_finished`.
     done: Deque<u16, N>,
+    /// Sessions that sent since the last [`idle`](Self::idle).
+    sent: Deque<u16, N>,
     /// Datagrams the session at the front of `ready` sent in a row (see [`BURST`]).
     streak: u16,
     policy: ServerPolicy,
@@ -223,6 +227,7 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
             ready: Deque::new(),
             replies: Deque::new(),
             done: Deque::new(),
+            sent: Deque::new(),
             streak: 0,
             policy,
             config,
@@ -422,6 +427,7 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
             superseded: false,
             queued: false,
             reported: false,
+            idle_due: false,
         };
         let i = match self.slots.iter().position(Option::is_none) {
             Some(i) => {
@@ -503,6 +509,9 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
                     destination: tx.destination,
                     len: tx.len,
                 };
+                if !s.idle_due && self.sent.push_back(i as u16).is_ok() {
+                    s.idle_due = true;
+                }
                 // Keep the turn for up to BURST datagrams (a window goes out in one run, which
                 // a transport can send with one system call), then go to the back of the line.
                 self.streak += 1;
@@ -522,6 +531,19 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
             }
         }
         None
+    }
+
+    /// Lets the storage of every session that sent something since the last call do its
+    /// deferred work ([`Storage::idle`]: read the next block ahead, write out gathered ones).
+    /// Call it after the datagrams from [`poll_transmit`](Self::poll_transmit) are on their
+    /// way and before waiting for input, so that work overlaps the round trip.
+    pub fn idle(&mut self) {
+        while let Some(i) = self.sent.pop_front() {
+            if let Some(Some(s)) = self.slots.get_mut(usize::from(i)) {
+                s.idle_due = false;
+                s.transfer.storage_mut().idle();
+            }
+        }
     }
 
     /// The next finished transfer, removed from the table.

@@ -96,6 +96,16 @@ pub trait Storage {
     fn finish(&mut self) -> Result<(), StorageError> {
         Ok(())
     }
+
+    /// Work that can wait until this turn's datagrams are out: a driver calls it after sending
+    /// what the engine had to send and before it waits for the peer, so the work overlaps the
+    /// round trip instead of lengthening it (the engine itself never calls it). A sender's
+    /// storage may read its next block ahead here, a receiver's may write out blocks it
+    /// gathered. It cannot fail: a storage that fails here keeps the error and returns it from
+    /// its next [`read_at`](Self::read_at), [`write_at`](Self::write_at) or
+    /// [`finish`](Self::finish), which the engine reports to the peer as usual (so a transfer
+    /// never succeeds past a failed deferred write). The default does nothing.
+    fn idle(&mut self) {}
 }
 
 impl<S: Storage + ?Sized> Storage for &mut S {
@@ -110,6 +120,9 @@ impl<S: Storage + ?Sized> Storage for &mut S {
     }
     fn finish(&mut self) -> Result<(), StorageError> {
         (**self).finish()
+    }
+    fn idle(&mut self) {
+        (**self).idle()
     }
 }
 

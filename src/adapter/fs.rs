@@ -124,6 +124,16 @@ impl Storage for ServedFile {
             ServedFile::Read(_) => Ok(()),
         }
     }
+    fn idle(&mut self) {
+        match self {
+            ServedFile::Read(f) => f.idle(),
+            ServedFile::Upload(u) => {
+                if let Some(f) = &mut u.file {
+                    f.idle();
+                }
+            }
+        }
+    }
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);

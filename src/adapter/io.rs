@@ -139,9 +139,15 @@ mod tests {
     }
 }
 
-/// Receives into a file through a write buffer: blocks arrive strictly in order, so they are
-/// gathered and written `capacity` bytes at a time (one `pwrite` per many blocks instead of one
-/// per block); blocks larger than a quarter of `capacity` are written directly. [`Storage::finish`] writes the rest and syncs, before the final ACK goes out.
+/// Receives into a file through a write buffer: blocks arrive strictly in order and are
+/// gathered, up to `capacity` bytes, so many small blocks cost one `pwrite`.
+///
+/// The buffer is written out by [`Storage::idle`] once it is half full, that is after the
+/// driver has sent the ACK, while the peer prepares the next block: the write overlaps the round
+/// trip instead of lengthening it (a driver that never calls `idle` still works: `write_at`
+/// writes the buffer out when a block does not fit). A deferred write that fails is kept and
+/// returned by the next `write_at` or `finish`, so the transfer fails with the right ERROR.
+/// [`Storage::finish`] writes the rest and syncs, before the final ACK goes out.
 #[derive(Debug)]
 pub struct BufferedFile {
     file: std::fs::File,
@@ -149,6 +155,8 @@ pub struct BufferedFile {
     /// File offset of `buf[0]`.
     base: u64,
     capacity: usize,
+    /// A deferred write failed: everything after it fails with this.
+    failed: Option<StorageError>,
 }
 
 impl BufferedFile {
@@ -159,6 +167,7 @@ impl BufferedFile {
             buf: Vec::new(),
             base: 0,
             capacity: capacity.max(1),
+            failed: None,
         }
     }
 
@@ -174,16 +183,17 @@ impl BufferedFile {
 
 impl Storage for BufferedFile {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
         if offset != self.base + self.buf.len() as u64 {
             return Err(StorageError::Io);
         }
         if self.buf.len() + data.len() > self.capacity {
             self.flush_buf()?;
         }
-        // Large blocks are written straight from the datagram: gathering them would only add
-        // a copy, the write is already large.
-        if data.len() * 4 > self.capacity {
-            self.flush_buf()?;
+        if data.len() > self.capacity {
+            // Larger than the whole buffer: written straight from the datagram.
             self.file.write_at(offset, data)?;
             self.base += data.len() as u64;
         } else {
@@ -195,8 +205,16 @@ impl Storage for BufferedFile {
         Ok(())
     }
     fn finish(&mut self) -> Result<(), StorageError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
         self.flush_buf()?;
         self.file.finish()
+    }
+    fn idle(&mut self) {
+        if self.failed.is_none() && self.buf.len() * 2 >= self.capacity {
+            self.failed = self.flush_buf().err();
+        }
     }
 }
 
@@ -237,10 +255,14 @@ mod buffered_tests {
     }
 }
 
-/// Serves a file for sending with a small read-ahead: small blocks are copied from a buffer
-/// refilled `capacity` bytes at a time (one `pread` per many blocks); blocks of `capacity` or
-/// more are read straight into the datagram, as without it. Re-reads for retransmission are
-/// served from the buffer when it still holds them.
+/// Serves a file for sending, reading ahead of the engine.
+///
+/// Blocks are copied from a buffer holding the file from some offset on: small blocks are read
+/// `capacity` bytes at a time (one `pread` per many blocks). [`Storage::idle`] reads the block
+/// after the last one served (a buffer's worth, for small blocks) while the peer is busy
+/// acknowledging, so the next `read_at` is a copy instead of a file read on the round trip.
+/// Re-reads for retransmission are served from the buffer while it still holds them; a large
+/// block the buffer does not hold is read straight into the datagram.
 #[derive(Debug)]
 pub struct ReadAheadFile {
     file: std::fs::File,
@@ -248,23 +270,49 @@ pub struct ReadAheadFile {
     /// File offset of `buf[0]`; `buf.len()` bytes are valid.
     base: u64,
     capacity: usize,
+    /// Where the next read in sequence will be, and how long (0: none expected, end of file).
+    next: u64,
+    next_len: usize,
 }
 
 impl ReadAheadFile {
     /// Wraps a file opened for reading, with a read-ahead of `capacity` bytes (allocated on
-    /// first use).
+    /// first use; a block larger than that is read ahead one block at a time).
     pub fn new(file: std::fs::File, capacity: usize) -> Self {
         ReadAheadFile {
             file,
             buf: Vec::new(),
             base: 0,
             capacity,
+            next: 0,
+            next_len: 0,
         }
     }
 
     /// The file.
     pub fn file(&self) -> &std::fs::File {
         &self.file
+    }
+
+    /// Whether the buffer holds `len` bytes at `offset`.
+    fn holds(&self, offset: u64, len: usize) -> bool {
+        offset >= self.base && offset.saturating_add(len as u64) <= self.base + self.buf.len() as u64
+    }
+
+    /// Refills the buffer from `offset` with `len` bytes or `capacity`, whichever is more.
+    fn fill(&mut self, offset: u64, len: usize) -> Result<(), StorageError> {
+        self.buf.resize(len.max(self.capacity), 0);
+        match self.file.read_at(offset, &mut self.buf) {
+            Ok(n) => {
+                self.buf.truncate(n);
+                self.base = offset;
+                Ok(())
+            }
+            Err(e) => {
+                self.buf.clear();
+                Err(e)
+            }
+        }
     }
 }
 
@@ -273,23 +321,29 @@ impl Storage for ReadAheadFile {
         self.file.size()
     }
     fn read_at(&mut self, offset: u64, out: &mut [u8]) -> Result<usize, StorageError> {
-        if out.len() * 4 > self.capacity {
-            return self.file.read_at(offset, out);
-        }
-        let end = self.base + self.buf.len() as u64;
-        let held = offset >= self.base && offset + out.len() as u64 <= end;
-        if !held {
-            self.buf.resize(self.capacity, 0);
-            let n = self.file.read_at(offset, &mut self.buf)?;
-            self.buf.truncate(n);
-            self.base = offset;
-        }
-        let start = usize::try_from(offset - self.base)
-            .unwrap_or(usize::MAX)
-            .min(self.buf.len());
-        let n = out.len().min(self.buf.len() - start);
-        out[..n].copy_from_slice(&self.buf[start..start + n]);
+        let n = if self.holds(offset, out.len()) || out.len() * 4 <= self.capacity {
+            if !self.holds(offset, out.len()) {
+                self.fill(offset, out.len())?;
+            }
+            let start = usize::try_from(offset - self.base)
+                .unwrap_or(usize::MAX)
+                .min(self.buf.len());
+            let n = out.len().min(self.buf.len() - start);
+            out[..n].copy_from_slice(&self.buf[start..start + n]);
+            n
+        } else {
+            self.file.read_at(offset, out)?
+        };
+        // A short read is the end of the file: nothing follows to read ahead.
+        self.next = offset + n as u64;
+        self.next_len = if n == out.len() { n } else { 0 };
         Ok(n)
+    }
+    fn idle(&mut self) {
+        if self.next_len > 0 && !self.holds(self.next, self.next_len) {
+            // A failure leaves the buffer empty: the next `read_at` reads again and reports it.
+            let _ = self.fill(self.next, self.next_len);
+        }
     }
 }
 

@@ -392,6 +392,8 @@ pub fn drive<T: Transport, S: Storage>(
             transfer.handle_timeout(now);
             continue;
         }
+        // Everything is sent: file work for the next turn now overlaps the round trip.
+        transfer.storage_mut().idle();
         match transport
             .recv_from(&mut rx, Some(deadline - now))
             .map_err(DriveError::Io)?

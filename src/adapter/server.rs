@@ -423,6 +423,8 @@ impl Server {
         if let Some(r) = run {
             self.send_run(r, false);
         }
+        // Everything is sent: file work for the next turn now overlaps the round trip.
+        self.table.idle();
     }
 
     /// Sends the batch (all but its last datagram when `keep_last`) from session socket
