@@ -627,6 +627,78 @@ mod tests {
         &buf[..n]
     }
 
+    /// A file that counts the idle calls it gets (in a cell the test keeps).
+    #[derive(Debug)]
+    struct Idling<'c> {
+        idles: &'c core::cell::Cell<u32>,
+    }
+
+    impl Storage for Idling<'_> {
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, crate::storage::StorageError> {
+            let mut file: &[u8] = FILE;
+            file.read_at(offset, buf)
+        }
+        fn idle(&mut self) {
+            self.idles.set(self.idles.get() + 1);
+        }
+    }
+
+    /// `idle` reaches the storage of each session that sent since the last call, once, and no
+    /// other: a session that only waits costs nothing.
+    #[test]
+    fn idle_reaches_the_sessions_that_sent_once_each() {
+        let counts = [core::cell::Cell::new(0), core::cell::Cell::new(0)];
+        let mut table: ServerTable<Idling<'_>, 4> =
+            ServerTable::new(ServerPolicy::default(), Config::default());
+        let now = Instant::ZERO;
+        let listen = addr("10.0.0.1:69");
+        let peers = [addr("10.0.0.2:40000"), addr("10.0.0.3:40000")];
+        let tids = [addr("10.0.0.1:50000"), addr("10.0.0.1:50001")];
+        let mut buf = [0u8; 600];
+        // The first peer asks for windows of four 64-byte blocks.
+        let windowed = Options {
+            blksize: Some(64),
+            windowsize: Some(4),
+            ..Options::NONE
+        };
+        for k in 0..2 {
+            let mut req = [0u8; 512];
+            let plain = rrq(&mut req, if k == 0 { &windowed } else { &Options::NONE });
+            let Datagram::Request(incoming) = table.handle_datagram(now, listen, peers[k], true, plain)
+            else {
+                panic!("a request");
+            };
+            table
+                .accept(now, &incoming, Idling { idles: &counts[k] }, tids[k])
+                .unwrap();
+        }
+        assert_eq!(counts.each_ref().map(|c| c.get()), [0, 0], "nothing sent yet");
+        let mut sent = 0;
+        while table.poll_transmit(now, &mut buf).is_some() {
+            sent += 1;
+        }
+        assert_eq!(sent, 2, "an OACK and a DATA 1");
+        table.idle();
+        assert_eq!(counts.each_ref().map(|c| c.get()), [1, 1]);
+        table.idle();
+        assert_eq!(counts.each_ref().map(|c| c.get()), [1, 1], "nothing sent since");
+
+        let mut ack = [0u8; 4];
+        encode_ack(&mut ack, 0).unwrap();
+        let _ = table.handle_datagram(now, tids[0], peers[0], false, &ack);
+        for block in 1..=4 {
+            let tx = table.poll_transmit(now, &mut buf).unwrap();
+            assert!(matches!(Packet::parse(&buf[..tx.len]), Ok(Packet::Data { block: b, .. }) if b == block));
+        }
+        assert!(table.poll_transmit(now, &mut buf).is_none());
+        table.idle();
+        assert_eq!(
+            counts.each_ref().map(|c| c.get()),
+            [2, 1],
+            "once for a window of four, and only for the session that sent"
+        );
+    }
+
     /// UEFI's size probe: RRQ with tsize, OACK, ERROR 8, then at once a plain RRQ from the same
     /// port, before the application collected the finished probe. The new request is served and
     /// its datagrams reach it, not the finished session; a repeat of it is dropped.

@@ -2005,6 +2005,96 @@ fn windowed_upload_leaves_window_by_window_and_arrives_whole() {
     );
 }
 
+/// What a download did, in order: the transport's sends and receives and the storage's writes
+/// and idle calls, logged in one list.
+type Log = std::rc::Rc<RefCell<Vec<&'static str>>>;
+
+struct LoggingTransport {
+    inner: UdpTransport,
+    log: Log,
+}
+
+impl Transport for LoggingTransport {
+    fn send_to(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.log.borrow_mut().push("send");
+        self.inner.send_to(datagram, to)
+    }
+    fn recv_from(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> io::Result<Option<(usize, SocketAddr)>> {
+        let got = self.inner.recv_from(buf, timeout)?;
+        self.log
+            .borrow_mut()
+            .push(if got.is_some() { "recv" } else { "timeout" });
+        Ok(got)
+    }
+}
+
+struct LoggingStorage {
+    data: Vec<u8>,
+    log: Log,
+}
+
+impl Storage for LoggingStorage {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), tftp_proto::storage::StorageError> {
+        self.log.borrow_mut().push("write");
+        self.data.write_at(offset, data)
+    }
+    fn idle(&mut self) {
+        self.log.borrow_mut().push("idle");
+    }
+}
+
+/// `drive` gives the storage its idle turn after sending and before waiting: every ACK of a
+/// lock-step download is followed by the storage's idle work, and only then by the wait for
+/// the next DATA, so deferred file work overlaps the round trip.
+#[test]
+fn drive_lets_the_storage_idle_after_sending_and_before_waiting() {
+    let root = TempDir::new("root");
+    let content = pattern(40 * 512 + 7, 71);
+    fs::write(root.join("idle.bin"), &content).unwrap();
+    let server = TestServer::start(&server_config(root.path(), &["127.0.0.1:0"]));
+    let clock = StdClock::new();
+    let log: Log = Default::default();
+    let storage = LoggingStorage {
+        data: Vec::new(),
+        log: log.clone(),
+    };
+    let request = ClientRequest {
+        kind: RequestKind::Read,
+        filename: b"idle.bin",
+        mode: TransferMode::Octet,
+        options: Options::NONE,
+    };
+    let mut transfer =
+        Transfer::client(clock.now(), server.addr(), request, storage, Config::default()).unwrap();
+    let mut transport = LoggingTransport {
+        inner: UdpTransport::new(UdpSocket::bind("127.0.0.1:0").unwrap()),
+        log: log.clone(),
+    };
+    let got = drive(&mut transport, &mut transfer, &clock, |_| {}).expect("download");
+    assert_eq!(got, content.len() as u64);
+    assert!(transfer.storage().data == content, "the file arrived whole");
+    let log = log.borrow();
+    // 41 DATA: each written, then acknowledged; the request and every ACK are followed by
+    // idle, then a wait (after the final ACK, the dally: a wait that times out).
+    assert_eq!(log.iter().filter(|&&e| e == "write").count(), 41);
+    for (i, pair) in log.windows(2).enumerate() {
+        match *pair {
+            ["send", next] => assert_eq!(next, "idle", "after send {i}: {log:?}"),
+            [prev, "idle"] => assert_eq!(prev, "send", "before idle {i}: {log:?}"),
+            ["write", next] => assert_eq!(next, "send", "the ACK follows the write {i}: {log:?}"),
+            _ => {}
+        }
+    }
+    // (A retransmission on a slow machine adds a send, and its idle.)
+    let sends = log.iter().filter(|&&e| e == "send").count();
+    assert!(sends >= 42, "the request and 41 ACKs: {log:?}");
+    assert_eq!(log.iter().filter(|&&e| e == "idle").count(), sends, "{log:?}");
+}
+
 // ---- several event-loop threads -------------------------------------------------------------
 
 /// `ServerThreads` with two threads: the requests of many clients (each from its own port) are

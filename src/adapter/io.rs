@@ -348,6 +348,59 @@ impl Storage for ReadAheadFile {
 }
 
 #[cfg(test)]
+mod write_behind_tests {
+    use super::*;
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tftp-proto-behind-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("out.bin")
+    }
+
+    /// `idle` writes the buffer out once it is half full, before `finish`; below that it waits.
+    #[test]
+    fn idle_writes_out_a_half_full_buffer() {
+        let path = temp("half");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut s = BufferedFile::new(file, 1000);
+        let data: Vec<u8> = (0..1700u32).map(|i| (i % 241) as u8).collect();
+        s.write_at(0, &data[..400]).unwrap();
+        s.idle();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "400 of 1000: kept");
+        s.write_at(400, &data[400..600]).unwrap();
+        s.idle();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            &data[..600],
+            "600 of 1000: written out"
+        );
+        s.write_at(600, &data[600..1700]).unwrap(); // larger than the buffer: written through
+        assert_eq!(std::fs::read(&path).unwrap(), &data[..1700]);
+        s.write_at(1700, b"tail").unwrap();
+        s.finish().unwrap();
+        let mut all = data.clone();
+        all.extend_from_slice(b"tail");
+        assert_eq!(std::fs::read(&path).unwrap(), all);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// A deferred write that fails (here: a file opened read-only) fails the next `write_at`
+    /// and `finish` with its error, so the engine reports it and the transfer never succeeds.
+    #[test]
+    fn a_failed_deferred_write_fails_what_follows() {
+        let path = temp("fail");
+        std::fs::write(&path, b"").unwrap();
+        let read_only = std::fs::File::open(&path).unwrap();
+        let mut s = BufferedFile::new(read_only, 100);
+        s.write_at(0, &[1u8; 60]).unwrap();
+        s.idle();
+        assert_eq!(s.write_at(60, &[2u8; 10]), Err(StorageError::Io));
+        assert_eq!(s.finish(), Err(StorageError::Io));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+}
+
+#[cfg(test)]
 mod read_ahead_tests {
     use super::*;
 
@@ -374,6 +427,49 @@ mod read_ahead_tests {
             "large reads go straight through"
         );
         assert_eq!(&big[..], &data[10..4106]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `idle` reads the block after the last one served, so the next `read_at` finds it in
+    /// the buffer; past the end of the file it reads nothing.
+    #[test]
+    fn idle_reads_the_next_block_ahead() {
+        let dir = std::env::temp_dir().join(format!("tftp-proto-ahead-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("in.bin");
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        // Large blocks (more than a quarter of the buffer): one block ahead.
+        let mut s = ReadAheadFile::new(std::fs::File::open(&path).unwrap(), 4096);
+        let mut b = vec![0u8; 8192];
+        assert_eq!(s.read_at(0, &mut b).unwrap(), 8192);
+        assert!(!s.holds(8192, 8192), "read straight into the datagram");
+        s.idle();
+        assert!(s.holds(8192, 8192), "the next block is read ahead");
+        assert_eq!(s.read_at(8192, &mut b).unwrap(), 8192);
+        assert_eq!(&b[..], &data[8192..16384]);
+        s.idle();
+        assert!(s.holds(16384, 3616), "the short last block");
+        assert_eq!(s.read_at(16384, &mut b).unwrap(), 20_000 - 16384);
+        assert_eq!(&b[..20_000 - 16384], &data[16384..]);
+        let base = s.base;
+        s.idle();
+        assert_eq!(s.base, base, "nothing to read past the end");
+        // A resend of an earlier block the buffer no longer holds is read from the file.
+        assert_eq!(s.read_at(0, &mut b).unwrap(), 8192);
+        assert_eq!(&b[..], &data[..8192]);
+
+        // Small blocks: the buffer is refilled from the next block once it runs out.
+        let mut s = ReadAheadFile::new(std::fs::File::open(&path).unwrap(), 4096);
+        let mut b = [0u8; 1000];
+        for k in 0..4u64 {
+            assert_eq!(s.read_at(k * 1000, &mut b).unwrap(), 1000);
+            s.idle();
+        }
+        assert!(s.holds(4000, 1000), "refilled after the fourth block");
+        assert_eq!(s.base, 4000);
+        assert_eq!(s.read_at(4000, &mut b).unwrap(), 1000);
+        assert_eq!(&b[..], &data[4000..5000]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
