@@ -145,9 +145,12 @@ mod tests {
 /// The buffer is written out by [`Storage::idle`] once it is half full, that is after the
 /// driver has sent the ACK, while the peer prepares the next block: the write overlaps the round
 /// trip instead of lengthening it (a driver that never calls `idle` still works: `write_at`
-/// writes the buffer out when a block does not fit). A deferred write that fails is kept and
-/// returned by the next `write_at` or `finish`, so the transfer fails with the right ERROR.
-/// [`Storage::finish`] writes the rest and syncs, before the final ACK goes out.
+/// writes the buffer out when a block does not fit). Large blocks (over a quarter of
+/// `capacity`) are gathered only in lock-step, when `idle` came between them; blocks arriving
+/// back to back (a window) are written straight from the datagram, sparing a copy. A deferred
+/// write that fails is kept and returned by the next `write_at` or `finish`, so the transfer
+/// fails with the right ERROR. [`Storage::finish`] writes the rest and syncs, before the final
+/// ACK goes out.
 #[derive(Debug)]
 pub struct BufferedFile {
     file: std::fs::File,
@@ -157,6 +160,8 @@ pub struct BufferedFile {
     capacity: usize,
     /// A deferred write failed: everything after it fails with this.
     failed: Option<StorageError>,
+    /// `idle` ran since the last write (lock-step).
+    idled: bool,
 }
 
 impl BufferedFile {
@@ -168,6 +173,7 @@ impl BufferedFile {
             base: 0,
             capacity: capacity.max(1),
             failed: None,
+            idled: false,
         }
     }
 
@@ -189,11 +195,14 @@ impl Storage for BufferedFile {
         if offset != self.base + self.buf.len() as u64 {
             return Err(StorageError::Io);
         }
+        let lock_step = core::mem::take(&mut self.idled);
         if self.buf.len() + data.len() > self.capacity {
             self.flush_buf()?;
         }
-        if data.len() > self.capacity {
-            // Larger than the whole buffer: written straight from the datagram.
+        if data.len() > self.capacity || (data.len() * 4 > self.capacity && !lock_step) {
+            // Larger than the whole buffer, or large and not followed by an idle turn to write
+            // it in: written straight from the datagram.
+            self.flush_buf()?;
             self.file.write_at(offset, data)?;
             self.base += data.len() as u64;
         } else {
@@ -212,6 +221,7 @@ impl Storage for BufferedFile {
         self.file.finish()
     }
     fn idle(&mut self) {
+        self.idled = true;
         if self.failed.is_none() && self.buf.len() * 2 >= self.capacity {
             self.failed = self.flush_buf().err();
         }
@@ -358,29 +368,43 @@ mod write_behind_tests {
     }
 
     /// `idle` writes the buffer out once it is half full, before `finish`; below that it waits.
+    /// Large blocks are gathered in lock-step (an idle turn between them) and written straight
+    /// through when they come back to back.
     #[test]
     fn idle_writes_out_a_half_full_buffer() {
         let path = temp("half");
         let file = std::fs::File::create(&path).unwrap();
         let mut s = BufferedFile::new(file, 1000);
-        let data: Vec<u8> = (0..1700u32).map(|i| (i % 241) as u8).collect();
-        s.write_at(0, &data[..400]).unwrap();
+        let data: Vec<u8> = (0..2900u32).map(|i| (i % 241) as u8).collect();
+        let on_disk = || std::fs::read(&path).unwrap();
+        s.write_at(0, &data[..200]).unwrap();
+        s.write_at(200, &data[200..400]).unwrap();
         s.idle();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "400 of 1000: kept");
+        assert!(on_disk().is_empty(), "400 of 1000: kept");
         s.write_at(400, &data[400..600]).unwrap();
         s.idle();
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            &data[..600],
-            "600 of 1000: written out"
-        );
-        s.write_at(600, &data[600..1700]).unwrap(); // larger than the buffer: written through
-        assert_eq!(std::fs::read(&path).unwrap(), &data[..1700]);
-        s.write_at(1700, b"tail").unwrap();
+        assert_eq!(on_disk(), &data[..600], "600 of 1000: written out");
+        // Large blocks (over 250): after an idle turn, gathered...
+        s.write_at(600, &data[600..900]).unwrap();
+        assert_eq!(on_disk(), &data[..600]);
+        // ...back to back, written through (with what was gathered before).
+        s.write_at(900, &data[900..1200]).unwrap();
+        assert_eq!(on_disk(), &data[..1200]);
+        s.idle();
+        s.write_at(1200, &data[1200..1500]).unwrap();
+        s.idle();
+        assert_eq!(on_disk(), &data[..1200], "300 of 1000: kept");
+        s.write_at(1500, &data[1500..1700]).unwrap();
+        s.idle();
+        assert_eq!(on_disk(), &data[..1700]);
+        s.idle();
+        s.write_at(1700, &data[1700..2900]).unwrap(); // larger than the buffer: written through
+        assert_eq!(on_disk(), &data[..2900]);
+        s.write_at(2900, b"tail").unwrap();
         s.finish().unwrap();
         let mut all = data.clone();
         all.extend_from_slice(b"tail");
-        assert_eq!(std::fs::read(&path).unwrap(), all);
+        assert_eq!(on_disk(), all);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
@@ -391,10 +415,12 @@ mod write_behind_tests {
         let path = temp("fail");
         std::fs::write(&path, b"").unwrap();
         let read_only = std::fs::File::open(&path).unwrap();
-        let mut s = BufferedFile::new(read_only, 100);
-        s.write_at(0, &[1u8; 60]).unwrap();
+        let mut s = BufferedFile::new(read_only, 1000);
+        for k in 0..3 {
+            s.write_at(k * 200, &[1u8; 200]).unwrap();
+        }
         s.idle();
-        assert_eq!(s.write_at(60, &[2u8; 10]), Err(StorageError::Io));
+        assert_eq!(s.write_at(600, &[2u8; 10]), Err(StorageError::Io));
         assert_eq!(s.finish(), Err(StorageError::Io));
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }

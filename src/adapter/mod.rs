@@ -358,7 +358,9 @@ pub fn drive<T: Transport, S: Storage>(
     loop {
         let now = clock.now();
         let mut run: Option<SocketAddr> = None;
+        let mut sent = false;
         while let Some(tx) = transfer.poll_transmit(now, batch.slot()) {
+            sent = true;
             batch.push(tx.len);
             if let Some(to) = run.filter(|&to| to != tx.destination) {
                 batch
@@ -393,7 +395,9 @@ pub fn drive<T: Transport, S: Storage>(
             continue;
         }
         // Everything is sent: file work for the next turn now overlaps the round trip.
-        transfer.storage_mut().idle();
+        if sent {
+            transfer.storage_mut().idle();
+        }
         match transport
             .recv_from(&mut rx, Some(deadline - now))
             .map_err(DriveError::Io)?
