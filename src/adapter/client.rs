@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::prelude::rust_2021::*;
 use std::time::Duration;
 
-use super::io::{BufferedFile, ReadStorage, WriteStorage};
+use super::io::{BufferedFile, ReadAheadFile, ReadStorage, WriteStorage};
 use super::{drive, size_buffers, DriveError, StdClock, UdpTransport};
 use crate::engine::{
     ClientRequest, Config, Event, Stats, Transfer, TransferError, TransferMode, TransferParams,
@@ -218,7 +218,10 @@ impl Client {
                 error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
             });
         }
-        self.put(remote, file, on_event).map(|(_, s)| s)
+        // Read ahead: small blocks a buffer at a time, and the next block while the server
+        // acknowledges this one.
+        self.put(remote, ReadAheadFile::new(file, 256 * 1024), on_event)
+            .map(|(_, s)| s)
     }
 
     /// Downloads `remote` into a writer (e.g. stdout).
