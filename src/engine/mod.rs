@@ -32,7 +32,11 @@
 //!    sending each datagram to its [`Transmit::destination`].
 //! 2. Then drain [`Transfer::poll_event`].
 //! 3. Then ask [`Transfer::poll_timeout`] for the next deadline, wait for a datagram or that
-//!    deadline, and feed whichever came first.
+//!    deadline, and feed whichever came first. A driver that sent something may first give the
+//!    storage its idle turn (`transfer.storage_mut().idle()`, see [`Storage::idle`]), so file
+//!    work such as reading the next block overlaps the round trip.
+//!
+//! [`Storage::idle`]: crate::storage::Storage::idle
 //! 4. Stop when [`Transfer::is_finished`] is true.
 //!
 //! A complete driver, here joining a client and a server in memory:
