@@ -65,6 +65,8 @@ enum Op {
         millis: u16,
     },
     Transmit,
+    /// The idle turn a driver gives the sessions' storage after sending.
+    Idle,
     Finished,
     Limit(u8),
     AbortAll,
@@ -318,6 +320,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 h.transmit();
             }
             Op::Transmit => h.transmit(),
+            Op::Idle => h.table.idle(),
             Op::Finished => h.finished(),
             Op::Limit(n) => {
                 h.limit = usize::from(*n % 10).min(8);
