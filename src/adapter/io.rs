@@ -228,14 +228,21 @@ impl Storage for BufferedFile {
     }
 }
 
+/// A fresh directory for one test's files, `name` telling them apart (each test removes its own).
+#[cfg(test)]
+fn test_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tftp-proto-io-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 #[cfg(test)]
 mod buffered_tests {
     use super::*;
 
     #[test]
     fn buffered_file_writes_everything_in_order() {
-        let dir = std::env::temp_dir().join(format!("tftp-proto-buffered-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir("buffered");
         let path = dir.join("out.bin");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -362,9 +369,7 @@ mod write_behind_tests {
     use super::*;
 
     fn temp(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("tftp-proto-behind-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("out.bin")
+        test_dir(name).join("out.bin")
     }
 
     /// `idle` writes the buffer out once it is half full, before `finish`; below that it waits.
@@ -432,8 +437,7 @@ mod read_ahead_tests {
 
     #[test]
     fn read_ahead_matches_the_file_for_any_pattern() {
-        let dir = std::env::temp_dir().join(format!("tftp-proto-readahead-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir("readahead");
         let path = dir.join("in.bin");
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(&path, &data).unwrap();
@@ -460,8 +464,7 @@ mod read_ahead_tests {
     /// the buffer; past the end of the file it reads nothing.
     #[test]
     fn idle_reads_the_next_block_ahead() {
-        let dir = std::env::temp_dir().join(format!("tftp-proto-ahead-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir("ahead");
         let path = dir.join("in.bin");
         let data: Vec<u8> = (0..20_000u32).map(|i| (i * 13 % 251) as u8).collect();
         std::fs::write(&path, &data).unwrap();
