@@ -1923,17 +1923,45 @@ fn ipv6_link_local_clients_are_served_on_a_wildcard_bind() {
 
 // ---- batched windows ------------------------------------------------------------------------
 
-/// A transport that records how `drive` hands it datagrams: the length of every run, and how
-/// many went one by one.
-struct RunRecorder {
-    inner: UdpTransport,
-    runs: Vec<usize>,
-    singles: usize,
+/// What the transport and the storage of a test transfer did, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ev {
+    /// One datagram through `send_to`.
+    Single,
+    /// A run of this many datagrams through `send_run`.
+    Run(usize),
+    Recv,
+    Timeout,
+    Write,
+    Idle,
 }
 
-impl Transport for RunRecorder {
+impl Ev {
+    fn is_send(self) -> bool {
+        matches!(self, Ev::Single | Ev::Run(_))
+    }
+}
+
+type Log = std::rc::Rc<RefCell<Vec<Ev>>>;
+
+/// A transport on 127.0.0.1 that records how `drive` uses it in a [`Log`].
+struct Recorder {
+    inner: UdpTransport,
+    log: Log,
+}
+
+impl Recorder {
+    fn new(log: &Log) -> Recorder {
+        Recorder {
+            inner: UdpTransport::new(UdpSocket::bind("127.0.0.1:0").unwrap()),
+            log: log.clone(),
+        }
+    }
+}
+
+impl Transport for Recorder {
     fn send_to(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.singles += 1;
+        self.log.borrow_mut().push(Ev::Single);
         self.inner.send_to(datagram, to)
     }
 
@@ -1942,11 +1970,15 @@ impl Transport for RunRecorder {
         buf: &mut [u8],
         timeout: Option<Duration>,
     ) -> io::Result<Option<(usize, SocketAddr)>> {
-        self.inner.recv_from(buf, timeout)
+        let got = self.inner.recv_from(buf, timeout)?;
+        self.log
+            .borrow_mut()
+            .push(if got.is_some() { Ev::Recv } else { Ev::Timeout });
+        Ok(got)
     }
 
     fn send_run(&mut self, datagrams: &[u8], lens: &[usize], to: SocketAddr) -> io::Result<()> {
-        self.runs.push(lens.len());
+        self.log.borrow_mut().push(Ev::Run(lens.len()));
         self.inner.send_run(datagrams, lens, to)
     }
 }
@@ -1980,12 +2012,8 @@ fn windowed_upload_leaves_window_by_window_and_arrives_whole() {
         Config::default(),
     )
     .unwrap();
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut transport = RunRecorder {
-        inner: UdpTransport::new(socket),
-        runs: Vec::new(),
-        singles: 0,
-    };
+    let log: Log = Default::default();
+    let mut transport = Recorder::new(&log);
     let sent = drive(&mut transport, &mut transfer, &clock, |_| {}).expect("upload");
     assert_eq!(sent, content.len() as u64);
     assert_eq!(
@@ -1995,43 +2023,21 @@ fn windowed_upload_leaves_window_by_window_and_arrives_whole() {
     assert_eq!(file_digest(&root.join("runs.bin")), digest(&content));
     // Everything went through runs; every full window was one run of 8 (a late ACK may add
     // a lone probe or a resent window, never split one).
-    assert_eq!(transport.singles, 0);
-    let full = transport.runs.iter().filter(|&&n| n == 8).count();
-    assert!(full >= WINDOWS, "runs: {:?}", transport.runs);
-    assert!(
-        transport.runs.iter().all(|&n| n == 1 || n == 8),
-        "runs: {:?}",
-        transport.runs
-    );
+    let log = log.borrow();
+    assert_eq!(log.iter().filter(|&&e| e == Ev::Single).count(), 0);
+    let runs: Vec<usize> = log
+        .iter()
+        .filter_map(|&e| match e {
+            Ev::Run(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let full = runs.iter().filter(|&&n| n == 8).count();
+    assert!(full >= WINDOWS, "runs: {runs:?}");
+    assert!(runs.iter().all(|&n| n == 1 || n == 8), "runs: {runs:?}");
 }
 
-/// What a download did, in order: the transport's sends and receives and the storage's writes
-/// and idle calls, logged in one list.
-type Log = std::rc::Rc<RefCell<Vec<&'static str>>>;
-
-struct LoggingTransport {
-    inner: UdpTransport,
-    log: Log,
-}
-
-impl Transport for LoggingTransport {
-    fn send_to(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.log.borrow_mut().push("send");
-        self.inner.send_to(datagram, to)
-    }
-    fn recv_from(
-        &mut self,
-        buf: &mut [u8],
-        timeout: Option<Duration>,
-    ) -> io::Result<Option<(usize, SocketAddr)>> {
-        let got = self.inner.recv_from(buf, timeout)?;
-        self.log
-            .borrow_mut()
-            .push(if got.is_some() { "recv" } else { "timeout" });
-        Ok(got)
-    }
-}
-
+/// A download's storage that records its writes and idle turns in a [`Log`].
 struct LoggingStorage {
     data: Vec<u8>,
     log: Log,
@@ -2039,11 +2045,11 @@ struct LoggingStorage {
 
 impl Storage for LoggingStorage {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), tftp_proto::storage::StorageError> {
-        self.log.borrow_mut().push("write");
+        self.log.borrow_mut().push(Ev::Write);
         self.data.write_at(offset, data)
     }
     fn idle(&mut self) {
-        self.log.borrow_mut().push("idle");
+        self.log.borrow_mut().push(Ev::Idle);
     }
 }
 
@@ -2070,29 +2076,26 @@ fn drive_lets_the_storage_idle_after_sending_and_before_waiting() {
     };
     let mut transfer =
         Transfer::client(clock.now(), server.addr(), request, storage, Config::default()).unwrap();
-    let mut transport = LoggingTransport {
-        inner: UdpTransport::new(UdpSocket::bind("127.0.0.1:0").unwrap()),
-        log: log.clone(),
-    };
+    let mut transport = Recorder::new(&log);
     let got = drive(&mut transport, &mut transfer, &clock, |_| {}).expect("download");
     assert_eq!(got, content.len() as u64);
     assert!(transfer.storage().data == content, "the file arrived whole");
     let log = log.borrow();
     // 41 DATA: each written, then acknowledged; the request and every ACK are followed by
     // idle, then a wait (after the final ACK, the dally: a wait that times out).
-    assert_eq!(log.iter().filter(|&&e| e == "write").count(), 41);
+    assert_eq!(log.iter().filter(|&&e| e == Ev::Write).count(), 41);
     for (i, pair) in log.windows(2).enumerate() {
         match *pair {
-            ["send", next] => assert_eq!(next, "idle", "after send {i}: {log:?}"),
-            [prev, "idle"] => assert_eq!(prev, "send", "before idle {i}: {log:?}"),
-            ["write", next] => assert_eq!(next, "send", "the ACK follows the write {i}: {log:?}"),
+            [prev, next] if prev.is_send() => assert_eq!(next, Ev::Idle, "after send {i}: {log:?}"),
+            [prev, Ev::Idle] => assert!(prev.is_send(), "before idle {i}: {log:?}"),
+            [Ev::Write, next] => assert!(next.is_send(), "the ACK follows the write {i}: {log:?}"),
             _ => {}
         }
     }
     // (A retransmission on a slow machine adds a send, and its idle.)
-    let sends = log.iter().filter(|&&e| e == "send").count();
+    let sends = log.iter().filter(|e| e.is_send()).count();
     assert!(sends >= 42, "the request and 41 ACKs: {log:?}");
-    assert_eq!(log.iter().filter(|&&e| e == "idle").count(), sends, "{log:?}");
+    assert_eq!(log.iter().filter(|&&e| e == Ev::Idle).count(), sends, "{log:?}");
 }
 
 // ---- several event-loop threads -------------------------------------------------------------

@@ -196,13 +196,13 @@ impl Storage for BufferedFile {
             return Err(StorageError::Io);
         }
         let lock_step = core::mem::take(&mut self.idled);
-        if self.buf.len() + data.len() > self.capacity {
+        // Larger than the whole buffer, or large and not preceded by an idle turn (a window):
+        // written straight from the datagram, after what was gathered.
+        let through = data.len() > self.capacity || (data.len() * 4 > self.capacity && !lock_step);
+        if through || self.buf.len() + data.len() > self.capacity {
             self.flush_buf()?;
         }
-        if data.len() > self.capacity || (data.len() * 4 > self.capacity && !lock_step) {
-            // Larger than the whole buffer, or large and not followed by an idle turn to write
-            // it in: written straight from the datagram.
-            self.flush_buf()?;
+        if through {
             self.file.write_at(offset, data)?;
             self.base += data.len() as u64;
         } else {
@@ -338,8 +338,9 @@ impl Storage for ReadAheadFile {
         self.file.size()
     }
     fn read_at(&mut self, offset: u64, out: &mut [u8]) -> Result<usize, StorageError> {
-        let n = if self.holds(offset, out.len()) || out.len() * 4 <= self.capacity {
-            if !self.holds(offset, out.len()) {
+        let held = self.holds(offset, out.len());
+        let n = if held || out.len() * 4 <= self.capacity {
+            if !held {
                 self.fill(offset, out.len())?;
             }
             let start = usize::try_from(offset - self.base)
@@ -435,13 +436,19 @@ mod write_behind_tests {
 mod read_ahead_tests {
     use super::*;
 
+    /// A file of `len` pattern bytes in a fresh test directory, served with a 4 KiB read-ahead.
+    fn served(name: &str, len: u32) -> (std::path::PathBuf, Vec<u8>, ReadAheadFile) {
+        let dir = test_dir(name);
+        let path = dir.join("in.bin");
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = ReadAheadFile::new(std::fs::File::open(&path).unwrap(), 4096);
+        (dir, data, file)
+    }
+
     #[test]
     fn read_ahead_matches_the_file_for_any_pattern() {
-        let dir = test_dir("readahead");
-        let path = dir.join("in.bin");
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let mut s = ReadAheadFile::new(std::fs::File::open(&path).unwrap(), 4096);
+        let (dir, data, mut s) = served("readahead", 100_000);
         let mut b = [0u8; 512];
         // Sequential, a resend of an earlier block, a jump, the tail and past the end.
         for off in [0u64, 512, 1024, 512, 50_000, 99_900, 99_999, 100_000, 200_000] {
@@ -464,12 +471,8 @@ mod read_ahead_tests {
     /// the buffer; past the end of the file it reads nothing.
     #[test]
     fn idle_reads_the_next_block_ahead() {
-        let dir = test_dir("ahead");
-        let path = dir.join("in.bin");
-        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 13 % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
+        let (dir, data, mut s) = served("ahead", 20_000);
         // Large blocks (more than a quarter of the buffer): one block ahead.
-        let mut s = ReadAheadFile::new(std::fs::File::open(&path).unwrap(), 4096);
         let mut b = vec![0u8; 8192];
         assert_eq!(s.read_at(0, &mut b).unwrap(), 8192);
         assert!(!s.holds(8192, 8192), "read straight into the datagram");
@@ -489,7 +492,7 @@ mod read_ahead_tests {
         assert_eq!(&b[..], &data[..8192]);
 
         // Small blocks: the buffer is refilled from the next block once it runs out.
-        let mut s = ReadAheadFile::new(std::fs::File::open(&path).unwrap(), 4096);
+        let mut s = ReadAheadFile::new(std::fs::File::open(dir.join("in.bin")).unwrap(), 4096);
         let mut b = [0u8; 1000];
         for k in 0..4u64 {
             assert_eq!(s.read_at(k * 1000, &mut b).unwrap(), 1000);
