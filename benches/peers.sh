@@ -507,7 +507,9 @@ transfer_once() {
 
 # ---- ceiling ------------------------------------------------------------------------------------
 
-declare -A CEIL=()   # key "mode|set" -> MB/s
+declare -A CEIL=()      # key "mode|set" -> MB/s, the best of the repeats
+declare -A CEIL_RUNS=() # key "mode|set" -> every repeat's MB/s, space-separated
+declare -A CEIL_CPU=()  # key "mode|set" -> the ceiling sender's CPU s/GiB, the least of the repeats
 # run_ceiling MODE SET: run just before the set's transfers, so that both see the same machine.
 run_ceiling() {
   local mode=$1 set=$2 cpus="$SERVER_CPU,$CLIENT_CPU" list="" r
@@ -519,14 +521,21 @@ run_ceiling() {
     cargo bench --quiet --bench udp_ceiling 2>"$LOGS/ceiling-$mode.err" | grep '^ceiling ')
   [ -n "$lines" ] || { log "udp_ceiling failed: $(tail -n 5 "$LOGS/ceiling-$mode.err")"; return; }
   echo "$lines" >&2
-  local line b w m
+  local line b w m c k
   while read -r line; do
     b=$(sed -n 's/.* blksize=\([0-9]*\).*/\1/p' <<<"$line")
     w=$(sed -n 's/.* windowsize=\([0-9]*\).*/\1/p' <<<"$line")
     m=$(sed -n 's/.* mbps=\([0-9.]*\).*/\1/p' <<<"$line")
+    c=$(sed -n 's/.* sender_s_per_gib=\([0-9.]*\).*/\1/p' <<<"$line")
+    k="$mode|${b}x$w"
+    CEIL_RUNS[$k]+="$m "
     # The best of the repeats.
-    if awk -v a="$m" -v b="${CEIL["$mode|${b}x$w"]:-0}" 'BEGIN { exit !(a > b) }'; then
-      CEIL["$mode|${b}x$w"]=$m
+    if awk -v a="$m" -v b="${CEIL[$k]:-0}" 'BEGIN { exit !(a > b) }'; then
+      CEIL[$k]=$m
+    fi
+    # The sender's CPU: the least of the repeats (the floor it shows is then the lowest seen).
+    if [ -n "$c" ] && { [ -z "${CEIL_CPU[$k]:-}" ] || awk -v a="$c" -v b="${CEIL_CPU[$k]}" 'BEGIN { exit !(a < b) }'; }; then
+      CEIL_CPU[$k]=$c
     fi
   done <<<"$lines"
 }
@@ -587,21 +596,32 @@ report_mode() {
     echo
     echo "### tftp-proto against the TFTP-shaped UDP ceiling ($title)"
     echo
-    echo "| set | ceiling MB/s | tftp-proto server + client MB/s | % of ceiling | tftp-proto server + atftp MB/s | % | best peer pair MB/s |"
-    echo "|---|---|---|---|---|---|---|"
-    local ceil ours_m atftp_m best k st m pct1 pct2
+    echo "The ceiling's MB/s is the best of its repeats, the transfers' the median. CPU columns are server"
+    echo "CPU s/GiB: the ceiling's is its sender's (two system calls per window, no protocol, no file; the"
+    echo "least of its repeats), the floor for any server that sleeps between windows."
+    echo
+    echo "| set | ceiling MB/s (all runs) | tftp-proto server + client MB/s | % of ceiling | tftp-proto server + atftp MB/s | % | best peer pair MB/s | ceiling sender CPU | tftp-proto server CPU | least peer server CPU |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    local ceil runs ours_m atftp_m best k st m pct1 pct2 ours_c least_c c
     for set in ${SETS//,/ }; do
       ceil=${CEIL[$mode|$set]:-}
+      runs=${CEIL_RUNS[$mode|$set]:-}
       IFS='|' read -r st ours_m _ <<<"${RES[$mode|ours|ours|$set]:-|}"
       [ "$st" = ok ] || ours_m=-
       IFS='|' read -r st atftp_m _ <<<"${RES[$mode|ours|atftp|$set]:-|}"
       [ "$st" = ok ] || atftp_m=-
+      IFS='|' read -r st _ ours_c _ <<<"${RES[$mode|ours|ours|$set]:-|}"
+      [ "$st" = ok ] || ours_c=-
       best="-"
+      least_c="-"
       for k in "${!RES[@]}"; do
         [[ $k == "$mode|"*"|$set" ]] || continue
         [[ $k == "$mode|ours|"* || $k == "$mode|"*"|ours|$set" ]] && continue
-        IFS='|' read -r st m _ <<<"${RES[$k]}"
+        IFS='|' read -r st m c _ <<<"${RES[$k]}"
         [ "$st" = ok ] || continue
+        if [ "$c" != "" ] && [ "$c" != "-" ] && { [ "$least_c" = "-" ] || awk -v a="$c" -v b="${least_c%% *}" 'BEGIN { exit !(a < b) }'; }; then
+          least_c="$c ($(sname "$(cut -d'|' -f2 <<<"$k")"))"
+        fi
         local pair
         pair="$(cname "$(cut -d'|' -f3 <<<"$k")") <- $(sname "$(cut -d'|' -f2 <<<"$k")")"
         if [ "$best" = "-" ] || awk -v a="$m" -v b="${best%% *}" 'BEGIN { exit !(a > b) }'; then
@@ -610,7 +630,7 @@ report_mode() {
       done
       pct1=$(awk -v a="$ours_m" -v c="$ceil" 'BEGIN { if (a == "-" || c == "" || c == 0) print "-"; else printf "%.0f%%", 100 * a / c }')
       pct2=$(awk -v a="$atftp_m" -v c="$ceil" 'BEGIN { if (a == "-" || c == "" || c == 0) print "-"; else printf "%.0f%%", 100 * a / c }')
-      echo "| $set | ${ceil:--} | $ours_m | $pct1 | $atftp_m | $pct2 | $best |"
+      echo "| $set | ${ceil:--} (${runs% }) | $ours_m | $pct1 | $atftp_m | $pct2 | $best | ${CEIL_CPU[$mode|$set]:--} | $ours_c | $least_c |"
     done
   fi
 }

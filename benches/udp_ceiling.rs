@@ -12,8 +12,11 @@
 //!   server and the client).
 //!
 //! Each set prints one machine-readable line:
-//! `ceiling blksize=B windowsize=W bytes=N seconds=S mbps=X stalls=K sender_cpu=C receiver_cpu=C`
-//! (`mbps` is 10^6 bytes per second). A lost datagram would stall a window: the receiver then
+//! `ceiling blksize=B windowsize=W bytes=N seconds=S mbps=X stalls=K sender_cpu=C receiver_cpu=C
+//! sender_s_per_gib=T receiver_s_per_gib=T` (`mbps` is 10^6 bytes per second; `sender_cpu` and
+//! `receiver_cpu` name the CPUs; `*_s_per_gib` is each side's user+system CPU time per GiB moved,
+//! from `getrusage(RUSAGE_THREAD)`: the least CPU a server or client that sleeps between windows
+//! can spend on this option set). A lost datagram would stall a window: the receiver then
 //! re-requests it after 20 ms, and the number of such stalls is reported.
 
 use std::net::UdpSocket;
@@ -34,8 +37,29 @@ fn socket() -> UdpSocket {
     s
 }
 
-/// Moves `total` bytes as `blksize` blocks in windows of `window`; returns (seconds, stalls).
-fn run(total: u64, blksize: usize, window: u64, cpus: (usize, usize)) -> (f64, u64) {
+/// The calling thread's user+system CPU time so far, in seconds.
+fn thread_cpu() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_THREAD)
+        .map(|u| {
+            let t = |v: nix::sys::time::TimeVal| v.tv_sec() as f64 + v.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// What one option set measured.
+struct Outcome {
+    seconds: f64,
+    stalls: u64,
+    /// CPU seconds of the sending thread.
+    sender_cpu: f64,
+    /// CPU seconds of the receiving thread.
+    receiver_cpu: f64,
+}
+
+/// Moves `total` bytes as `blksize` blocks in windows of `window`.
+fn run(total: u64, blksize: usize, window: u64, cpus: (usize, usize)) -> Outcome {
     let rx = socket();
     let tx = socket();
     let rx_addr = rx.local_addr().unwrap();
@@ -43,6 +67,7 @@ fn run(total: u64, blksize: usize, window: u64, cpus: (usize, usize)) -> (f64, u
     let blocks = total.div_ceil(blksize as u64);
     let receiver = std::thread::spawn(move || {
         pin(cpus.1);
+        let cpu0 = thread_cpu();
         rx.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let mut buf = vec![0u8; blksize + 4];
         let mut next = 1u64;
@@ -66,9 +91,10 @@ fn run(total: u64, blksize: usize, window: u64, cpus: (usize, usize)) -> (f64, u
                 }
             }
         }
-        stalls
+        (stalls, thread_cpu() - cpu0)
     });
     pin(cpus.0);
+    let cpu0 = thread_cpu();
     tx.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let mut pkt = vec![0xA5u8; blksize + 4];
     pkt[..2].copy_from_slice(&[0, 3]);
@@ -97,9 +123,15 @@ fn run(total: u64, blksize: usize, window: u64, cpus: (usize, usize)) -> (f64, u
             }
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    let stalls = receiver.join().unwrap();
-    (secs, stalls)
+    let seconds = start.elapsed().as_secs_f64();
+    let sender_cpu = thread_cpu() - cpu0;
+    let (stalls, receiver_cpu) = receiver.join().unwrap();
+    Outcome {
+        seconds,
+        stalls,
+        sender_cpu,
+        receiver_cpu,
+    }
 }
 
 /// Parses `BLKSIZExWINDOWSIZE[:BYTES]`.
@@ -135,12 +167,17 @@ fn main() {
         cpus.0, cpus.1
     );
     for (bs, win, bytes) in sets {
-        let (secs, stalls) = run(bytes, bs, win, cpus);
+        let o = run(bytes, bs, win, cpus);
+        let per_gib = |cpu: f64| cpu * (1u64 << 30) as f64 / bytes as f64;
         println!(
-            "ceiling blksize={bs} windowsize={win} bytes={bytes} seconds={secs:.3} mbps={:.1} stalls={stalls} sender_cpu={} receiver_cpu={}",
-            bytes as f64 / secs / 1e6,
+            "ceiling blksize={bs} windowsize={win} bytes={bytes} seconds={:.3} mbps={:.1} stalls={} sender_cpu={} receiver_cpu={} sender_s_per_gib={:.2} receiver_s_per_gib={:.2}",
+            o.seconds,
+            bytes as f64 / o.seconds / 1e6,
+            o.stalls,
             cpus.0,
-            cpus.1
+            cpus.1,
+            per_gib(o.sender_cpu),
+            per_gib(o.receiver_cpu)
         );
     }
 }
