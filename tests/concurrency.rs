@@ -3,7 +3,9 @@
 //!
 //! * `library_server_thousand_concurrent_downloads`: one library [`Server`] on a thread, driven
 //!   with [`Server::turn`] so its session count can be watched; 1,000 client threads released
-//!   together by a barrier, each running the blocking [`Client::get`] into memory. Asserts every
+//!   together by a barrier, each running the blocking [`Client::get`] into memory. Each client
+//!   then holds at its first block until every client has one (a [`Gate`]), so the sessions
+//!   overlap however fast one download is (at blksize 65464 one takes milliseconds). Asserts every
 //!   download is byte-identical and that the server held at least 1,000 sessions at once (from
 //!   [`Server::sessions`] and, independently, from the reports' start and end times). Prints the
 //!   VmHWM of the test process, which includes the 1,000 client threads and their buffers.
@@ -23,13 +25,13 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Barrier, Mutex};
+use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tftp_proto::adapter::client::Client;
 use tftp_proto::adapter::server::{Server, ServerConfig};
-use tftp_proto::engine::Config;
+use tftp_proto::engine::{Config, Event};
 use tftp_proto::server::TransferResult;
 use tftp_proto::Options;
 
@@ -107,13 +109,55 @@ struct Outcome {
     error: Option<String>,
 }
 
-/// Runs `n` downloads of the test file from `server` at once (a barrier releases them all).
+/// Holds each client at its first block until all `n` clients have one, or for [`Gate::LIMIT`]
+/// at most: well inside the server's retransmission budget (1 s, doubling, six tries), so a held
+/// session is never given up, and bounded, so a lost client cannot hang the test (the overlap
+/// assertions then fail instead).
+struct Gate {
+    arrived: Mutex<usize>,
+    all: Condvar,
+    n: usize,
+}
+
+impl Gate {
+    const LIMIT: Duration = Duration::from_secs(8);
+
+    fn new(n: usize) -> Gate {
+        Gate {
+            arrived: Mutex::new(0),
+            all: Condvar::new(),
+            n,
+        }
+    }
+
+    fn arrive(&self) {
+        let mut arrived = self.arrived.lock().unwrap_or_else(|e| e.into_inner());
+        *arrived += 1;
+        self.all.notify_all();
+        let deadline = Instant::now() + Self::LIMIT;
+        while *arrived < self.n {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            arrived = self
+                .all
+                .wait_timeout(arrived, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Runs `n` downloads of the test file from `server` at once (a barrier releases them all, a
+/// [`Gate`] keeps them all open together).
 fn download_all(server: SocketAddr, n: usize, expected: &Arc<Vec<u8>>) -> Vec<Outcome> {
     let barrier = Arc::new(Barrier::new(n));
+    let gate = Arc::new(Gate::new(n));
     let options = options();
     let handles: Vec<_> = (0..n)
         .map(|_| {
             let barrier = Arc::clone(&barrier);
+            let gate = Arc::clone(&gate);
             let expected = Arc::clone(expected);
             thread::Builder::new()
                 .stack_size(512 << 10)
@@ -126,7 +170,13 @@ fn download_all(server: SocketAddr, n: usize, expected: &Arc<Vec<u8>>) -> Vec<Ou
                     let client = Client::new(server).options(options).config(config);
                     barrier.wait();
                     let start = Instant::now();
-                    let result = client.get(FILE_NAME.as_bytes(), Vec::with_capacity(FILE_LEN), |_| {});
+                    let mut held = false;
+                    let hold = |e: &Event| {
+                        if matches!(e, Event::Progress { .. }) && !std::mem::replace(&mut held, true) {
+                            gate.arrive();
+                        }
+                    };
+                    let result = client.get(FILE_NAME.as_bytes(), Vec::with_capacity(FILE_LEN), hold);
                     let end = Instant::now();
                     let error = match result {
                         Ok((data, _)) if data == *expected => None,
