@@ -133,7 +133,10 @@ impl Gate {
     fn arrive(&self) {
         let mut arrived = self.arrived.lock().unwrap_or_else(|e| e.into_inner());
         *arrived += 1;
-        self.all.notify_all();
+        if *arrived >= self.n {
+            // Only the last arrival wakes the others: no thundering herd on every arrival.
+            self.all.notify_all();
+        }
         let deadline = Instant::now() + Self::LIMIT;
         while *arrived < self.n {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
