@@ -606,12 +606,10 @@ report_mode() {
     for set in ${SETS//,/ }; do
       ceil=${CEIL[$mode|$set]:-}
       runs=${CEIL_RUNS[$mode|$set]:-}
-      IFS='|' read -r st ours_m _ <<<"${RES[$mode|ours|ours|$set]:-|}"
-      [ "$st" = ok ] || ours_m=-
+      IFS='|' read -r st ours_m ours_c _ <<<"${RES[$mode|ours|ours|$set]:-|}"
+      [ "$st" = ok ] || { ours_m=-; ours_c=-; }
       IFS='|' read -r st atftp_m _ <<<"${RES[$mode|ours|atftp|$set]:-|}"
       [ "$st" = ok ] || atftp_m=-
-      IFS='|' read -r st _ ours_c _ <<<"${RES[$mode|ours|ours|$set]:-|}"
-      [ "$st" = ok ] || ours_c=-
       best="-"
       least_c="-"
       for k in "${!RES[@]}"; do
