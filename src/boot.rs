@@ -464,9 +464,14 @@ impl<'a> BootClient<'a> {
             let (name, value, after) = split_option(rest).ok_or(BootError::Options)?;
             rest = after;
             let v = parse_decimal(value).flatten().ok_or(BootError::Options)?;
-            let (bit, ok) = if name.eq_ignore_ascii_case(BLKSIZE) && self.ask_blksize != 0 {
+            // An unasked `blksize 512` or `windowsize 1` only restates the default: accepted.
+            let (bit, ok) = if name.eq_ignore_ascii_case(BLKSIZE) {
                 blksize = v as u16;
-                (1, v >= 8 && v <= u64::from(self.ask_blksize))
+                let (lo, hi) = match self.ask_blksize {
+                    0 => (DEFAULT_BLKSIZE, DEFAULT_BLKSIZE),
+                    asked => (8, asked),
+                };
+                (1, v >= u64::from(lo) && v <= u64::from(hi))
             } else if name.eq_ignore_ascii_case(TIMEOUT) && self.ask_timeout != 0 {
                 rto_us = u32::from(self.ask_timeout) * 1_000_000;
                 (2, v == u64::from(self.ask_timeout))
@@ -475,9 +480,9 @@ impl<'a> BootClient<'a> {
                     return Err(BootError::TooLarge);
                 }
                 (4, true)
-            } else if name.eq_ignore_ascii_case(WINDOWSIZE) && self.ask_windowsize != 0 {
+            } else if name.eq_ignore_ascii_case(WINDOWSIZE) {
                 windowsize = v as u16;
-                (8, v >= 1 && v <= u64::from(self.ask_windowsize))
+                (8, v >= 1 && v <= u64::from(self.ask_windowsize.max(1)))
             } else {
                 // Unknown, or not asked for.
                 return Err(BootError::Options);

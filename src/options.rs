@@ -82,6 +82,31 @@ impl<'a> OptionList<'a> {
         Ok(OptionList { raw: &raw[..end] })
     }
 
+    /// Validates a request's option bytes as [`parse`](Self::parse) does, except that an
+    /// option name left without its value at the very end (`blksize NUL` and nothing after,
+    /// as some clients send) is ignored rather than an error, as RFC 2347's rule to ignore what
+    /// is not understood suggests (tftpd-hpa does the same). Returns the list and the ignored
+    /// name (empty when nothing was ignored).
+    ///
+    /// ```
+    /// use tftp_proto::OptionList;
+    /// let (list, ignored) = OptionList::parse_request(b"tsize\x000\x00blksize\x00").unwrap();
+    /// assert_eq!((list.len(), ignored), (1, &b"blksize"[..]));
+    /// assert!(OptionList::parse_request(b"blksize\x001468").is_err()); // value without its NUL
+    /// ```
+    pub fn parse_request(raw: &'a [u8]) -> Result<(Self, &'a [u8]), ParseError> {
+        match Self::parse(raw) {
+            Err(ParseError::OptionWithoutValue) => {
+                // Everything before the last name parses (the error is only raised at the end),
+                // so cut that name off and parse the rest.
+                let head = &raw[..raw.len() - 1];
+                let start = head.iter().rposition(|&b| b == 0).map_or(0, |p| p + 1);
+                Self::parse(&raw[..start]).map(|list| (list, &head[start..]))
+            }
+            other => other.map(|list| (list, &raw[..0])),
+        }
+    }
+
     /// The validated bytes, without any trailing padding.
     pub const fn as_bytes(&self) -> &'a [u8] {
         self.raw
@@ -244,7 +269,7 @@ impl OptionName {
     }
 
     /// Decodes a value of this option exactly: a decimal number within [`Self::range`].
-    fn decode_value(self, value: &[u8]) -> Result<u64, OptionError> {
+    pub(crate) fn decode_value(self, value: &[u8]) -> Result<u64, OptionError> {
         let err = |kind| OptionError { option: self, kind };
         let value = parse_decimal(value).ok_or(err(OptionErrorKind::NotANumber))?;
         let (lo, hi) = self.range();

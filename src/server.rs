@@ -22,10 +22,13 @@ use crate::error_code::ErrorCode;
 use crate::options::Options;
 use crate::storage::Storage;
 use crate::time::Instant;
-use crate::wire::{encode_error_lossy, Mode, Packet, Request, RequestKind};
+use crate::wire::{encode_error_lossy, Mode, Packet, ParseError, Request, RequestKind, MAX_REQUEST_LEN};
 
 /// Longest file name kept for reports; longer names are truncated there (not for serving).
 pub const REPORT_NAME_LEN: usize = 128;
+
+/// Longest ignored option name kept for reports ([`TransferReport::ignored_option`]).
+pub const REPORT_OPTION_LEN: usize = 32;
 
 /// A new request, borrowed from the datagram that carried it.
 #[derive(Debug, Clone, Copy)]
@@ -113,6 +116,9 @@ pub struct TransferReport<S> {
     pub kind: RequestKind,
     /// The file name (truncated to [`REPORT_NAME_LEN`] bytes).
     pub filename: Vec<u8, REPORT_NAME_LEN>,
+    /// The name of an option the request left without a value at its end, which was ignored
+    /// ([`Request::ignored_option`], truncated to [`REPORT_OPTION_LEN`] bytes); empty if none.
+    pub ignored_option: Vec<u8, REPORT_OPTION_LEN>,
     /// The parameters negotiated.
     pub params: TransferParams,
     /// Counters, including the start time.
@@ -133,6 +139,7 @@ impl<S> TransferReport<S> {
             local,
             kind,
             filename,
+            ignored_option,
             params,
             stats,
             ended,
@@ -144,6 +151,7 @@ impl<S> TransferReport<S> {
             local,
             kind,
             filename,
+            ignored_option,
             params,
             stats,
             ended,
@@ -159,6 +167,7 @@ struct Session<S> {
     local: SocketAddr,
     kind: RequestKind,
     filename: Vec<u8, REPORT_NAME_LEN>,
+    ignored_option: Vec<u8, REPORT_OPTION_LEN>,
     /// Fingerprint of the request that started it, to tell a repeat from a new request.
     request: u64,
     /// Ended by a new request from its peer: sends nothing more, waits for `poll_finished`.
@@ -193,6 +202,69 @@ fn request_fingerprint(kind: RequestKind, request: &Request<'_>) -> u64 {
     h
 }
 
+/// Longest text of an immediate reply (an ERROR not tied to a session).
+const REPLY_TEXT_LEN: usize = 120;
+
+/// An immediate ERROR not tied to a session: from `local` to `to`.
+struct Reply {
+    local: SocketAddr,
+    to: SocketAddr,
+    code: ErrorCode,
+    text: heapless::String<REPLY_TEXT_LEN>,
+}
+
+/// Writes `bytes` for a person to read in an ERROR text: printable ASCII as is, anything else
+/// as `?`, at most 32 characters.
+fn write_shown(out: &mut impl core::fmt::Write, bytes: &[u8]) -> core::fmt::Result {
+    for &b in bytes.iter().take(32) {
+        out.write_char(if (0x20..0x7f).contains(&b) {
+            char::from(b)
+        } else {
+            '?'
+        })?;
+    }
+    if bytes.len() > 32 {
+        out.write_str("...")?;
+    }
+    Ok(())
+}
+
+/// The ERROR text for a request in a mode no transfer can run (`mail`, or unknown), saying
+/// what was asked and what is accepted; `None` for octet and netascii.
+fn mode_refusal_text(mode: Mode<'_>) -> Option<heapless::String<REPLY_TEXT_LEN>> {
+    use core::fmt::Write;
+    let mut text = heapless::String::new();
+    // A text that does not fit is cut short (the quoted mode is at most 35 characters).
+    let _ = match mode {
+        Mode::Octet | Mode::Netascii => return None,
+        Mode::Mail => text.write_str("mail mode is not supported: use octet or netascii"),
+        Mode::Unknown(m) => text
+            .write_str("unknown transfer mode \"")
+            .and_then(|()| write_shown(&mut text, m))
+            .and_then(|()| text.write_str("\": use octet or netascii")),
+    };
+    Some(text)
+}
+
+/// The ERROR 4 text for a datagram on the listening port that is no valid request, saying what
+/// was wrong and what is accepted.
+fn parse_refusal_text(e: &ParseError) -> heapless::String<REPLY_TEXT_LEN> {
+    use core::fmt::Write;
+    let mut text = heapless::String::new();
+    let _ = match e {
+        ParseError::UnknownOpcode(op) => write!(
+            text,
+            "unknown opcode {op}: a transfer starts with a read (RRQ, 1) or write (WRQ, 2) request"
+        ),
+        ParseError::RequestTooLong { len } => write!(
+            text,
+            "request of {len} octets is over the {MAX_REQUEST_LEN} allowed: shorten the file name or options"
+        ),
+        other => text.write_str(other.message()),
+    };
+    text
+}
+
 /// Most datagrams one session sends in a row from [`ServerTable::poll_transmit`] before the
 /// next session's turn.
 pub const BURST: u16 = 64;
@@ -204,8 +276,8 @@ pub struct ServerTable<S, const N: usize> {
     limit: usize,
     /// Sessions that may have something to send.
     ready: Deque<u16, N>,
-    /// Immediate replies not tied to a session (refusals, ERROR 5): (from, to, code, message).
-    replies: Deque<(SocketAddr, SocketAddr, ErrorCode, &'static str), 8>,
+    /// Immediate replies not tied to a session (refusals, ERROR 5).
+    replies: Deque<Reply, 8>,
     /// Finished sessions waiting for `poll_finished`.
     done: Deque<u16, N>,
     /// Sessions that sent since the last [`idle`](Self::idle).
@@ -277,9 +349,31 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
         }
     }
 
-    fn reply(&mut self, local: SocketAddr, to: SocketAddr, code: ErrorCode, message: &'static str) {
+    fn reply(&mut self, local: SocketAddr, to: SocketAddr, code: ErrorCode, message: &str) {
+        let mut text = heapless::String::new();
+        // Cut at a character boundary when too long (callers' texts are shorter).
+        for c in message.chars() {
+            if text.push(c).is_err() {
+                break;
+            }
+        }
+        self.reply_text(local, to, code, text);
+    }
+
+    fn reply_text(
+        &mut self,
+        local: SocketAddr,
+        to: SocketAddr,
+        code: ErrorCode,
+        text: heapless::String<REPLY_TEXT_LEN>,
+    ) {
         // When the reply queue is full the datagram is dropped: replies are best effort.
-        let _ = self.replies.push_back((local, to, code, message));
+        let _ = self.replies.push_back(Reply {
+            local,
+            to,
+            code,
+            text,
+        });
     }
 
     /// Feeds a datagram that arrived on `local` from `from`.
@@ -333,6 +427,12 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
                 } else {
                     RequestKind::Write
                 };
+                // The mode is checked before anything else, so an unknown mode is reported as
+                // such whatever the file (and nothing is looked up for it).
+                if let Some(text) = mode_refusal_text(request.mode) {
+                    self.reply_text(local, from, ErrorCode::IllegalOperation, text);
+                    return Datagram::Handled;
+                }
                 let fingerprint = request_fingerprint(kind, &request);
                 let live = self.slots.iter().position(|s| {
                     s.as_ref()
@@ -374,7 +474,7 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
             // endpoints could otherwise bounce ERRORs between them forever.
             Err(_) if datagram.get(..2) == Some(&[0, 5]) => Datagram::Handled,
             Err(e) => {
-                self.reply(local, from, ErrorCode::IllegalOperation, e.message());
+                self.reply_text(local, from, ErrorCode::IllegalOperation, parse_refusal_text(&e));
                 Datagram::Handled
             }
         }
@@ -418,11 +518,15 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
         let name = incoming.request.filename;
         let mut filename = Vec::new();
         let _ = filename.extend_from_slice(&name[..name.len().min(REPORT_NAME_LEN)]);
+        let ignored = incoming.request.ignored_option;
+        let mut ignored_option = Vec::new();
+        let _ = ignored_option.extend_from_slice(&ignored[..ignored.len().min(REPORT_OPTION_LEN)]);
         let session = Session {
             transfer,
             local: tid,
             kind: incoming.kind,
             filename,
+            ignored_option,
             request: request_fingerprint(incoming.kind, &incoming.request),
             superseded: false,
             queued: false,
@@ -484,11 +588,11 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
     /// share a socket and destination (a transport may batch them). Call until `None` after
     /// every input.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<ServerTransmit> {
-        if let Some((local, to, code, message)) = self.replies.pop_front() {
-            let len = encode_error_lossy(buf, code, message.as_bytes()).ok()?;
+        if let Some(r) = self.replies.pop_front() {
+            let len = encode_error_lossy(buf, r.code, r.text.as_bytes()).ok()?;
             return Some(ServerTransmit {
-                local,
-                destination: to,
+                local: r.local,
+                destination: r.to,
                 len,
             });
         }
@@ -566,6 +670,7 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
             local: s.local,
             kind: s.kind,
             filename: s.filename,
+            ignored_option: s.ignored_option,
             params: s.transfer.params(),
             stats: s.transfer.stats(),
             ended: now,

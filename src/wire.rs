@@ -113,6 +113,9 @@ pub struct Request<'a> {
     pub mode: Mode<'a>,
     /// The options after the mode (RFC 2347), possibly empty.
     pub options: OptionList<'a>,
+    /// The name of an option left without a value at the end of the request, which was
+    /// ignored (see [`OptionList::parse_request`]); empty when there was none. Never encoded.
+    pub ignored_option: &'a [u8],
 }
 
 /// A TFTP packet borrowed from a datagram.
@@ -293,10 +296,12 @@ impl<'a> Packet<'a> {
                 }
                 let (filename, rest) = split_nul(&datagram[2..], Field::Filename)?;
                 let (mode, rest) = split_nul(rest, Field::Mode)?;
+                let (options, ignored_option) = OptionList::parse_request(rest)?;
                 let req = Request {
                     filename,
                     mode: Mode::from_bytes(mode),
-                    options: OptionList::parse(rest)?,
+                    options,
+                    ignored_option,
                 };
                 Ok(if op == Opcode::Rrq {
                     Packet::Rrq(req)

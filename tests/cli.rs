@@ -57,7 +57,20 @@ struct Serve {
 
 impl Serve {
     fn start(root: &Path, args: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
+        Serve::start_with(Command::new(BIN), root, args)
+    }
+
+    /// Runs `bin` (a copy of the binary the user can execute) as `uid`:`gid` (the caller is
+    /// root); supplementary groups are dropped.
+    fn start_as(bin: &Path, uid: u32, gid: u32, root: &Path, args: &[&str]) -> Serve {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(bin);
+        cmd.uid(uid).gid(gid);
+        Serve::start_with(cmd, root, args)
+    }
+
+    fn start_with(mut cmd: Command, root: &Path, args: &[&str]) -> Serve {
+        let mut child = cmd
             .arg("serve")
             .arg("--root")
             .arg(root)
@@ -404,6 +417,8 @@ fn get_timeout_fails_and_leaves_nothing() {
             "1",
             "--retries",
             "1",
+            "--total-timeout",
+            "2",
             &host,
             "f.bin",
             path(&target),
@@ -413,6 +428,93 @@ fn get_timeout_fails_and_leaves_nothing() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
     assert!(list(local.path()).is_empty());
+}
+
+/// tftpy's delay test: the server stops for 10 s in the middle of a download. The client's
+/// retries at its adaptive timeout (near 50 ms on loopback) run out after about 6.4 s; the
+/// total timeout (25 s by default) keeps it waiting, and the download completes, as with
+/// tftp-hpa's, atftp's and busybox's clients.
+#[test]
+fn get_waits_out_a_server_pause_longer_than_its_retries() {
+    use std::net::UdpSocket;
+    let local = TempDir::new("local");
+    let content = pattern(3 * 512 + 100, 31);
+    let listener = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let sent = content.clone();
+    let server = std::thread::spawn(move || {
+        listener.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0u8; 600];
+        let (_, client) = listener.recv_from(&mut buf).expect("the RRQ");
+        let tid = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tid.set_read_timeout(Some(WAIT)).unwrap();
+        let mut acks_during_pause = 0;
+        for (i, chunk) in sent.chunks(512).enumerate() {
+            let block = (i + 1) as u16;
+            if block == 4 {
+                // The pause: no DATA for 10 s, whatever the client sends.
+                let until = std::time::Instant::now() + Duration::from_secs(10);
+                tid.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                while std::time::Instant::now() < until {
+                    if tid.recv_from(&mut buf).is_ok() {
+                        acks_during_pause += 1;
+                    }
+                }
+                tid.set_read_timeout(Some(WAIT)).unwrap();
+            }
+            let mut d = vec![0, 3];
+            d.extend_from_slice(&block.to_be_bytes());
+            d.extend_from_slice(chunk);
+            tid.send_to(&d, client).unwrap();
+            loop {
+                let (n, _) = tid.recv_from(&mut buf).expect("an ACK");
+                if buf[..n] == [0, 4, (block >> 8) as u8, block as u8] {
+                    break;
+                }
+            }
+        }
+        acks_during_pause
+    });
+    let target = local.join("f.bin");
+    let started = std::time::Instant::now();
+    let out = run(&["get", &host, "f.bin", path(&target)], None);
+    ok(&out);
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "finished before the pause ended"
+    );
+    assert_eq!(fs::read(&target).unwrap(), content);
+    // The client re-acknowledged block 3 its six times during the pause, then waited.
+    assert_eq!(server.join().unwrap(), 6);
+}
+
+#[test]
+fn total_timeout_must_be_a_sane_number_of_seconds() {
+    for value in ["-1", "3601", "NaN", "soon"] {
+        let flag = format!("--total-timeout={value}");
+        let out = run(&["get", &flag, "127.0.0.1:9", "f"], None);
+        assert!(!out.status.success(), "{value}");
+        assert!(
+            stderr(&out).contains("--total-timeout"),
+            "{value}: {}",
+            stderr(&out)
+        );
+    }
+    let root = TempDir::new("root");
+    let out = run(
+        &[
+            "serve",
+            "--root",
+            path(root.path()),
+            "--bind",
+            "127.0.0.1:0",
+            "--total-timeout",
+            "9999",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--total-timeout"), "{}", stderr(&out));
 }
 
 #[test]
@@ -624,4 +726,114 @@ fn serve_threads_zero_is_a_usage_error() {
     let out = run(&["serve", "--root", path(root.path()), "--threads", "0"], None);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--threads"), "{}", stderr(&out));
+}
+
+// ---- uploads over read-only files ---------------------------------------------------------
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// With `--allow-write --allow-overwrite`, an upload over an existing file is refused with
+/// ERROR 2 when the file's own permissions do not let the serving user write it (mode 0444 or
+/// 0440, or another user's 0644 file for a user who is not root): the file keeps its content
+/// and mode, as tftpd-hpa does and FreeBSD's `wrq_eaccess` tests expect, although the directory
+/// would allow the rename. A writable file is replaced and keeps its mode (0640 stays 0640, not
+/// the 0644 a new file gets) and, under root, its owner. Run as root (CI) the test serves once
+/// as root and once as an unprivileged user (nobody, 65534); otherwise as the current user.
+#[test]
+fn overwrite_respects_a_read_only_target_as_root_and_as_an_unprivileged_user() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    let old = pattern(3000, 21);
+    let new = pattern(5000, 22);
+    let local = TempDir::new("ro-local");
+    fs::write(local.join("new.bin"), &new).unwrap();
+    // The binary, copied where any user may run it (the build tree may not be reachable).
+    let bins = TempDir::new("ro-bin");
+    fs::set_permissions(bins.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bins.join("tftp-proto");
+    fs::copy(BIN, &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let users: Vec<Option<(u32, u32)>> = if is_root() {
+        vec![None, Some((65534, 65534))]
+    } else {
+        eprintln!("!!! NOTE: not root: the upload test runs only as the current, unprivileged user");
+        vec![None]
+    };
+    for user in users {
+        let me = user.unwrap_or_else(|| {
+            let m = fs::metadata("/proc/self").unwrap();
+            (m.uid(), m.gid())
+        });
+        let serving_root = me.0 == 0;
+        let root = TempDir::new("ro-root");
+        fs::set_permissions(root.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        // (name, mode, owned by the serving user, whether it may be replaced)
+        let mut cases = vec![
+            ("ro444.bin", 0o444, true, false),
+            ("ro440.bin", 0o440, true, false),
+            ("ro400.bin", 0o400, true, false),
+            ("rw640.bin", 0o640, true, true),
+            ("rw600.bin", 0o600, true, true),
+        ];
+        if is_root() {
+            // Another user's file: root may replace it (and keeps its owner); nobody may not.
+            cases.push(("other644.bin", 0o644, false, serving_root));
+        }
+        for &(name, mode, mine, _) in &cases {
+            let p = root.join(name);
+            fs::write(&p, &old).unwrap();
+            if is_root() {
+                let owner = if mine { me } else { (1234, 1234) };
+                chown(&p, Some(owner.0), Some(owner.1)).unwrap();
+            }
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let args = ["--bind", "127.0.0.1:0", "--allow-write", "--allow-overwrite"];
+        let serve = match user {
+            None => Serve::start(root.path(), &args),
+            Some((uid, gid)) => Serve::start_as(&bin, uid, gid, root.path(), &args),
+        };
+        for &(name, mode, mine, replaceable) in &cases {
+            let what = format!("{name} served as uid {}", me.0);
+            let p = root.join(name);
+            let before = fs::metadata(&p).unwrap();
+            let out = run(&["put", &serve.host(), path(&local.join("new.bin")), name], None);
+            if replaceable {
+                ok(&out);
+                serve.wait_report("write", name);
+                assert_eq!(fs::read(&p).unwrap(), new, "{what}");
+                assert_eq!(mode_of(&p), mode, "{what}: the mode is kept");
+                let after = fs::metadata(&p).unwrap();
+                if serving_root || mine {
+                    assert_eq!(
+                        (after.uid(), after.gid()),
+                        (before.uid(), before.gid()),
+                        "{what}: owner"
+                    );
+                }
+            } else {
+                assert!(!out.status.success(), "{what}: the upload was accepted");
+                let err = stderr(&out);
+                assert!(err.contains("Access violation"), "{what}: {err}");
+                assert_eq!(fs::read(&p).unwrap(), old, "{what}: content changed");
+                assert_eq!(mode_of(&p), mode, "{what}: mode changed");
+                assert_eq!(
+                    fs::metadata(&p).unwrap().ino(),
+                    before.ino(),
+                    "{what}: file replaced"
+                );
+            }
+        }
+        // Nothing left behind: no temporary file.
+        let expected: Vec<&str> = cases.iter().map(|c| c.0).collect();
+        assert_eq!(list(root.path()), names(&expected));
+        serve.stop();
+    }
 }

@@ -294,6 +294,7 @@ fn encode_every_packet_type() {
                 filename: b"a",
                 mode: Mode::Octet,
                 options: OptionList::EMPTY,
+                ignored_option: b"",
             }),
             b"\x00\x01a\x00octet\x00",
         ),
@@ -302,6 +303,7 @@ fn encode_every_packet_type() {
                 filename: b"b",
                 mode: Mode::Netascii,
                 options: OptionList::parse(b"tsize\x005\x00").unwrap(),
+                ignored_option: b"",
             }),
             b"\x00\x02b\x00netascii\x00tsize\x005\x00",
         ),
@@ -416,6 +418,7 @@ fn request_limit_512_enforced_on_encode() {
         filename: &long,
         mode: Mode::Octet,
         options: OptionList::EMPTY,
+        ignored_option: b"",
     });
     assert!(matches!(
         pkt.encode(&mut buf),
@@ -430,6 +433,7 @@ fn nul_inside_fields_refused_on_encode() {
         filename: b"a\0b",
         mode: Mode::Octet,
         options: OptionList::EMPTY,
+        ignored_option: b"",
     });
     assert_eq!(
         pkt.encode(&mut buf),
@@ -518,16 +522,40 @@ fn bad_requests_without_final_nul() {
         Err(ParseError::MissingNul(Field::OptionName))
     );
     assert_eq!(
-        Packet::parse(b"\x00\x01f\x00octet\x00blksize\x00"),
-        Err(ParseError::OptionWithoutValue)
-    );
-    assert_eq!(
         Packet::parse(b"\x00\x01f\x00octet\x00blksize\x00512"),
         Err(ParseError::MissingNul(Field::OptionValue))
     );
     assert_eq!(
         Packet::parse(b"\x00\x01"),
         Err(ParseError::MissingNul(Field::Filename))
+    );
+}
+
+/// A request whose last option name has no value (`blksize NUL`, then the end) is served with
+/// that option ignored (RFC 2347: ignore what is not understood; tftpd-hpa and py3tftp do the
+/// same), and the ignored name is kept for the log. In an OACK the same bytes stay an error.
+#[test]
+fn request_option_without_value_at_end_is_ignored() {
+    let Ok(Packet::Rrq(r)) = Packet::parse(b"\x00\x01f\x00octet\x00tsize\x000\x00blksize\x00") else {
+        panic!("not parsed")
+    };
+    assert_eq!(r.filename, b"f");
+    assert_eq!(r.options.as_bytes(), b"tsize\x000\x00");
+    assert_eq!(r.ignored_option, b"blksize");
+    let Ok(Packet::Wrq(r)) = Packet::parse(b"\x00\x02f\x00octet\x00windowsize\x00") else {
+        panic!("not parsed")
+    };
+    assert!(r.options.is_empty());
+    assert_eq!(r.ignored_option, b"windowsize");
+    // A complete request ignores nothing.
+    let Ok(Packet::Rrq(r)) = Packet::parse(b"\x00\x01f\x00octet\x00blksize\x001468\x00") else {
+        panic!("not parsed")
+    };
+    assert_eq!(r.ignored_option, b"");
+    // Only a name at the very end is ignored: an OACK stays strict.
+    assert_eq!(
+        Packet::parse(b"\x00\x06blksize\x00"),
+        Err(ParseError::OptionWithoutValue)
     );
 }
 

@@ -48,6 +48,7 @@ impl Owned {
                     filename: f,
                     mode: Mode::from_bytes(m),
                     options: OptionList::parse(o).unwrap(),
+                    ignored_option: b"",
                 };
                 if *read {
                     Packet::Rrq(r)

@@ -701,9 +701,11 @@ fn adaptive_timeout_follows_the_measured_round_trip() {
 
 #[test]
 fn retry_cap_ends_transfer_with_timeout() {
-    // The server is unreachable: the request goes out 1 + max_retries times.
+    // The server is unreachable: the request goes out 1 + max_retries times. No total
+    // timeout: the retry cap alone decides (see `total_timeout_*` for the two together).
     let config = Config {
         max_retries: 4,
+        total_timeout: Duration::ZERO,
         ..Config::default()
     };
     let setup = Setup {
@@ -2081,5 +2083,182 @@ fn size_of_transfer_is_small() {
     // the RTO state with its bounds, the timer limits and the stray-TID slot take about 100.)
     for (name, size) in &sizes[..4] {
         assert!(*size < 1024, "{name} is {size} bytes");
+    }
+}
+
+// ---- total timeout: patience in time, not a count of retries at the current RTO -------------
+
+/// Plays a server by hand against a client download: blocks 1-5 come 10 ms after each ACK
+/// (the adaptive timeout shrinks to its floor), then the server says nothing for `pause`,
+/// while the client's timers fire; then the final block comes. Returns the client side and
+/// the number of ACKs it sent during the pause.
+fn client_through_a_server_pause(config: Config, pause: Duration) -> (Side<'static, Vec<u8>>, usize) {
+    let (mut c, _) = scripted_client(
+        RequestKind::Read,
+        Options::NONE,
+        TransferMode::Octet,
+        Vec::new(),
+        config,
+    );
+    let mut now = at(ms(10));
+    for block in 1..=5u16 {
+        let out = c.deliver(now, SERVER_TID, &data(block, &[block as u8; 512]));
+        assert_eq!(decoded(&out), vec![(SERVER_TID, Pkt::Ack { block })]);
+        now += ms(10);
+    }
+    let resume = now + pause;
+    let before = c.acks().len();
+    while let Some(t) = c.transfer.poll_timeout().filter(|&t| t < resume) {
+        now = t;
+        c.fire(now);
+    }
+    let during = c.acks().len() - before;
+    if c.outcome().is_none() {
+        c.deliver(resume, SERVER_TID, &data(6, b"end"));
+    }
+    (c, during)
+}
+
+/// tftpy's delay test: a server that pauses 10 s mid-transfer. The client's six retries at an
+/// adaptive timeout near its 50 ms floor add up to 6.35 s; the total timeout (25 s by
+/// default) keeps it listening, so the transfer completes, as with tftp-hpa, atftp and busybox.
+#[test]
+fn total_timeout_client_waits_out_a_server_pause_longer_than_its_retries() {
+    let (c, resent) = client_through_a_server_pause(Config::default(), Duration::from_secs(10));
+    assert_eq!(c.outcome(), Some(Ok(5 * 512 + 3)));
+    // `--retries` keeps its meaning: exactly max_retries re-ACKs during the pause.
+    assert_eq!(resent, usize::from(Config::default().max_retries));
+    assert_clean(&c);
+    // With no total timeout, the retries alone give up within the pause (the old behaviour).
+    let quick = Config {
+        total_timeout: Duration::ZERO,
+        ..Config::default()
+    };
+    let (c, _) = client_through_a_server_pause(quick, Duration::from_secs(10));
+    assert_eq!(c.failure(), TransferError::TimedOut);
+}
+
+/// A peer that never comes back: the transfer gives up at the later of its last retry's
+/// timeout and the total timeout after its last progress, and not before.
+#[test]
+fn total_timeout_gives_up_after_the_retries_and_the_total_timeout() {
+    for (total, expected_end) in [
+        // Short retries: the total timeout (counted from the last block, at 50 ms) decides.
+        (Duration::from_secs(25), ms(50) + Duration::from_secs(25)),
+        (Duration::from_secs(8), ms(50) + Duration::from_secs(8)),
+    ] {
+        let config = Config {
+            total_timeout: total,
+            ..Config::default()
+        };
+        let (c, resent) = client_through_a_server_pause(config, Duration::from_secs(3600));
+        assert_eq!(c.failure(), TransferError::TimedOut);
+        assert_eq!(resent, 6);
+        let gave_up = c.sent.last().unwrap();
+        assert_eq!(gave_up.packet.error_code(), Some(ErrorCode::NotDefined));
+        assert_eq!(gave_up.at, at(expected_end), "total {total:?}");
+    }
+    // Long retries (a 5 s fixed interval: 35 s for six): the retries decide; the total timeout
+    // adds nothing.
+    let config = Config {
+        initial_rto: Duration::from_secs(5),
+        min_rto: Duration::from_secs(5),
+        ..Config::default()
+    };
+    let (c, resent) = client_through_a_server_pause(config, Duration::from_secs(3600));
+    assert_eq!(resent, 6);
+    let last_ack = c
+        .sent
+        .iter()
+        .rev()
+        .find(|s| s.packet.ack_block().is_some())
+        .unwrap()
+        .at;
+    assert_eq!(c.sent.last().unwrap().at - last_ack, Duration::from_secs(5));
+}
+
+/// The same rule for a server's session: a client that stops acknowledging for 10 s (a
+/// descheduled boot loader) still gets its file.
+#[test]
+fn total_timeout_server_session_waits_out_a_client_pause() {
+    let f = file(5 * 512 + 100);
+    let req = request(RequestKind::Read, "file.bin", "octet", &[]);
+    let (mut s, out) = scripted_server(&req, &f[..], &ServerPolicy::default(), Config::default());
+    assert!(decoded(&out)[0].1.data_block() == Some(1));
+    let mut now = at(ms(10));
+    for block in 1..=3u16 {
+        let out = s.deliver(now, CLIENT, &ack(block));
+        assert_eq!(decoded(&out)[0].1.data_block(), Some(block + 1));
+        now += ms(10);
+    }
+    // The client pauses 10 s: DATA 4 is resent max_retries times, then the session waits.
+    let resume = now + Duration::from_secs(10);
+    while let Some(t) = s.transfer.poll_timeout().filter(|&t| t < resume) {
+        now = t;
+        s.fire(now);
+    }
+    assert_eq!(s.outcome(), None, "the session gave up during the pause");
+    assert_eq!(s.data().iter().filter(|d| d.0 == 4).count(), 7);
+    let out = s.deliver(resume, CLIENT, &ack(4));
+    assert_eq!(decoded(&out)[0].1.data_block(), Some(5));
+    let out = s.deliver(resume + ms(10), CLIENT, &ack(5));
+    assert_eq!(decoded(&out)[0].1.data_block(), Some(6));
+    s.deliver(resume + ms(20), CLIENT, &ack(6));
+    assert_eq!(s.outcome(), Some(Ok(f.len() as u64)));
+    assert_clean(&s);
+}
+
+/// An OACK that adds `blksize 512` or `windowsize 1` without being asked (tftpy's server always
+/// adds `blksize`) only restates the default: the client accepts it. Any other unrequested value
+/// stays an ERROR 8.
+#[test]
+fn oack_unrequested_option_at_its_default_is_accepted() {
+    for extra in [("blksize", "512"), ("windowsize", "1")] {
+        let (mut c, _) = scripted_client(
+            RequestKind::Read,
+            Options {
+                tsize: Some(0),
+                ..Options::NONE
+            },
+            TransferMode::Octet,
+            Vec::new(),
+            Config::default(),
+        );
+        let out = c.deliver(at(ms(10)), SERVER_TID, &oack(&[("tsize", "3"), extra]));
+        assert_eq!(
+            decoded(&out),
+            vec![(SERVER_TID, Pkt::Ack { block: 0 })],
+            "{extra:?}"
+        );
+        c.deliver(at(ms(20)), SERVER_TID, &data(1, b"abc"));
+        assert_eq!(c.outcome(), Some(Ok(3)), "{extra:?}");
+        assert_eq!(
+            (c.transfer.params().blksize, c.transfer.params().windowsize),
+            (512, 1)
+        );
+    }
+    for extra in [
+        ("blksize", "1024"),
+        ("blksize", "511"),
+        ("windowsize", "2"),
+        ("timeout", "1"),
+    ] {
+        let (mut c, _) = scripted_client(
+            RequestKind::Read,
+            Options::NONE,
+            TransferMode::Octet,
+            Vec::new(),
+            Config::default(),
+        );
+        let out = c.deliver(at(ms(10)), SERVER_TID, &oack(&[extra]));
+        assert_eq!(
+            decoded(&out)[0].1.error_code(),
+            Some(ErrorCode::OptionNegotiation),
+            "{extra:?}"
+        );
+        assert!(
+            matches!(c.failure(), TransferError::Oack(OackError::Unrequested(_))),
+            "{extra:?}"
+        );
     }
 }

@@ -279,13 +279,15 @@ fn malformed_and_oversized_requests_get_error_4_and_cost_nothing() {
         (b"\x00\x01file", "filename not terminated"),
         (b"\x00\x02file\x00octet", "mode not terminated"),
         (b"\x00\x01f\x00octet\x00blksize", "option name not terminated"),
-        (b"\x00\x01f\x00octet\x00blksize\x00", "option without value"),
         (
             b"\x00\x02f\x00octet\x00blksize\x00512",
             "option value not terminated",
         ),
         (b"\x00\x01f\x00octet\x00\x00512\x00", "empty option name"),
-        (&too_long, "request longer than 512 octets"),
+        (
+            &too_long,
+            "request of 607 octets is over the 512 allowed: shorten the file name or options",
+        ),
     ] {
         let (req, out) = rig.deliver(addr(LISTEN), addr(PEER), true, d, || unreachable!());
         assert!(!req);
@@ -1077,4 +1079,121 @@ fn every_transmit_is_exactly_its_encoding() {
     // The encoders themselves: see tests/codec.rs `encode_length_is_exactly_bytes_written`.
     let list = OptionList::parse(b"blksize\x00512\x00").unwrap();
     assert_eq!(Packet::Oack { options: list }.encoded_len(), 2 + 12);
+}
+
+// ---- error texts a person can act on; the mode checked first; an option without value ------
+
+/// The one ERROR the table sent for `d` (a datagram on the listening port), as (code, text).
+fn only_error<S: Storage, const N: usize>(rig: &mut Rig<S, N>, d: &[u8]) -> (ErrorCode, String) {
+    let (req, out) = rig.deliver(addr(LISTEN), addr(PEER), true, d, || unreachable!());
+    assert!(!req, "{d:?} was handed over as a request");
+    match &decode(&out)[..] {
+        [(to, common::Pkt::Error { code, message })] if *to == addr(PEER) => {
+            (*code, String::from_utf8(message.clone()).unwrap())
+        }
+        other => panic!("{d:?}: {other:?}"),
+    }
+}
+
+/// An unknown mode is refused as such, with what is accepted, before the application is asked
+/// for any file (so a missing file cannot hide it); `mail` too.
+#[test]
+fn unknown_mode_is_refused_before_any_file_lookup() {
+    let mut rig: Rig<&'static [u8], 4> = Rig::new(ServerPolicy::default(), Config::default());
+    for kind in [RequestKind::Read, RequestKind::Write] {
+        let d = request(kind, "no-such-file", "binary", &[]);
+        assert_eq!(
+            only_error(&mut rig, &d),
+            (
+                ErrorCode::IllegalOperation,
+                "unknown transfer mode \"binary\": use octet or netascii".to_string()
+            )
+        );
+        let d = request(kind, "no-such-file", "MAIL", &[]);
+        assert_eq!(
+            only_error(&mut rig, &d),
+            (
+                ErrorCode::IllegalOperation,
+                "mail mode is not supported: use octet or netascii".to_string()
+            )
+        );
+    }
+    // A mode that is not text is shown safely, and cut short.
+    let d = request(RequestKind::Read, "f", "bin\u{7f}\u{1}ary", &[]);
+    assert_eq!(
+        only_error(&mut rig, &d).1,
+        "unknown transfer mode \"bin??ary\": use octet or netascii"
+    );
+    let long = "m".repeat(100);
+    let d = request(RequestKind::Read, "f", &long, &[]);
+    let (code, text) = only_error(&mut rig, &d);
+    assert_eq!(code, ErrorCode::IllegalOperation);
+    assert_eq!(
+        text,
+        format!(
+            "unknown transfer mode \"{}...\": use octet or netascii",
+            "m".repeat(32)
+        )
+    );
+    assert!(rig.table.is_empty());
+}
+
+/// A datagram with an unknown opcode on the listening port is told which requests start a
+/// transfer; a request over 512 octets is told its length and the limit.
+#[test]
+fn refusal_texts_say_what_was_wrong_and_what_is_accepted() {
+    let mut rig: Rig<&'static [u8], 4> = Rig::new(ServerPolicy::default(), Config::default());
+    assert_eq!(
+        only_error(&mut rig, b"\x00\x09hello\x00"),
+        (
+            ErrorCode::IllegalOperation,
+            "unknown opcode 9: a transfer starts with a read (RRQ, 1) or write (WRQ, 2) request".to_string()
+        )
+    );
+    let mut d = request(RequestKind::Read, &"n".repeat(510), "octet", &[]);
+    assert_eq!(d.len(), 519);
+    assert_eq!(
+        only_error(&mut rig, &d).1,
+        "request of 519 octets is over the 512 allowed: shorten the file name or options"
+    );
+    d.truncate(2);
+    assert_eq!(only_error(&mut rig, &d).1, "filename not terminated");
+    assert!(rig.table.is_empty());
+}
+
+/// An option name without a value at the end of a request (`blksize NUL`, end) is ignored, as
+/// tftpd-hpa and py3tftp do: the request is served with the options before it, and the ignored
+/// name is reported for the log.
+#[test]
+fn request_option_without_value_at_end_is_ignored_and_served() {
+    let mut rig: Rig<&'static [u8], 4> = Rig::new(ServerPolicy::default(), Config::default());
+    let now = rig.now;
+    let d = b"\x00\x01f\x00octet\x00tsize\x000\x00blksize\x00";
+    match rig.table.handle_datagram(now, addr(LISTEN), addr(PEER), true, d) {
+        Datagram::Request(incoming) => {
+            assert_eq!(incoming.request.ignored_option, b"blksize");
+            assert_eq!(incoming.options.tsize, Some(0));
+            assert_eq!(incoming.options.blksize, None);
+        }
+        Datagram::Handled => panic!("refused"),
+    }
+    let file: &'static [u8] = b"0123456789";
+    let (req, out) = rig.deliver(addr(LISTEN), addr(PEER), true, d, || file);
+    assert!(req);
+    // tsize is answered; blksize, never given a value, is not in the OACK.
+    match &decode(&out)[..] {
+        [(_, common::Pkt::Oack(o))] => assert_eq!(o, &vec![("tsize".to_string(), "10".to_string())]),
+        other => panic!("{other:?}"),
+    }
+    let tid = out[0].0;
+    let (_, out) = rig.deliver(tid, addr(PEER), false, &ack(0), || unreachable!());
+    assert!(matches!(
+        &decode(&out)[..],
+        [(_, common::Pkt::Data { block: 1, len: 10 })]
+    ));
+    let (_, _) = rig.deliver(tid, addr(PEER), false, &ack(1), || unreachable!());
+    rig.expire_all();
+    let report = rig.table.poll_finished(rig.now).expect("finished");
+    assert_eq!(report.result, TransferResult::Completed(10));
+    assert_eq!(&report.ignored_option[..], b"blksize");
 }

@@ -171,6 +171,7 @@ fn fast_fail() -> Config {
         min_rto: Duration::from_millis(100),
         max_rto: Duration::from_millis(400),
         max_retries: 2,
+        total_timeout: Duration::ZERO,
         idle_timeout: Duration::from_secs(10),
         ..Config::default()
     }
@@ -1204,6 +1205,7 @@ fn session_cap_refuses_then_recovers() {
         initial_rto: Duration::from_millis(300),
         max_rto: Duration::from_millis(600),
         max_retries: 3,
+        total_timeout: Duration::ZERO,
         ..Config::default()
     };
     let server = TestServer::start(&config);
@@ -1722,12 +1724,15 @@ fn upload_refused_by_the_engine_leaves_nothing() {
     )
     .unwrap();
     let (pkt, _) = recv(&sock);
-    assert!(matches!(pkt, Pkt::Error(4, _)), "{pkt:?}");
-    assert!(!server
-        .report_for(RequestKind::Write, b"m.txt")
-        .result
-        .is_success());
+    // Refused on its mode before the file is looked up: no session, no temporary file.
+    match pkt {
+        Pkt::Error(4, m) => assert_eq!(m, "mail mode is not supported: use octet or netascii"),
+        other => panic!("{other:?}"),
+    }
     assert!(list(root.path()).is_empty());
+    let mut server = server;
+    let reports = server.shutdown();
+    assert!(reports.is_empty(), "a transfer was started: {reports:?}");
 }
 
 #[test]

@@ -14,6 +14,14 @@
 //! `allow_overwrite` the move cannot replace a file, even one created meanwhile (it links the new
 //! name, which fails if it exists), so of two concurrent uploads of one new name the second to
 //! finish gets ERROR 6.
+//!
+//! With `allow_overwrite`, an existing file is replaced only if its own permissions let the
+//! serving user write it: the write bit of the class the user falls in (owner, group, other),
+//! and for root any write bit, although the kernel would let root write anything. A file made
+//! read-only (mode 0444, 0440, ...) stays as it is and the client gets ERROR 2, as from
+//! tftpd-hpa, whatever the directory allows (the rename would otherwise replace it). The check is
+//! made when the request arrives and again just before the move. The replacement keeps the old
+//! file's permission bits (never wider) and, when the server runs as root, its owner and group.
 
 use std::path::{Component, Path, PathBuf};
 use std::prelude::rust_2021::*;
@@ -54,6 +62,51 @@ pub struct Upload {
     committed: bool,
 }
 
+/// Whether the serving user may replace the existing file `meta` describes (see the module
+/// documentation): its write permission bit for the user's class, any write bit for root.
+#[cfg(unix)]
+fn may_replace(meta: &cap_std::fs::Metadata) -> bool {
+    use cap_std::fs::MetadataExt;
+    use nix::unistd::{getegid, geteuid, getgroups, Gid};
+    let mode = meta.mode();
+    let uid = geteuid();
+    if uid.is_root() {
+        return mode & 0o222 != 0;
+    }
+    if uid.as_raw() == meta.uid() {
+        return mode & 0o200 != 0;
+    }
+    let gid = Gid::from_raw(meta.gid());
+    if getegid() == gid || getgroups().is_ok_and(|g| g.contains(&gid)) {
+        return mode & 0o020 != 0;
+    }
+    mode & 0o002 != 0
+}
+
+/// Whether the serving user may replace the existing file `meta` describes: not read-only.
+#[cfg(not(unix))]
+fn may_replace(meta: &cap_std::fs::Metadata) -> bool {
+    !meta.permissions().readonly()
+}
+
+/// Gives the replacement `file` the permission bits of the file it replaces (`old`), and its
+/// owner and group when the server runs as root (elsewhere the owner cannot be given away).
+#[cfg(unix)]
+fn inherit_attributes(file: &std::fs::File, old: &cap_std::fs::Metadata) -> std::io::Result<()> {
+    use cap_std::fs::MetadataExt;
+    use std::os::unix::fs::PermissionsExt;
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid()))?;
+    }
+    // After the owner: a change of owner clears set-id bits, and these are never carried over.
+    file.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o777))
+}
+
+#[cfg(not(unix))]
+fn inherit_attributes(_file: &std::fs::File, _old: &cap_std::fs::Metadata) -> std::io::Result<()> {
+    Ok(())
+}
+
 impl Upload {
     /// The final path, relative to the root.
     pub fn target(&self) -> &Path {
@@ -71,6 +124,14 @@ impl Upload {
         }
         // Closed first: some platforms cannot rename an open file.
         self.file = None;
+        // The target may have been made read-only since the request arrived.
+        if self.overwrite {
+            if let Ok(meta) = self.dir.symlink_metadata(&self.target) {
+                if meta.is_file() && !may_replace(&meta) {
+                    return Err(StorageError::AccessDenied);
+                }
+            }
+        }
         let result = if self.overwrite {
             self.dir
                 .rename(&self.temp, &self.dir, &self.target)
@@ -225,14 +286,14 @@ impl Root {
             return Err(StorageError::AccessDenied);
         }
         let target = normalize(name)?;
-        match self.dir.symlink_metadata(&target) {
+        let existing = match self.dir.symlink_metadata(&target) {
             Ok(m) if m.is_dir() => return Err(StorageError::AccessDenied),
             Ok(_) if !self.allow_overwrite => return Err(StorageError::AlreadyExists),
-            Ok(m) if !m.is_file() => return Err(StorageError::AccessDenied),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(m) if !m.is_file() || !may_replace(&m) => return Err(StorageError::AccessDenied),
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(map_open(e)),
-        }
+        };
         // A shortened base keeps the temporary name within NAME_MAX whatever the target's length.
         let base: String = target
             .file_name()
@@ -247,14 +308,21 @@ impl Root {
             opts.write(true).create_new(true);
             match self.dir.open_with(&temp, &opts) {
                 Ok(f) => {
+                    let f = f.into_std();
+                    if let Some(old) = &existing {
+                        if let Err(e) = inherit_attributes(&f, old) {
+                            let _ = self.dir.remove_file(&temp);
+                            return Err(StorageError::from(e));
+                        }
+                    }
                     return Ok(ServedFile::Upload(Upload {
-                        file: Some(BufferedFile::new(f.into_std(), 64 * 1024)),
+                        file: Some(BufferedFile::new(f, 64 * 1024)),
                         temp,
                         target,
                         dir,
                         overwrite: self.allow_overwrite,
                         committed: false,
-                    }))
+                    }));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(map_open(e)),

@@ -786,8 +786,16 @@ pub fn format_report(report: &TransferReport<()>) -> String {
         TransferResult::Declined => "declined (options probe)".to_string(),
         TransferResult::Failed(e) => format!("failed: {e}"),
     };
+    let ignored = if report.ignored_option.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (ignored option \"{}\" without a value)",
+            String::from_utf8_lossy(&report.ignored_option).escape_debug()
+        )
+    };
     format!(
-        "{peer} {dir} \"{name}\" blksize={bs} windowsize={ws} bytes={bytes} time={secs:.3}s retransmissions={rt} {result}",
+        "{peer} {dir} \"{name}\" blksize={bs} windowsize={ws} bytes={bytes} time={secs:.3}s retransmissions={rt} {result}{ignored}",
         peer = report.peer,
         bs = p.blksize,
         ws = p.windowsize,

@@ -81,9 +81,14 @@ struct ServeArgs {
     /// Initial retransmission timeout in seconds (adaptive afterwards).
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     timeout: f64,
-    /// Retransmissions without progress before a transfer is abandoned.
+    /// Retransmissions without progress before a transfer is abandoned (once --total-timeout
+    /// has passed too).
     #[arg(long, value_name = "N", default_value_t = 6)]
     retries: u8,
+    /// Least time in seconds a transfer waits without progress before it is abandoned,
+    /// however quickly its retries run out (0: right after the last retry).
+    #[arg(long, value_name = "SECS", default_value_t = 25.0)]
+    total_timeout: f64,
     /// Log more (startup details).
     #[arg(short, long)]
     verbose: bool,
@@ -109,9 +114,13 @@ struct TransferArgs {
     /// Timeout to request, in whole seconds (1-255); also the initial retransmission timeout.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u8).range(1..))]
     timeout: Option<u8>,
-    /// Retransmissions without progress before giving up.
+    /// Retransmissions without progress before giving up (once --total-timeout has passed too).
     #[arg(long, value_name = "N", default_value_t = 6)]
     retries: u8,
+    /// Least time in seconds to wait without progress before giving up, however quickly the
+    /// retries run out (0: right after the last retry).
+    #[arg(long, value_name = "SECS", default_value_t = 25.0)]
+    total_timeout: f64,
     /// After a download's final ACK, keep answering a repeated final DATA (our ACK was lost)
     /// for up to this long, in milliseconds (two retransmission intervals at most). 0 exits at
     /// once, as tftp-hpa, atftp, busybox and curl do: the file is complete either way, only the
@@ -148,6 +157,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--total-timeout`: seconds, from 0 up to an hour.
+fn total_timeout(secs: f64) -> Result<Duration, String> {
+    if (0.0..=3600.0).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!(
+            "--total-timeout must be between 0 and 3600 seconds, not {secs}"
+        ))
+    }
+}
+
 fn serve(a: ServeArgs) -> Result<(), String> {
     if a.allow_overwrite && !a.allow_write {
         return Err("--allow-overwrite needs --allow-write".into());
@@ -163,6 +183,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     let engine = Config {
         initial_rto: Duration::from_secs_f64(a.timeout),
         max_retries: a.retries,
+        total_timeout: total_timeout(a.total_timeout)?,
         ..Config::default()
     };
     let config = ServerConfig {
@@ -332,6 +353,7 @@ fn transfer(a: TransferArgs, get: bool) -> Result<(), String> {
     };
     let mut config = Config {
         max_retries: a.retries,
+        total_timeout: total_timeout(a.total_timeout)?,
         max_dally: Duration::from_millis(a.dally),
         ..Config::default()
     };

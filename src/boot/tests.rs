@@ -258,6 +258,25 @@ fn oack_may_grant_any_subset_and_lower_sizes() {
     assert_eq!(r.c.blksize(), 10);
 }
 
+/// An OACK that adds an option not asked for, but only restating its protocol default
+/// (`blksize 512`, `windowsize 1`: tftpy's server always adds `blksize`), changes nothing and is
+/// accepted; anything else not asked for stays an error (below).
+#[test]
+fn unrequested_option_at_its_default_value_is_accepted() {
+    for pairs in [
+        &[("blksize", "512")][..],
+        &[("windowsize", "1")],
+        &[("BLKSIZE", "512"), ("windowsize", "1")],
+    ] {
+        let mut dest = [0u8; 100];
+        let mut r = Rig::new(&mut dest, BootConfig::DEFAULT);
+        r.expect_ack(&oack(pairs), 0);
+        assert_eq!((r.c.blksize(), r.c.windowsize()), (512, 1), "{pairs:?}");
+        r.expect_ack(&data(1, &[7; 10]), 1);
+        assert_eq!(r.c.outcome(), Some(Ok(10)));
+    }
+}
+
 #[test]
 fn a_bad_oack_gets_error_8_and_fails_the_transfer() {
     let bad: &[&[(&str, &str)]] = &[
@@ -289,10 +308,12 @@ fn a_bad_oack_gets_error_8_and_fails_the_transfer() {
         );
         assert_eq!(r.c.outcome(), Some(Err(BootError::Options)));
     }
-    // Options not asked for.
+    // Options not asked for (other than the defaults, below).
     for pairs in [
         [("blksize", "8")],
-        [("windowsize", "1")],
+        [("blksize", "511")],
+        [("blksize", "1468")],
+        [("windowsize", "2")],
         [("timeout", "2")],
         [("tsize", "0")],
     ] {

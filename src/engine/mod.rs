@@ -117,6 +117,17 @@ pub use transfer::{
 
 /// Timing and limits of a transfer. Every transfer ends: by success, by the retry cap, or by the
 /// idle deadline.
+///
+/// # When a transfer gives up
+///
+/// After a timeout the transfer retransmits, with the interval doubling each time (up to
+/// [`max_rto`](Self::max_rto)), at most [`max_retries`](Self::max_retries) times in a row. It
+/// gives up when the retries are spent **and** [`total_timeout`](Self::total_timeout) has
+/// passed since it last made progress (or started), whichever comes later. The retries alone
+/// are not a measure of patience: on a fast link the adaptive interval shrinks toward
+/// [`min_rto`](Self::min_rto), and 6 retries from 50 ms add up to 6.35 s, too short for a peer
+/// that pauses 10 s. After its last retry the transfer goes on listening until the total
+/// timeout; anything from the peer that makes progress starts the count afresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Config {
@@ -126,8 +137,13 @@ pub struct Config {
     pub min_rto: Duration,
     /// Ceiling of the adaptive timeout and its exponential backoff. Default 5 s.
     pub max_rto: Duration,
-    /// Consecutive timeouts without progress before giving up. Default 6.
+    /// Retransmissions in a row without progress; the transfer gives up after the last one once
+    /// [`total_timeout`](Self::total_timeout) has also passed. Default 6.
     pub max_retries: u8,
+    /// The least time without progress before a transfer gives up, however quickly its
+    /// retries run out (see [When a transfer gives up](Self#when-a-transfer-gives-up)). Default
+    /// 25 s, as tftp-hpa's client waits. `Duration::ZERO` gives up right after the last retry.
+    pub total_timeout: Duration,
     /// Give up when nothing valid was heard from the peer for this long. Default 60 s.
     pub idle_timeout: Duration,
     /// Largest file a receiver accepts (ERROR 3 beyond it). Default: no limit.
@@ -144,6 +160,7 @@ impl Default for Config {
             min_rto: Duration::from_millis(50),
             max_rto: Duration::from_secs(5),
             max_retries: 6,
+            total_timeout: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
             max_write_size: None,
             max_dally: Duration::from_secs(1),

@@ -8,7 +8,9 @@
 //!
 //! Client rules: an OACK may only hold options the client asked for (anything else, including an
 //! unknown name, is ERROR 8), may not raise `blksize` or `windowsize`, must echo `timeout` and
-//! `rollover` exactly; options it leaves out fall back to their defaults.
+//! `rollover` exactly; options it leaves out fall back to their defaults. One exception: an
+//! unrequested `blksize 512` or `windowsize 1` (the protocol's defaults, which some servers such
+//! as tftpy's always add) changes nothing, so it is accepted and ignored.
 
 use crate::error_code::ErrorCode;
 use crate::options::{OptionError, OptionList, OptionName, Options, DEFAULT_BLKSIZE, MAX_BLKSIZE};
@@ -198,6 +200,17 @@ impl core::fmt::Display for OackError {
 
 impl core::error::Error for OackError {}
 
+/// Whether `value` is exactly the value the transfer uses when option `n` is not negotiated:
+/// `blksize 512` (RFC 1350) and `windowsize 1` (lock-step). The other options have no such value.
+fn is_default_value(n: OptionName, value: &[u8]) -> bool {
+    let default = match n {
+        OptionName::Blksize => u64::from(DEFAULT_BLKSIZE),
+        OptionName::Windowsize => 1,
+        OptionName::Timeout | OptionName::Tsize | OptionName::Rollover => return false,
+    };
+    n.decode_value(value) == Ok(default)
+}
+
 /// Checks an OACK against what the client requested and returns the parameters to use.
 ///
 /// ```
@@ -222,6 +235,8 @@ pub fn client_accept_oack(
     for raw in oack.iter() {
         match OptionName::from_name(raw.name) {
             None => return Err(OackError::Unrequested(None)),
+            // An unrequested option that only restates the protocol default changes nothing.
+            Some(n) if !requested.has(n) && is_default_value(n, raw.value) => {}
             Some(n) if !requested.has(n) => return Err(OackError::Unrequested(Some(n))),
             Some(n) if invalid.is_none() => {
                 let slot = &mut got[n as usize];

@@ -300,8 +300,12 @@ pub struct Transfer<'a, S, R: Role = AnyRole> {
     /// The longest dally: [`Config::max_dally`], at most [`Config::max_rto`], in microseconds.
     dally_limit_us: u64,
     max_retries: u8,
+    /// [`Config::total_timeout`] in microseconds.
+    patience_us: u64,
     max_write_size: Option<u64>,
     retries: u8,
+    /// When the transfer last made progress (or started): the total timeout counts from here.
+    progress_at: Instant,
     deadline: Option<Instant>,
     last_heard: Instant,
     data: DataPath,
@@ -368,11 +372,11 @@ impl<'a, S: Storage> Transfer<'a, S> {
             Mode::Octet | Mode::Netascii => server_negotiate(kind, &requested, size, policy),
             Mode::Mail => Err(Refusal {
                 code: ErrorCode::IllegalOperation,
-                message: "mail mode not supported",
+                message: "mail mode is not supported: use octet or netascii",
             }),
             Mode::Unknown(_) => Err(Refusal {
                 code: ErrorCode::IllegalOperation,
-                message: "unknown transfer mode",
+                message: "unknown transfer mode: use octet or netascii",
             }),
         };
         if policy.max_write_size.is_some() {
@@ -488,8 +492,10 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             idle_us: duration_micros(config.idle_timeout),
             dally_limit_us: duration_micros(config.max_dally).min(duration_micros(config.max_rto)),
             max_retries: config.max_retries,
+            patience_us: duration_micros(config.total_timeout),
             max_write_size: config.max_write_size,
             retries: 0,
+            progress_at: now,
             deadline: request.map(|_| now.add_micros(rto.current_micros())),
             last_heard: now,
             data: DataPath::new(R::NETASCII && netascii, sending),
@@ -655,6 +661,12 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         }
         self.stats.timeouts += 1;
         if self.retries >= self.max_retries {
+            // The retries are spent; give up only once the total timeout has passed too.
+            let give_up_at = self.progress_at.add_micros(self.patience_us);
+            if now < give_up_at {
+                self.deadline = Some(give_up_at);
+                return;
+            }
             self.fail(
                 TransferError::TimedOut,
                 Some((ErrorCode::NotDefined, "Timed out")),
@@ -896,7 +908,8 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         self.deadline = Some(now.add_micros(self.rto.current_micros()));
     }
 
-    fn progress(&mut self) {
+    fn progress(&mut self, now: Instant) {
+        self.progress_at = now;
         self.retries = 0;
         self.rto.reset_backoff();
     }
@@ -957,7 +970,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             Ok(params) => {
                 self.apply(params);
                 self.negotiated_pending = true;
-                self.progress();
+                self.progress(now);
                 self.phase = Phase::Data;
                 if self.sends() {
                     self.start_window(now);
@@ -989,7 +1002,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                     ..TransferParams::default()
                 });
                 self.negotiated_pending = true;
-                self.progress();
+                self.progress(now);
                 self.phase = Phase::Data;
                 self.start_window(now);
                 true
@@ -998,7 +1011,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                 if let Some(sent) = self.recv.probe.take() {
                     self.rto.sample(now.micros_since(sent));
                 }
-                self.progress();
+                self.progress(now);
                 self.phase = Phase::Data;
                 self.start_window(now);
                 true
@@ -1023,7 +1036,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                     }
                 }
                 self.snd_mut().acked = j;
-                self.progress();
+                self.progress(now);
                 if self.snd().last.is_some_and(|(l, _)| j >= l) {
                     self.finish(Outcome::Finished);
                     self.phase = Phase::Done;
@@ -1287,7 +1300,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         self.recv.gap_acked = false;
         self.recv.repeat_run = 0;
         self.recv.since_ack += 1;
-        self.progress();
+        self.progress(now);
         if last {
             self.control = Some(Control::Ack);
             self.finish(Outcome::Finished);

@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tftp_proto::adapter::client::{Client, ClientError};
-use tftp_proto::adapter::server::{Server, ServerConfig};
+use tftp_proto::adapter::server::{format_report, Server, ServerConfig};
 use tftp_proto::engine::{Config, TransferError, TransferParams};
 use tftp_proto::server::{TransferReport, TransferResult};
 use tftp_proto::{encode_request, Mode, OptionList, Options, Packet, RequestKind};
@@ -149,6 +149,8 @@ pub struct Report {
     pub params: TransferParams,
     pub result: TransferResult,
     pub bytes: u64,
+    /// The server's log line for it ([`format_report`]).
+    pub line: String,
 }
 
 impl From<&TransferReport<()>> for Report {
@@ -161,6 +163,7 @@ impl From<&TransferReport<()>> for Report {
             params: r.params,
             result: r.result.clone(),
             bytes: r.stats.bytes,
+            line: format_report(r),
         }
     }
 }
@@ -173,6 +176,8 @@ pub fn quick_config() -> Config {
         min_rto: Duration::from_millis(20),
         max_rto: Duration::from_millis(200),
         max_retries: 2,
+        // The retries alone decide: no total timeout to wait out.
+        total_timeout: Duration::ZERO,
         idle_timeout: Duration::from_secs(5),
         max_dally: Duration::from_millis(200),
         ..Config::default()
