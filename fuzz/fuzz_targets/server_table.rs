@@ -174,6 +174,7 @@ fn config() -> Config {
         min_rto: Duration::from_millis(50),
         max_rto: Duration::from_secs(1),
         max_retries: 3,
+        total_timeout: Duration::from_secs(3),
         idle_timeout: Duration::from_secs(5),
         max_write_size: None,
         max_dally: Duration::from_millis(500),

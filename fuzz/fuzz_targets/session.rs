@@ -248,6 +248,7 @@ fn config() -> Config {
         min_rto: Duration::from_millis(50),
         max_rto: Duration::from_secs(2),
         max_retries: 4,
+        total_timeout: Duration::from_secs(3),
         idle_timeout: Duration::from_secs(10),
         max_write_size: None,
         max_dally: Duration::from_secs(1),
