@@ -9,6 +9,10 @@
 #   peers_install                      apt-get the peers and unpack atftpd privately (root). Does nothing
 #                                      when every peer is already there (PEERS_FORCE_INSTALL=1 to redo).
 #   peers_missing                      print the peers not installed (one per line); status 1 if any
+#   firmware_install                   apt-get what tests/firmware.rs boots under QEMU (root): qemu-system-x86,
+#                                      ipxe-qemu, u-boot-qemu, ovmf, ipxe (and the peers above: dnsmasq,
+#                                      tftpd-hpa). Does nothing when all is there.
+#   firmware_missing                   print what tests/firmware.rs lacks; status 1 if anything
 #   peers_versions                     print the versions of all peers
 #   server_start NAME DIR PORT [ADDR]  NAME: hpa|atftpd|dnsmasq; ADDR default 127.0.0.1 (IPv6: ::1).
 #                                      Prints the PID (also the process-group id).
@@ -55,6 +59,47 @@ peers_missing() {
   fi
   [ -x "$ATFTPD_BIN" ] || { echo "atftpd($ATFTPD_BIN)"; missing=1; }
   return $missing
+}
+
+# The firmware and emulator files tests/firmware.rs uses (Debian 12 paths).
+FIRMWARE_FILES=(
+  /usr/bin/qemu-system-x86_64
+  /usr/lib/u-boot/qemu-x86_64/u-boot.rom
+  /usr/share/ovmf/OVMF.fd
+  /usr/lib/ipxe/ipxe.efi
+  /usr/lib/ipxe/qemu/pxe-e1000.rom
+  /usr/lib/ipxe/qemu/efi-e1000.rom
+)
+
+firmware_missing() {
+  local missing=0 f
+  for f in "${FIRMWARE_FILES[@]}"; do
+    [ -e "$f" ] || { echo "$f"; missing=1; }
+  done
+  return $missing
+}
+
+firmware_install() {
+  peers_install || return 1
+  if [ "${PEERS_FORCE_INSTALL:-0}" != 1 ] && firmware_missing >/dev/null; then
+    echo "peers.sh: all firmware present"
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    _peers_err "firmware_install needs root (apt-get); missing: $(firmware_missing | tr '\n' ' ')"
+    return 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  timeout 600 apt-get update || return 1
+  timeout 1200 apt-get install -y --no-install-recommends \
+    qemu-system-x86 ipxe-qemu u-boot-qemu ovmf ipxe iproute2 || return 1
+  if firmware_missing >/dev/null; then
+    echo "peers.sh: all firmware installed: $(dpkg-query -W -f='${Package} ${Version}, ' \
+      qemu-system-x86 ipxe-qemu u-boot-qemu ovmf ipxe)"
+  else
+    _peers_err "still missing after install: $(firmware_missing | tr '\n' ' ')"
+    return 1
+  fi
 }
 
 peers_install() {
