@@ -29,6 +29,9 @@ struct Receiver {
     per_block_us: u64,
     /// One-way delay.
     latency_us: u64,
+    /// After taking this many datagrams off its queue, the receiver stops for this long (a
+    /// process descheduled, a boot loader busy elsewhere); `(0, 0)`: never.
+    pause: (u64, u64),
 }
 
 struct Run {
@@ -38,6 +41,9 @@ struct Run {
     /// When the receiver had the whole file.
     micros: u64,
     server_timeouts: u64,
+    server_stats: tftp_proto::engine::Stats,
+    /// ACKs the client sent again on its own timer.
+    client_retransmissions: u64,
 }
 
 impl std::fmt::Debug for Run {
@@ -74,6 +80,7 @@ fn download(file: &[u8], options: Options, rx: Receiver) -> Run {
     let mut wire_free = 0u64;
     let mut queue: VecDeque<Vec<u8>> = VecDeque::new();
     let mut busy_until = 0u64;
+    let mut taken = 0u64;
     let mut complete_at = None;
     let (mut data_sent, mut dropped) = (0u64, 0u64);
     let mut now = 0u64;
@@ -126,6 +133,10 @@ fn download(file: &[u8], options: Options, rx: Receiver) -> Run {
             if let Some(d) = queue.pop_front() {
                 client.handle_datagram(t, SERVER_TID, &d);
                 busy_until = now + rx.per_block_us;
+                taken += 1;
+                if taken == rx.pause.0 {
+                    busy_until += rx.pause.1;
+                }
             }
         }
         if client.poll_timeout().is_some_and(|d| d <= t) {
@@ -178,12 +189,15 @@ fn download(file: &[u8], options: Options, rx: Receiver) -> Run {
     );
     assert_eq!(client.outcome(), Some(Ok(file.len() as u64)));
     assert_eq!(server.outcome(), Some(Ok(file.len() as u64)));
+    let client_retransmissions = client.stats().retransmissions;
     Run {
         received: client.into_storage(),
         data_sent,
         dropped,
         micros: complete_at.expect("completed"),
         server_timeouts: server.stats().timeouts,
+        server_stats: server.stats(),
+        client_retransmissions,
     }
 }
 
@@ -202,6 +216,7 @@ const SLOW_SMALL: Receiver = Receiver {
     queue: 4,
     per_block_us: 20,
     latency_us: 30,
+    pause: (0, 0),
 };
 
 #[test]
@@ -253,4 +268,62 @@ fn a_buffer_that_holds_the_window_is_never_paced() {
     assert!(run.received == f);
     assert_eq!(run.data_sent, blocks, "no block sent twice");
     assert_eq!(run.dropped, 0);
+}
+
+// ---- retransmission that fits the receiver ---------------------------------------------------
+
+/// A receiver that holds one datagram while it works on another and drops the rest of every
+/// burst (U-Boot's e1000 driver gives the card one receive buffer at a time), 100 µs each way,
+/// 40 µs per block. It re-acknowledges on its own timer, as RFC 7440 asks. A windowsize-8
+/// download completes, at no less than lock-step speed: the sender goes back to the receiver's
+/// last block when it re-acknowledges it after its timeout, and its bursts shrink to what the
+/// receiver takes, then grow back as whole windows arrive.
+#[test]
+fn one_datagram_receiver_completes_windowsize_8_at_lock_step_speed_or_better() {
+    let rx = Receiver {
+        send_us: 2,
+        queue: 1,
+        per_block_us: 40,
+        latency_us: 100,
+        pause: (0, 0),
+    };
+    let f = file(4 << 20);
+    let lockstep = download(&f, opts(1024, 1), rx);
+    let windowed = download(&f, opts(1024, 8), rx);
+    assert!(windowed.received == f && lockstep.received == f);
+    assert_eq!(lockstep.dropped, 0, "{lockstep:?}");
+    assert!(
+        windowed.micros <= lockstep.micros,
+        "windowsize 8 took {} µs, windowsize 1 {} µs ({windowed:?})",
+        windowed.micros,
+        lockstep.micros
+    );
+    println!("one-datagram receiver, 4 MiB: windowsize 8 {windowed:?}; lock-step {lockstep:?}");
+}
+
+/// A receiver that stops for 200 ms in the middle of a window (its socket buffer holds what
+/// keeps coming) is live, not lossy: it gets no block twice, in lock-step or windowed, and
+/// neither side retransmits anything (the retransmission timeout's floor is above such pauses,
+/// and so is the tail-loss probe's).
+#[test]
+fn receiver_pausing_200_ms_mid_window_gets_no_duplicates() {
+    let f = file(1 << 20);
+    let blocks = (f.len() / 1024 + 1) as u64;
+    for windowsize in [1u16, 4, 16] {
+        for pause_after in [5u64, 100, 517] {
+            let rx = Receiver {
+                send_us: 2,
+                queue: 64,
+                per_block_us: 20,
+                latency_us: 30,
+                pause: (pause_after, 200_000),
+            };
+            let run = download(&f, opts(1024, windowsize), rx);
+            let what = format!("windowsize {windowsize}, pause after {pause_after}: {run:?}");
+            assert!(run.received == f, "{what}");
+            assert_eq!(run.data_sent, blocks, "no block sent twice: {what}");
+            assert_eq!(run.server_stats.retransmissions, 0, "{what}");
+            assert_eq!(run.client_retransmissions, 0, "{what}");
+        }
+    }
 }

@@ -2119,12 +2119,20 @@ fn client_through_a_server_pause(config: Config, pause: Duration) -> (Side<'stat
     (c, during)
 }
 
+/// A client whose adaptive timeout has a 50 ms floor: six retries add up to 6.35 s.
+fn fast_retries() -> Config {
+    Config {
+        min_rto: ms(50),
+        ..Config::default()
+    }
+}
+
 /// tftpy's delay test: a server that pauses 10 s mid-transfer. The client's six retries at an
-/// adaptive timeout near its 50 ms floor add up to 6.35 s; the total timeout (25 s by
-/// default) keeps it listening, so the transfer completes, as with tftp-hpa, atftp and busybox.
+/// adaptive timeout near a 50 ms floor add up to 6.35 s; the total timeout (25 s by default)
+/// keeps it listening, so the transfer completes, as with tftp-hpa, atftp and busybox.
 #[test]
 fn total_timeout_client_waits_out_a_server_pause_longer_than_its_retries() {
-    let (c, resent) = client_through_a_server_pause(Config::default(), Duration::from_secs(10));
+    let (c, resent) = client_through_a_server_pause(fast_retries(), Duration::from_secs(10));
     assert_eq!(c.outcome(), Some(Ok(5 * 512 + 3)));
     // `--retries` keeps its meaning: exactly max_retries re-ACKs during the pause.
     assert_eq!(resent, usize::from(Config::default().max_retries));
@@ -2132,7 +2140,7 @@ fn total_timeout_client_waits_out_a_server_pause_longer_than_its_retries() {
     // With no total timeout, the retries alone give up within the pause (the old behaviour).
     let quick = Config {
         total_timeout: Duration::ZERO,
-        ..Config::default()
+        ..fast_retries()
     };
     let (c, _) = client_through_a_server_pause(quick, Duration::from_secs(10));
     assert_eq!(c.failure(), TransferError::TimedOut);
@@ -2149,7 +2157,7 @@ fn total_timeout_gives_up_after_the_retries_and_the_total_timeout() {
     ] {
         let config = Config {
             total_timeout: total,
-            ..Config::default()
+            ..fast_retries()
         };
         let (c, resent) = client_through_a_server_pause(config, Duration::from_secs(3600));
         assert_eq!(c.failure(), TransferError::TimedOut);
@@ -2183,7 +2191,7 @@ fn total_timeout_gives_up_after_the_retries_and_the_total_timeout() {
 fn total_timeout_server_session_waits_out_a_client_pause() {
     let f = file(5 * 512 + 100);
     let req = request(RequestKind::Read, "file.bin", "octet", &[]);
-    let (mut s, out) = scripted_server(&req, &f[..], &ServerPolicy::default(), Config::default());
+    let (mut s, out) = scripted_server(&req, &f[..], &ServerPolicy::default(), fast_retries());
     assert!(decoded(&out)[0].1.data_block() == Some(1));
     let mut now = at(ms(10));
     for block in 1..=3u16 {
@@ -2259,6 +2267,121 @@ fn oack_unrequested_option_at_its_default_is_accepted() {
         assert!(
             matches!(c.failure(), TransferError::Oack(OackError::Unrequested(_))),
             "{extra:?}"
+        );
+    }
+}
+
+// ---- retransmission that fits the receiver ---------------------------------------------------
+
+/// A clean path whose delivery jitters by up to four times its round trip (10 ms each way,
+/// up to 80 ms extra per datagram, order kept): nothing is ever sent twice, by either side,
+/// whatever the window. The retransmission timeout's floor and its variance term, and the
+/// tail-loss probe's floor, stay above such delays.
+#[test]
+fn jittery_delivery_never_causes_a_resend() {
+    let f = file(200 * 512 + 17);
+    let blocks = 201;
+    for windowsize in [None, Some(4), Some(16)] {
+        for seed in 0..12 {
+            let setup = Setup {
+                net: Net {
+                    jitter: ms(80),
+                    ..Net::PERFECT
+                },
+                seed,
+                ..Setup::default().options(opts(None, windowsize))
+            };
+            let mut sim = read_pair(&f, &setup);
+            run(&mut sim);
+            assert_read_ok(&sim, &f);
+            let what = format!("windowsize {windowsize:?}, seed {seed}");
+            assert_eq!(sim.server().data().len(), blocks, "{what}");
+            assert_eq!(sim.server().transfer.stats().retransmissions, 0, "{what}");
+            assert_eq!(sim.client.transfer.stats().retransmissions, 0, "{what}");
+        }
+    }
+}
+
+/// Plays a receiver by hand against a windowsize-8 download: ACK 0 starts the first window
+/// (blocks 1-8, 10 ms after the OACK), and the receiver's answers come as the test says.
+fn server_window_of_8() -> (Side<'static, &'static [u8]>, Instant) {
+    static FILE: [u8; 40 * 512] = [5; 40 * 512];
+    let req = request(RequestKind::Read, "file.bin", "octet", &[("windowsize", "8")]);
+    let (mut s, out) = scripted_server(&req, &FILE[..], &ServerPolicy::default(), Config::default());
+    assert!(matches!(decoded(&out)[0].1, Pkt::Oack(_)));
+    let now = at(ms(10));
+    let out = s.deliver(now, CLIENT, &ack(0));
+    assert_eq!(out.len(), 8, "the first window");
+    (s, now)
+}
+
+/// U-Boot on e1000 drops most of a window, and after its own timeout acknowledges again the
+/// last block it holds. That repeated ACK, coming long after the window (a quarter of the
+/// timeout or more), restarts the window at once, with single blocks (the pacing); a repeat
+/// within a round trip of the window, or a second one for the same window, changes nothing.
+#[test]
+fn repeated_ack_after_the_receivers_timeout_restarts_the_window_once() {
+    let (mut s, t0) = server_window_of_8();
+    // An immediate copy of ACK 0: nothing.
+    assert!(s.deliver(t0 + ms(1), CLIENT, &ack(0)).is_empty());
+    // The receiver waited out its timeout (say 100 ms) without the window: go back to block 1.
+    let out = s.deliver(t0 + ms(100), CLIENT, &ack(0));
+    assert_eq!(decoded(&out), vec![(CLIENT, Pkt::Data { block: 1, len: 512 })]);
+    // The restarted window goes out paced, a block at a time.
+    let mut now = t0 + ms(100);
+    let mut sent = 1;
+    while sent < 4 {
+        now = s.transfer.poll_timeout().expect("a deadline");
+        sent += s.fire(now).len();
+    }
+    // Once per window: a further repeat does not go back to block 1 again (at most, it lets
+    // the paced window go on).
+    let out = s.deliver(now + ms(1), CLIENT, &ack(0));
+    assert!(
+        decoded(&out)
+            .iter()
+            .all(|(_, p)| p.data_block() == Some(sent as u16 + 1)),
+        "{out:?}"
+    );
+    sent += out.len();
+    while sent < 8 {
+        now = s.transfer.poll_timeout().expect("a deadline");
+        sent += s.fire(now).len();
+    }
+    assert!(
+        now < t0 + ms(200),
+        "paced, not waiting for the retransmission timeout: {now:?}"
+    );
+    let firsts = s.data().iter().filter(|d| d.0 == 1).count();
+    assert_eq!(firsts, 2, "block 1: sent, then once again");
+    let out = s.deliver(now + ms(10), CLIENT, &ack(8));
+    assert!(decoded(&out)
+        .iter()
+        .all(|(_, p)| p.data_block().is_some_and(|b| b > 8)));
+    assert_eq!(s.transfer.stats().retransmissions, 8);
+    assert_clean(&s);
+}
+
+/// A retransmission our timer made is counted as spurious when the peer's answer comes sooner
+/// after it than half the path's smallest round trip: that answer was already on its way.
+#[test]
+fn spurious_retransmission_is_counted_when_the_answer_was_already_on_its_way() {
+    for (answer_after, spurious) in [(ms(5), 1), (ms(30), 0)] {
+        let req = request(RequestKind::Read, "file.bin", "octet", &[]);
+        let f = [9u8; 3 * 512];
+        let (mut s, _) = scripted_server(&req, &f[..], &ServerPolicy::default(), Config::default());
+        // DATA 1 at 0, ACK 1 at 20 ms: the round trip is 20 ms. DATA 2 leaves at 20 ms.
+        s.deliver(at(ms(20)), CLIENT, &ack(1));
+        let deadline = s.transfer.poll_timeout().unwrap();
+        assert_eq!(deadline, at(ms(270)), "the 250 ms floor");
+        let out = s.fire(deadline);
+        assert_eq!(decoded(&out), vec![(CLIENT, Pkt::Data { block: 2, len: 512 })]);
+        s.deliver(deadline + answer_after, CLIENT, &ack(2));
+        let stats = s.transfer.stats();
+        assert_eq!(stats.retransmissions, 1);
+        assert_eq!(
+            stats.spurious_retransmissions, spurious,
+            "answer after {answer_after:?}"
         );
     }
 }

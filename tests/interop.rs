@@ -795,6 +795,7 @@ struct Report {
     windowsize: u16,
     bytes: u64,
     retransmissions: u64,
+    spurious: u64,
     result: String,
 }
 
@@ -865,10 +866,11 @@ impl OurServer {
             "tftp-proto serve did not exit cleanly on SIGTERM ({status:?}): {log}"
         );
         let mut reports = BTreeMap::new();
-        // `PEER read|write "NAME" blksize=B windowsize=W bytes=N time=Ts retransmissions=R RESULT`
+        // `PEER read|write "NAME" blksize=B windowsize=W bytes=N time=Ts retransmissions=R
+        // spurious=S RESULT`
         for line in log.lines() {
             let t: Vec<&str> = line.split_whitespace().collect();
-            if t.len() < 9 || !(t[1] == "read" || t[1] == "write") {
+            if t.len() < 10 || !(t[1] == "read" || t[1] == "write") {
                 continue;
             }
             let field = |i: usize, key: &str| -> u64 {
@@ -884,7 +886,8 @@ impl OurServer {
                     windowsize: field(4, "windowsize=") as u16,
                     bytes: field(5, "bytes="),
                     retransmissions: field(7, "retransmissions="),
-                    result: t[8..].join(" "),
+                    spurious: field(8, "spurious="),
+                    result: t[9..].join(" "),
                 },
             );
         }
@@ -1251,7 +1254,10 @@ fn our_server_with(test: &str, client: Peer, plan: &[(IpAddr, Vec<Cfg>)]) {
             Some(r) if r.retransmissions > 0 => {
                 m.note(
                     row,
-                    format!("our server retransmitted {} times", r.retransmissions),
+                    format!(
+                        "our server retransmitted {} times ({} spurious)",
+                        r.retransmissions, r.spurious
+                    ),
                 );
             }
             Some(_) => {}

@@ -294,16 +294,31 @@ impl Server {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
-        for event in events.iter() {
-            let token = event.token();
-            if token == TIMER_TOKEN {
-                if let Some(timer) = &self.timer {
-                    timer.clear();
+        // Every socket with something to read is read before any timer fires: a peer's ACK
+        // that waits in its socket while the loop was busy must not be answered by a
+        // retransmission. A full batch of events may leave readable sockets for the next poll,
+        // so poll again at once (boundedly) until a batch comes back short.
+        for round in 0.. {
+            let full = events.iter().count() >= events.capacity();
+            for event in events.iter() {
+                let token = event.token();
+                if token == TIMER_TOKEN {
+                    if let Some(timer) = &self.timer {
+                        timer.clear();
+                    }
+                } else if token.0 < self.listeners.len() {
+                    self.drain_listener(token.0)?;
+                } else if let Some(&local) = self.tokens.get(&token) {
+                    self.drain_session(local)?;
                 }
-            } else if token.0 < self.listeners.len() {
-                self.drain_listener(token.0)?;
-            } else if let Some(&local) = self.tokens.get(&token) {
-                self.drain_session(local)?;
+            }
+            if !full || round >= 64 {
+                break;
+            }
+            match self.poll.poll(events, Some(Duration::ZERO)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => break,
+                Err(e) => return Err(e),
             }
         }
         self.table.handle_timeout(self.clock.now());
@@ -795,11 +810,12 @@ pub fn format_report(report: &TransferReport<()>) -> String {
         )
     };
     format!(
-        "{peer} {dir} \"{name}\" blksize={bs} windowsize={ws} bytes={bytes} time={secs:.3}s retransmissions={rt} {result}{ignored}",
+        "{peer} {dir} \"{name}\" blksize={bs} windowsize={ws} bytes={bytes} time={secs:.3}s retransmissions={rt} spurious={sp} {result}{ignored}",
         peer = report.peer,
         bs = p.blksize,
         ws = p.windowsize,
         bytes = report.stats.bytes,
         rt = report.stats.retransmissions,
+        sp = report.stats.spurious_retransmissions,
     )
 }

@@ -164,10 +164,16 @@ pub struct Stats {
     pub retransmissions: u64,
     /// Retransmission timer expiries.
     pub timeouts: u64,
-    /// Duplicate ACKs received and ignored (they never trigger a resend).
+    /// Duplicate ACKs received. They trigger a resend only when they show that the receiver
+    /// timed out without the window (once per window; see the engine's module docs).
     pub duplicate_acks: u64,
     /// Datagrams dropped as malformed or unexpected.
     pub dropped: u64,
+    /// Retransmissions our timer caused that were not needed, where the engine can tell: the
+    /// peer's answer came sooner after the resend than half the path's smallest round trip, so
+    /// it answered the original (the peer was slow, nothing was lost). Counted in blocks for a
+    /// sender, in ACKs for a receiver.
+    pub spurious_retransmissions: u64,
 }
 
 impl Stats {

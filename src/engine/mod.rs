@@ -17,11 +17,26 @@
 //! A windowed sender (RFC 7440) recovers from a loss at the first gap the receiver reports,
 //! not after a timeout. After a window that lost blocks it paces its sends at the rate the
 //! receiver showed it can absorb, so a receiver with a small socket buffer is not flooded again
-//! (the `pace` module), and speeds up again window by window. When a window's ACK is late (more
-//! than twice the usual delay after its last block) it resends that last block alone, a
+//! (the `pace` module), and speeds up again window by window while the receiver's ACKs show it
+//! keeps up. When a window's ACK is late it resends that window's last block alone, a
 //! tail-loss probe: a receiver that lost the end of the window sees the gap and says where it
-//! stands, long before the retransmission timeout. Pauses between paced blocks are deadlines
-//! like any other: [`Transfer::poll_timeout`] includes them.
+//! stands. Pauses between paced blocks are deadlines like any other:
+//! [`Transfer::poll_timeout`] includes them.
+//!
+//! A duplicate ACK does not make the sender resend (the Sorcerer's Apprentice rule of RFC 1123),
+//! with one exception that RFC 7440 asks for: a receiver that waited out its own timeout
+//! without the window acknowledges again the last block it holds, and the sender then goes
+//! back there at once, once per window, with its bursts shrunk to single blocks (a receiver
+//! that keeps one datagram at a time, such as U-Boot's e1000 driver, loses everything after
+//! the first block of a burst). A repeat that comes sooner than a quarter of the timeout after
+//! the window (never within two round trips) may be a copy of the ACK that started the window
+//! and is ignored. Lock-step transfers keep the plain rule.
+//!
+//! A peer that is only slow never gets a block twice: the retransmission timeout has a 250 ms
+//! floor and the tail-loss probe waits at least as long (the `rto` module says why), and a
+//! server reads every socket with something to read before any timer fires.
+//! [`Stats::spurious_retransmissions`] counts the retransmissions that turn out unneeded where
+//! the engine can tell.
 //!
 //! # Driving a transfer
 //!
@@ -133,7 +148,8 @@ pub use transfer::{
 pub struct Config {
     /// Retransmission timeout before any round trip was measured. Default 1 s.
     pub initial_rto: Duration,
-    /// Floor of the adaptive timeout. Default 50 ms.
+    /// Floor of the adaptive timeout. Default 250 ms: a peer (or this process) descheduled for
+    /// tens of milliseconds must not get a block twice (see the `rto` module).
     pub min_rto: Duration,
     /// Ceiling of the adaptive timeout and its exponential backoff. Default 5 s.
     pub max_rto: Duration,
@@ -157,7 +173,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             initial_rto: Duration::from_secs(1),
-            min_rto: Duration::from_millis(50),
+            min_rto: Duration::from_millis(250),
             max_rto: Duration::from_secs(5),
             max_retries: 6,
             total_timeout: Duration::from_secs(25),

@@ -10,9 +10,19 @@
 //! apart, in bursts of at most half of `d`. A further loss halves the burst (a burst longer
 //! than the receiver's buffer loses blocks at any rate) or, once bursts are single blocks,
 //! lengthens the spacing by at most a quarter (the receiver may still be draining earlier
-//! windows, so one short window is weak evidence). Every window that arrives whole shortens the spacing by an
-//! eighth and allows one more block per burst, until the sender is unpaced again. A sender that
-//! never loses a block is never paced.
+//! windows, so one short window is weak evidence). A window that arrives whole shortens the
+//! spacing by an eighth and allows one more block per burst, until the sender is unpaced again,
+//! but only while its ACK shows the receiver keeps up: when the ACK comes later after the
+//! window's last block than the shortest such delay plus a quarter of the spacing, blocks are
+//! queueing in the receiver's buffer and the spacing grows by an eighth instead. A loss then
+//! costs a timer (the tail-loss probe's 250 ms floor) when it hits a window's end, so the pace
+//! must not keep probing past what the receiver takes. A sender that never loses a block is
+//! never paced.
+//!
+//! ACKs that come after one of our timers fired (a retransmission timeout, a tail-loss probe)
+//! are no delay samples: the receiver's timer may have fired too, and the ACK may answer
+//! either. A receiver that repeats its ACK of the block before the window after its own
+//! timeout ([`Pacer::on_stall`]) took none of it: bursts become single blocks.
 //! Integer arithmetic only.
 
 use crate::time::Instant;
@@ -31,6 +41,13 @@ pub(crate) struct Pacer {
     refilled: Instant,
     /// When the current window's first block left.
     window_start: Option<Instant>,
+    /// The current window follows a timeout: its ACK is no delay sample.
+    after_timeout: bool,
+    /// When the last block left.
+    last_sent: Instant,
+    /// The shortest delay seen from a whole window's last block to its ACK, in microseconds
+    /// (0: none yet): the receiver's answer when no block waits in its queue.
+    min_tail_us: u32,
 }
 
 impl Pacer {
@@ -80,6 +97,7 @@ impl Pacer {
         if first {
             self.window_start = Some(now);
         }
+        self.last_sent = now;
         if self.interval_us != 0 {
             self.tokens = self.tokens.saturating_sub(1);
         }
@@ -90,7 +108,13 @@ impl Pacer {
     /// on a path whose bare round trip is `base_rtt_us`.
     /// `max_wait_us` (a retransmission interval) bounds the time a measurement may count (a
     /// receiver that only answered on its own timer says nothing about its speed) and the time
-    /// a paced window may take.
+    /// a paced window may take. `timed`: the ACK answers a tail-loss probe, so a timer of ours
+    /// fired before it.
+    ///
+    /// An ACK that came after one of our timers fired (a timeout, or `timed`) is no delay
+    /// sample: the receiver's timer may have fired too, and it may answer either. A short
+    /// window then paces at one block per bare round trip (lock-step's pace) instead.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_ack(
         &mut self,
         now: Instant,
@@ -99,32 +123,52 @@ impl Pacer {
         windowsize: u16,
         base_rtt_us: u64,
         max_wait_us: u64,
+        timed: bool,
     ) {
         let start = self.window_start.take();
+        let after_timeout = core::mem::take(&mut self.after_timeout);
+        let start = start.filter(|_| !after_timeout && !timed);
         if windowsize <= 1 {
             return;
         }
-        if delivered >= sent {
-            // The window arrived whole: speed up.
+        if delivered >= sent && !timed {
+            // The window arrived whole (its end without a probe). How long its ACK took after
+            // its last block tells whether blocks queued up at the receiver: no longer than the
+            // shortest such delay plus a quarter of the spacing, the receiver keeps up and the
+            // pace speeds up; later, blocks are piling up in its buffer (a longer window would
+            // overflow it) and the pace slows a little instead.
+            let tail = u32::try_from(now.micros_since(self.last_sent)).unwrap_or(u32::MAX);
+            if self.min_tail_us == 0 || tail < self.min_tail_us {
+                self.min_tail_us = tail.max(1);
+            }
             if self.interval_us != 0 {
-                self.interval_us -= (self.interval_us / 8).max(1);
-                self.burst = self.burst.saturating_add(1).min(windowsize);
-                if self.interval_us == 0 {
-                    self.burst = 0;
-                    self.tokens = 0;
+                if tail <= self.min_tail_us.saturating_add(self.interval_us / 4) {
+                    self.interval_us -= (self.interval_us / 8).max(1);
+                    self.burst = self.burst.saturating_add(1).min(windowsize);
+                    if self.interval_us == 0 {
+                        self.burst = 0;
+                        self.tokens = 0;
+                    }
+                } else {
+                    self.interval_us = self.interval_us.saturating_add((self.interval_us / 8).max(1));
                 }
             }
             return;
         }
-        let Some(start) = start else { return };
-        // The time the receiver spent on the blocks: the window's round trip less the path's.
-        let took = now
-            .micros_since(start)
-            .min(max_wait_us)
-            .saturating_sub(base_rtt_us);
         let delivered = u16::try_from(delivered).unwrap_or(u16::MAX).max(1);
-        // A whole window never takes longer than `max_wait` to send.
-        let per_block = (took / u64::from(delivered)).min(max_wait_us / u64::from(windowsize));
+        let per_block = match start {
+            Some(start) => {
+                // The time the receiver spent on the blocks: the window's round trip less the
+                // path's.
+                let took = now
+                    .micros_since(start)
+                    .min(max_wait_us)
+                    .saturating_sub(base_rtt_us);
+                // A whole window never takes longer than `max_wait` to send.
+                (took / u64::from(delivered)).min(max_wait_us / u64::from(windowsize))
+            }
+            None => base_rtt_us.min(max_wait_us / u64::from(windowsize)),
+        };
         let per_block = u32::try_from(per_block).unwrap_or(u32::MAX).max(1);
         if self.interval_us == 0 {
             self.interval_us = per_block;
@@ -140,6 +184,41 @@ impl Pacer {
             self.interval_us = per_block.clamp(i, i.saturating_add(i / 4).max(i + 1));
         }
         // The window restarts now, with a full bucket.
+        self.tokens = self.burst;
+        self.refilled = now;
+    }
+}
+
+impl Pacer {
+    /// Our retransmission timer fired: the next window's ACK is not measured. A paced sender's bursts also halve: the receiver took none of the last one.
+    pub(crate) fn on_timeout(&mut self) {
+        self.after_timeout = true;
+        if self.interval_us != 0 {
+            self.burst = (self.burst / 2).max(1);
+        }
+    }
+
+    /// The receiver repeated its ACK of the block before the window after its own timeout: it
+    /// took none of the window. A receiver that keeps one datagram at a time (U-Boot's e1000
+    /// driver) loses every block of a burst after the first one or two, the first of them
+    /// included when it is still busy. The first time, bursts become single blocks one bare
+    /// round trip of the path apart (`base_rtt_us`: lock-step's pace); later, a paced sender
+    /// halves its bursts, or spaces single blocks a quarter further apart. Whole windows speed
+    /// it up again as usual. The time the receiver took is no sample: it includes its timeout.
+    pub(crate) fn on_stall(&mut self, now: Instant, windowsize: u16, base_rtt_us: u64) {
+        self.window_start = None;
+        if windowsize <= 1 {
+            return;
+        }
+        if self.interval_us == 0 {
+            self.interval_us = u32::try_from(base_rtt_us).unwrap_or(u32::MAX).max(1);
+            self.burst = 1;
+        } else if self.burst > 1 {
+            self.burst /= 2;
+        } else {
+            let i = self.interval_us;
+            self.interval_us = i.saturating_add((i / 4).max(1));
+        }
         self.tokens = self.burst;
         self.refilled = now;
     }
@@ -161,7 +240,7 @@ mod tests {
                 assert!(p.may_send(at(w * 1000 + b)));
                 p.on_send(at(w * 1000 + b), b == 0);
             }
-            p.on_ack(at(w * 1000 + 500), 16, 16, 16, 0, 1_000_000);
+            p.on_ack(at(w * 1000 + 500), 16, 16, 16, 0, 1_000_000, false);
             assert!(!p.is_pacing());
             assert_eq!(p.resume_at(), None);
         }
@@ -174,7 +253,7 @@ mod tests {
             p.on_send(at(b), b == 0);
         }
         // Only 8 of 64 got through, in 800 µs: one block per 100 µs, bursts of 4.
-        p.on_ack(at(800), 8, 64, 64, 0, 1_000_000);
+        p.on_ack(at(800), 8, 64, 64, 0, 1_000_000, false);
         assert!(p.is_pacing());
         for _ in 0..4 {
             assert!(p.may_send(at(800)));
@@ -196,7 +275,7 @@ mod tests {
         let mut windows = 0;
         while p.is_pacing() {
             p.on_send(at(20_000), true);
-            p.on_ack(at(20_100), 64, 64, 64, 0, 1_000_000);
+            p.on_ack(at(20_100), 64, 64, 64, 0, 1_000_000, false);
             windows += 1;
             assert!(windows < 100, "the pace recovers");
         }
@@ -210,7 +289,7 @@ mod tests {
         // took no time of its own, so blocks are spaced by the minimum.
         let mut p = Pacer::default();
         p.on_send(at(0), true);
-        p.on_ack(at(100_500), 4, 16, 16, 100_000, 1_000_000);
+        p.on_ack(at(100_500), 4, 16, 16, 100_000, 1_000_000, false);
         assert!(p.is_pacing());
         for _ in 0..2 {
             assert!(p.may_send(at(200_000)));
@@ -224,7 +303,7 @@ mod tests {
         let mut p = Pacer::default();
         p.on_send(at(0), true);
         // 10 s for one block: a window of 8 is spread over the 50 ms bound at most.
-        p.on_ack(at(10_000_000), 1, 8, 8, 0, 50_000);
+        p.on_ack(at(10_000_000), 1, 8, 8, 0, 50_000, false);
         assert!(p.is_pacing());
         assert!(p.may_send(at(20_000_000)));
         p.on_send(at(20_000_000), true);
@@ -232,7 +311,7 @@ mod tests {
 
         let mut q = Pacer::default();
         q.on_send(at(0), true);
-        q.on_ack(at(100), 0, 1, 1, 0, 50_000);
+        q.on_ack(at(100), 0, 1, 1, 0, 50_000, false);
         assert!(!q.is_pacing());
     }
 }

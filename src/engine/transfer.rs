@@ -140,6 +140,10 @@ pub struct SendState {
     window_out: Option<Instant>,
     /// Smoothed delay from a window's last block to its ACK, in microseconds (0: unknown).
     tail_delay_us: u32,
+    /// When the current window's tail-loss probe left.
+    probe_sent: Option<Instant>,
+    /// The window (by its first block) that a repeated ACK already restarted: once per window.
+    stall_restart: u64,
     /// Where a netascii sender stands in the file.
     text: TextCursor,
 }
@@ -306,6 +310,10 @@ pub struct Transfer<'a, S, R: Role = AnyRole> {
     retries: u8,
     /// When the transfer last made progress (or started): the total timeout counts from here.
     progress_at: Instant,
+    /// The last retransmission our own timer caused, not yet answered: when, and (sending) the
+    /// first block it resent. An answer sooner than half the path's round trip after it was on
+    /// its way before it: the retransmission was spurious.
+    timer_rexmit: Option<(Instant, u64)>,
     deadline: Option<Instant>,
     last_heard: Instant,
     data: DataPath,
@@ -496,6 +504,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             max_write_size: config.max_write_size,
             retries: 0,
             progress_at: now,
+            timer_rexmit: None,
             deadline: request.map(|_| now.add_micros(rto.current_micros())),
             last_heard: now,
             data: DataPath::new(R::NETASCII && netascii, sending),
@@ -517,6 +526,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                 timeouts: 0,
                 duplicate_acks: 0,
                 dropped: 0,
+                spurious_retransmissions: 0,
             },
             role: PhantomData,
         }
@@ -653,9 +663,12 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             s.tail_probe = TailProbe::Spent;
             s.next = s.next.saturating_sub(1).max(s.acked + 1);
             s.probe = None;
+            s.probe_sent = Some(now);
+            let resent = s.next;
             if self.retries == 0 {
                 self.stats.retransmissions += 1;
             }
+            self.timer_rexmit = Some((now, resent));
             self.arm(now);
             return;
         }
@@ -679,9 +692,14 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             self.snd_mut().probe = None;
         }
         if self.sends() && self.phase == Phase::Data {
-            // Go back to the first unacknowledged block; the window restarts there.
+            // Go back to the first unacknowledged block; the window restarts there. Both sides'
+            // timers may have fired: its ACK says nothing about the receiver's speed.
             self.restart_window();
+            let s = self.snd_mut();
+            s.pace.on_timeout();
+            self.timer_rexmit = Some((now, s.acked + 1));
         } else {
+            self.timer_rexmit = Some((now, 0));
             // A server resends its OACK until the client's first answer (ACK 0 or DATA 1).
             let oack_unanswered =
                 self.phase == Phase::OackSent || (self.recv.received == 0 && !self.options.is_empty());
@@ -910,6 +928,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
 
     fn progress(&mut self, now: Instant) {
         self.progress_at = now;
+        self.timer_rexmit = None;
         self.retries = 0;
         self.rto.reset_backoff();
     }
@@ -1022,8 +1041,10 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                     return false;
                 };
                 if j <= before {
-                    // Sorcerer's Apprentice: a duplicate ACK never triggers a resend.
                     self.stats.duplicate_acks += 1;
+                    if j == before && self.receiver_lacks_window(now) {
+                        self.restart_stalled_window(now);
+                    }
                     return true;
                 }
                 if j > self.snd().sent_max {
@@ -1036,6 +1057,12 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                     }
                 }
                 self.snd_mut().acked = j;
+                if let Some((at, first)) = self.timer_rexmit {
+                    let resent_to = (self.snd().next - 1).min(j);
+                    if resent_to >= first && self.answered_too_soon(now, at) {
+                        self.stats.spurious_retransmissions += resent_to - first + 1;
+                    }
+                }
                 self.progress(now);
                 if self.snd().last.is_some_and(|(l, _)| j >= l) {
                     self.finish(Outcome::Finished);
@@ -1061,9 +1088,17 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                 let max_wait = self.rto.current_micros();
                 let windowsize = self.params.windowsize;
                 let base_rtt = self.rto.min_rtt_micros();
-                self.snd_mut()
-                    .pace
-                    .on_ack(now, j - before, sent - before, windowsize, base_rtt, max_wait);
+                let s = self.snd_mut();
+                let probed = s.tail_probe == TailProbe::Spent;
+                s.pace.on_ack(
+                    now,
+                    j - before,
+                    sent - before,
+                    windowsize,
+                    base_rtt,
+                    max_wait,
+                    probed,
+                );
                 self.start_window(now);
                 true
             }
@@ -1086,6 +1121,60 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         s.window_end = s.acked + windowsize;
         s.tail_probe = TailProbe::Idle;
         s.window_out = None;
+        s.probe_sent = None;
+    }
+
+    /// Whether a repeated ACK of the last acknowledged block, arriving at `now`, says that the
+    /// receiver waited out its own timeout without the window: RFC 7440 asks a receiver that
+    /// times out to acknowledge the last block it holds, and the sender to go back there. It
+    /// does when a window of more than one block is out and the ACK comes a quarter of the
+    /// receiver's timeout (the negotiated `timeout`, else our own) after the window's last
+    /// block, never within two round trips of it; or when it answers our tail-loss probe.
+    /// Sooner, it may be a copy of the ACK that started the window (a network that duplicates
+    /// or delays datagrams), which must not cost anything; a receiver's immediate report of a
+    /// gap at the window's first block is left to the probe and the timers. Once per window,
+    /// so a repeated ACK can never make every later block go out twice (the Sorcerer's
+    /// Apprentice).
+    fn receiver_lacks_window(&self, now: Instant) -> bool {
+        let s = self.snd();
+        let Some(out) = s.window_out.filter(|_| s.next > s.acked + 1) else {
+            return false;
+        };
+        if s.stall_restart == s.acked + 1 {
+            return false;
+        }
+        let min_rtt = self.rto.min_rtt_micros();
+        if let Some(probed) = s.probe_sent {
+            // The probe's answer: the receiver still lacks the window's first block.
+            return now.micros_since(probed) >= min_rtt / 2;
+        }
+        let timeout = match self.params.timeout {
+            Some(secs) => u64::from(secs) * 1_000_000,
+            None => self.rto.current_micros(),
+        };
+        now.micros_since(out) >= (timeout / 4).max(min_rtt.saturating_mul(2))
+    }
+
+    /// The receiver waited out its timeout without the window: the window starts again after
+    /// the last block acknowledged, and the bursts shrink (see `Pacer::on_stall`).
+    fn restart_stalled_window(&mut self, now: Instant) {
+        let base_rtt = self.rto.min_rtt_micros();
+        let windowsize = self.params.windowsize;
+        let s = self.snd_mut();
+        let resent = s.next - 1 - s.acked;
+        s.stall_restart = s.acked + 1;
+        s.pace.on_stall(now, windowsize, base_rtt);
+        self.stats.retransmissions += resent;
+        self.restart_window();
+        self.arm(now);
+    }
+
+    /// Whether an answer at `now` to a retransmission made at `at` came too soon to be its
+    /// answer (under half the smallest round trip measured): it answered the original, and
+    /// the retransmission was spurious. Unknown (false) before any round trip was measured.
+    fn answered_too_soon(&self, now: Instant, at: Instant) -> bool {
+        let min_rtt = self.rto.min_rtt_micros();
+        min_rtt > 0 && now.micros_since(at) < min_rtt / 2
     }
 
     fn transmit_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
@@ -1163,15 +1252,17 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         self.arm(now);
         if self.params.windowsize > 1 && self.snd().tail_probe == TailProbe::Idle && !self.window_open() {
             let rto = self.rto.current_micros();
+            let min_rto = self.rto.min_micros();
             let s = self.snd_mut();
             if s.window_out.is_none() {
                 s.window_out = Some(now);
             }
             if s.tail_delay_us != 0 {
                 // The window is out: probe its tail if its ACK is later than twice the usual
-                // delay after a window's last block (at least a millisecond, at most the
-                // retransmission timeout).
-                let wait = u64::from(s.tail_delay_us).saturating_mul(2).max(1_000).min(rto);
+                // delay after a window's last block, and never sooner than the floor of the
+                // retransmission timeout: a receiver merely descheduled for a while must not
+                // get a block twice (see the `rto` module). At most the retransmission timeout.
+                let wait = u64::from(s.tail_delay_us).saturating_mul(2).max(min_rto).min(rto);
                 s.tail_probe = TailProbe::Armed;
                 self.deadline = Some(now.add_micros(wait));
             }
@@ -1294,6 +1385,11 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         }
         if let Some(sent) = self.recv.probe.take() {
             self.rto.sample(now.micros_since(sent));
+        }
+        if let Some((at, _)) = self.timer_rexmit {
+            if self.answered_too_soon(now, at) {
+                self.stats.spurious_retransmissions += 1;
+            }
         }
         self.recv.received += 1;
         self.recv.bytes = total;

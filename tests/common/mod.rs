@@ -526,7 +526,7 @@ impl Scenario {
         20_000 + blocks * (40 + 4 * window)
     }
 
-    fn setup(&self) -> Setup {
+    pub fn setup(&self) -> Setup {
         let config = Config {
             max_retries: self.max_retries,
             ..Config::default()

@@ -380,6 +380,13 @@ struct SenderAudit {
     sent_max: u64,
     /// Index of the last DATA sent.
     last_sent: u64,
+    /// The window (its first block) a repeated ACK restarted: once per window.
+    repeat_restart: u64,
+    /// A window (its first block) that a new ACK, the handshake or a timer restarted, whose
+    /// first block the pacing held back: it may leave on any later wake-up.
+    deferred: u64,
+    /// Whether the first DATA of the current drain was allowed: the rest of its run is too.
+    run_allowed: bool,
 }
 
 /// One end of a transfer: the [`Transfer`], its address, everything it sent, its events, and the
@@ -567,6 +574,13 @@ impl<'a, S: Storage> Side<'a, S> {
             });
             out.push((tx.destination, bytes));
         }
+        let restarts = match &trigger {
+            Trigger::Start | Trigger::Timeout => true,
+            Trigger::Datagram { ack, .. } => matches!(ack, Some(AckKind::New(_) | AckKind::Handshake)),
+        };
+        if self.sending && first_data && restarts {
+            self.audit.deferred = self.audit.acked + 1;
+        }
         while let Some(ev) = self.transfer.poll_event() {
             if let Some(prev) = &self.final_event {
                 self.violation(format!("event {ev:?} after the final event {prev:?}"));
@@ -586,18 +600,36 @@ impl<'a, S: Storage> Side<'a, S> {
     /// handshake, a timer expiry or creation, right after the acknowledged block; it never runs
     /// past the window. A paced window continues where it paused (the block after the last one
     /// sent), whatever woke the sender: that sends nothing twice. A timer may also resend the
-    /// last block sent, alone, as a tail-loss probe.
+    /// last block sent, alone, as a tail-loss probe. A repeated ACK of the acknowledged block
+    /// (a receiver that timed out without the window, RFC 7440) may restart the window right
+    /// after it, once per window: a repeat can never double every later block.
     fn audit_data(&mut self, block: u16, trigger: &Trigger, first: bool) {
         let acked = self.audit.acked;
         let index = unwrap_block(acked + 1, block, self.rollover_to_one());
         let continues = first && index == self.audit.last_sent + 1 && index > acked + 1;
         // A timer may resend the last block sent alone (a tail-loss probe).
         let tail_probe = first && *trigger == Trigger::Timeout && index == self.audit.last_sent;
+        let repeat_restart = first
+            && index == acked + 1
+            && self.audit.repeat_restart != acked + 1
+            && matches!(trigger, Trigger::Datagram { ack: Some(AckKind::Duplicate(d)), .. } if *d == acked);
+        if repeat_restart {
+            self.audit.repeat_restart = acked + 1;
+        }
+        // A window restarted earlier whose first block the pacing held back until now.
+        let deferred = first && index == acked + 1 && self.audit.deferred == acked + 1;
+        self.audit.deferred = 0;
         let allowed = continues
+            || repeat_restart
+            || deferred
+            || (!first && self.audit.run_allowed)
             || match trigger {
                 Trigger::Start | Trigger::Timeout => true,
                 Trigger::Datagram { ack, .. } => matches!(ack, Some(AckKind::New(_) | AckKind::Handshake)),
             };
+        if first {
+            self.audit.run_allowed = allowed;
+        }
         if !allowed {
             self.violation(format!(
                 "DATA {block} (index {index}) sent in answer to {trigger:?}: Sorcerer's Apprentice"
