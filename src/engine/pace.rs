@@ -13,8 +13,8 @@
 //! windows, so one short window is weak evidence). A window that arrives whole shortens the
 //! spacing by an eighth and allows one more block per burst, until the sender is unpaced again,
 //! but only while its ACK shows the receiver keeps up: when the ACK comes later after the
-//! window's last block than the shortest such delay plus a quarter of the spacing, blocks are
-//! queueing in the receiver's buffer and the spacing grows by an eighth instead. A loss then
+//! window's last block than the shortest such delay plus a quarter of the spacing, blocks may
+//! be queueing in the receiver's buffer, and the pace holds. A loss then
 //! costs a timer (the tail-loss probe's 250 ms floor) when it hits a window's end, so the pace
 //! must not keep probing past what the receiver takes. A sender that never loses a block is
 //! never paced.
@@ -135,22 +135,18 @@ impl Pacer {
             // The window arrived whole (its end without a probe). How long its ACK took after
             // its last block tells whether blocks queued up at the receiver: no longer than the
             // shortest such delay plus a quarter of the spacing, the receiver keeps up and the
-            // pace speeds up; later, blocks are piling up in its buffer (a longer window would
-            // overflow it) and the pace slows a little instead.
+            // pace speeds up; later, blocks may be piling up in its buffer (or the path
+            // jitters), and the pace holds.
             let tail = u32::try_from(now.micros_since(self.last_sent)).unwrap_or(u32::MAX);
             if self.min_tail_us == 0 || tail < self.min_tail_us {
                 self.min_tail_us = tail.max(1);
             }
-            if self.interval_us != 0 {
-                if tail <= self.min_tail_us.saturating_add(self.interval_us / 4) {
-                    self.interval_us -= (self.interval_us / 8).max(1);
-                    self.burst = self.burst.saturating_add(1).min(windowsize);
-                    if self.interval_us == 0 {
-                        self.burst = 0;
-                        self.tokens = 0;
-                    }
-                } else {
-                    self.interval_us = self.interval_us.saturating_add((self.interval_us / 8).max(1));
+            if self.interval_us != 0 && tail <= self.min_tail_us.saturating_add(self.interval_us / 4) {
+                self.interval_us -= (self.interval_us / 8).max(1);
+                self.burst = self.burst.saturating_add(1).min(windowsize);
+                if self.interval_us == 0 {
+                    self.burst = 0;
+                    self.tokens = 0;
                 }
             }
             return;
@@ -205,19 +201,23 @@ impl Pacer {
     /// round trip of the path apart (`base_rtt_us`: lock-step's pace); later, a paced sender
     /// halves its bursts, or spaces single blocks a quarter further apart. Whole windows speed
     /// it up again as usual. The time the receiver took is no sample: it includes its timeout.
-    pub(crate) fn on_stall(&mut self, now: Instant, windowsize: u16, base_rtt_us: u64) {
+    /// `max_wait_us` (a retransmission interval) bounds the time a paced window may take.
+    pub(crate) fn on_stall(&mut self, now: Instant, windowsize: u16, base_rtt_us: u64, max_wait_us: u64) {
         self.window_start = None;
         if windowsize <= 1 {
             return;
         }
+        let cap = u32::try_from(max_wait_us / u64::from(windowsize))
+            .unwrap_or(u32::MAX)
+            .max(1);
         if self.interval_us == 0 {
-            self.interval_us = u32::try_from(base_rtt_us).unwrap_or(u32::MAX).max(1);
+            self.interval_us = u32::try_from(base_rtt_us).unwrap_or(u32::MAX).clamp(1, cap);
             self.burst = 1;
         } else if self.burst > 1 {
             self.burst /= 2;
         } else {
             let i = self.interval_us;
-            self.interval_us = i.saturating_add((i / 4).max(1));
+            self.interval_us = i.saturating_add((i / 4).max(1)).min(cap.max(i));
         }
         self.tokens = self.burst;
         self.refilled = now;

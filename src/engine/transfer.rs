@@ -1159,11 +1159,12 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
     /// the last block acknowledged, and the bursts shrink (see `Pacer::on_stall`).
     fn restart_stalled_window(&mut self, now: Instant) {
         let base_rtt = self.rto.min_rtt_micros();
+        let max_wait = self.rto.current_micros();
         let windowsize = self.params.windowsize;
         let s = self.snd_mut();
         let resent = s.next - 1 - s.acked;
         s.stall_restart = s.acked + 1;
-        s.pace.on_stall(now, windowsize, base_rtt);
+        s.pace.on_stall(now, windowsize, base_rtt, max_wait);
         self.stats.retransmissions += resent;
         self.restart_window();
         self.arm(now);
