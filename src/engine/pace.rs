@@ -10,14 +10,13 @@
 //! apart, in bursts of at most half of `d`. A further loss halves the burst (a burst longer
 //! than the receiver's buffer loses blocks at any rate) or, once bursts are single blocks,
 //! lengthens the spacing by at most a quarter (the receiver may still be draining earlier
-//! windows, so one short window is weak evidence). A window that arrives whole shortens the
-//! spacing by an eighth and allows one more block per burst, until the sender is unpaced again,
-//! but only while its ACK shows the receiver keeps up: when the ACK comes later after the
-//! window's last block than the shortest such delay plus a quarter of the spacing, blocks may
-//! be queueing in the receiver's buffer, and the pace holds. A loss then
-//! costs a timer (the tail-loss probe's 250 ms floor) when it hits a window's end, so the pace
-//! must not keep probing past what the receiver takes. A sender that never loses a block is
-//! never paced.
+//! windows, so one short window is weak evidence). Every window that arrives whole (without a
+//! tail-loss probe) shortens the spacing by an eighth and allows one more block per burst, until
+//! the sender is unpaced again. A sender that never loses a block is never paced. A paced
+//! sender's tail-loss probe waits twice the usual delay of a window's ACK, not the
+//! retransmission timeout's floor: its receiver has shown it loses blocks, so a late ACK is
+//! more likely a lost tail than a pause (an unpaced sender's probe waits the floor: its
+//! receiver may only be slow).
 //!
 //! ACKs that come after one of our timers fired (a retransmission timeout, a tail-loss probe)
 //! are no delay samples: the receiver's timer may have fired too, and the ACK may answer
@@ -43,16 +42,10 @@ pub(crate) struct Pacer {
     window_start: Option<Instant>,
     /// The current window follows a timeout: its ACK is no delay sample.
     after_timeout: bool,
-    /// When the last block left.
-    last_sent: Instant,
-    /// The shortest delay seen from a whole window's last block to its ACK, in microseconds
-    /// (0: none yet): the receiver's answer when no block waits in its queue.
-    min_tail_us: u32,
 }
 
 impl Pacer {
-    /// Whether the sender paces at all.
-    #[cfg(test)]
+    /// Whether the sender paces at all: only after the receiver lost blocks.
     pub(crate) fn is_pacing(&self) -> bool {
         self.interval_us != 0
     }
@@ -97,7 +90,6 @@ impl Pacer {
         if first {
             self.window_start = Some(now);
         }
-        self.last_sent = now;
         if self.interval_us != 0 {
             self.tokens = self.tokens.saturating_sub(1);
         }
@@ -132,16 +124,8 @@ impl Pacer {
             return;
         }
         if delivered >= sent && !timed {
-            // The window arrived whole (its end without a probe). How long its ACK took after
-            // its last block tells whether blocks queued up at the receiver: no longer than the
-            // shortest such delay plus a quarter of the spacing, the receiver keeps up and the
-            // pace speeds up; later, blocks may be piling up in its buffer (or the path
-            // jitters), and the pace holds.
-            let tail = u32::try_from(now.micros_since(self.last_sent)).unwrap_or(u32::MAX);
-            if self.min_tail_us == 0 || tail < self.min_tail_us {
-                self.min_tail_us = tail.max(1);
-            }
-            if self.interval_us != 0 && tail <= self.min_tail_us.saturating_add(self.interval_us / 4) {
+            // The window arrived whole (its end without a probe): speed up.
+            if self.interval_us != 0 {
                 self.interval_us -= (self.interval_us / 8).max(1);
                 self.burst = self.burst.saturating_add(1).min(windowsize);
                 if self.interval_us == 0 {

@@ -1260,10 +1260,13 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             }
             if s.tail_delay_us != 0 {
                 // The window is out: probe its tail if its ACK is later than twice the usual
-                // delay after a window's last block, and never sooner than the floor of the
-                // retransmission timeout: a receiver merely descheduled for a while must not
-                // get a block twice (see the `rto` module). At most the retransmission timeout.
-                let wait = u64::from(s.tail_delay_us).saturating_mul(2).max(min_rto).min(rto);
+                // delay after a window's last block (at least a millisecond, at most the
+                // retransmission timeout). Unless the receiver has lost blocks before (the
+                // sender paces), never sooner than the retransmission timeout's floor: a
+                // receiver merely descheduled for a while must not get a block twice (see the
+                // `rto` module).
+                let floor = if s.pace.is_pacing() { 1_000 } else { min_rto };
+                let wait = u64::from(s.tail_delay_us).saturating_mul(2).max(floor).min(rto);
                 s.tail_probe = TailProbe::Armed;
                 self.deadline = Some(now.add_micros(wait));
             }
