@@ -5,6 +5,7 @@
 # block" for each), how many the server resent, and whether every file arrived whole.
 #
 #   bash benches/atftp_storm.sh [CLIENTS] [BYTES] [RUNS]
+#   TFTP_PROTO_BIN=/path/to/tftp-proto bash benches/atftp_storm.sh    # another build, e.g. older
 #
 # A client that gets a block it already has, or one past the next, was sent a block it did not
 # need: a retransmission to a live peer (the client's ACK was on its way, the server was busy
@@ -18,11 +19,17 @@ CLIENTS=${1:-200}
 BYTES=${2:-1048576}
 RUNS=${3:-3}
 
+PEERS_TASKSET=${PEERS_TASKSET:-}
+PEERS_SERVER_TASKSET=${PEERS_SERVER_TASKSET:-}
 # shellcheck source=../tests/interop/peers.sh
 source tests/interop/peers.sh
 command -v atftp >/dev/null || { echo "atftp is not installed (peers.sh peers_install)" >&2; exit 1; }
-cargo build --release --quiet --features cli
-BIN=${CARGO_TARGET_DIR:-target}/release/tftp-proto
+# TFTP_PROTO_BIN: another build to compare (e.g. an older commit's); default: build this one.
+BIN=${TFTP_PROTO_BIN:-}
+if [ -z "$BIN" ]; then
+  cargo build --release --quiet --features cli
+  BIN=${CARGO_TARGET_DIR:-target}/release/tftp-proto
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/tftp-storm.XXXXXX")
 server_pid=
@@ -64,7 +71,8 @@ for run in $(seq "$RUNS"); do
   read -r whole wrong < <(storm "$port" "$work/ours")
   kill -TERM "$server_pid" && wait "$server_pid" 2>/dev/null || true
   server_pid=
-  rt=$(sed -n 's/.* retransmissions=\([0-9]*\) spurious=\([0-9]*\).*/\1 \2/p' "$work/ours.log" |
+  # Older builds log no spurious= field.
+  rt=$(sed -n 's/.* retransmissions=\([0-9]*\)\( spurious=\([0-9]*\)\)\{0,1\}.*/\1 \3/p' "$work/ours.log" |
     awk '{ r += $1; s += $2 } END { printf "%d (%d)", r, s }')
   echo "| tftp-proto | $run | $whole | $wrong | $rt |"
 
