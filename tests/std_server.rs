@@ -2157,3 +2157,61 @@ fn two_threads_share_the_port_and_the_downloads() {
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap().expect("both servers stop cleanly");
 }
+
+/// The session cap is one budget for all the threads: with four threads and `max_sessions` 3,
+/// three stalled sessions start wherever the kernel hands their requests (with the cap shared
+/// out, 1 per thread, two requests on one thread would be refused), the fourth request gets
+/// "Server busy", and a session that ends gives its place back.
+#[test]
+fn session_cap_is_one_budget_across_threads() {
+    let root = TempDir::new("root");
+    let content = pattern(10 * 512, 69);
+    fs::write(root.join("f.bin"), &content).unwrap();
+    let mut config = server_config(root.path(), &["127.0.0.1:0"]);
+    config.max_sessions = 3;
+    let servers = tftp_proto::adapter::server::ServerThreads::bind(&config, 4).expect("bind");
+    let addr = servers.local_addrs()[0];
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let server = std::thread::spawn(move || servers.run(&flag, |_| {}));
+    for round in 0..3 {
+        // Fresh client ports each round: the kernel spreads them over the threads anew.
+        let stalled: Vec<(UdpSocket, SocketAddr)> = (0..3)
+            .map(|_| {
+                let s = socket("127.0.0.1:0");
+                s.send_to(&rrq(b"f.bin"), addr).unwrap();
+                let (pkt, tid) = recv(&s);
+                assert!(matches!(pkt, Pkt::Data(1, _)), "round {round}: refused: {pkt:?}");
+                (s, tid)
+            })
+            .collect();
+        let fourth = socket("127.0.0.1:0");
+        fourth.send_to(&rrq(b"f.bin"), addr).unwrap();
+        let (pkt, _) = recv(&fourth);
+        assert!(
+            matches!(pkt, Pkt::Error(0, ref m) if m.contains("busy")),
+            "round {round}: {pkt:?}"
+        );
+        // The clients give up: their sessions end at once and give their places back.
+        for (s, tid) in &stalled {
+            s.send_to(b"\x00\x05\x00\x00client gone\x00", *tid).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = Client::new(addr)
+                .config(fast_fail())
+                .get(b"f.bin", Vec::new(), |_| {})
+                .map(|(got, _)| got);
+            if got.as_ref().is_ok_and(|g| *g == content) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no place came back: {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap().expect("the servers stop cleanly");
+}

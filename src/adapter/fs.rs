@@ -256,8 +256,15 @@ impl Root {
         })
     }
 
-    /// Opens `name` for a client to read. Only regular files are served.
+    /// Opens `name` for a client to read, with a 32 KiB read-ahead. Only regular files are
+    /// served.
     pub fn open_read(&self, name: &[u8]) -> Result<ServedFile, StorageError> {
+        self.open_read_with(name, 32 * 1024)
+    }
+
+    /// Opens `name` for a client to read, reading ahead `read_ahead` bytes at a time (see
+    /// [`ReadAheadFile`]). Only regular files are served.
+    pub fn open_read_with(&self, name: &[u8], read_ahead: usize) -> Result<ServedFile, StorageError> {
         let path = normalize(name)?;
         let mut opts = OpenOptions::new();
         opts.read(true);
@@ -277,7 +284,7 @@ impl Root {
                 StorageError::AccessDenied
             });
         }
-        Ok(ServedFile::Read(ReadAheadFile::new(file, 32 * 1024)))
+        Ok(ServedFile::Read(ReadAheadFile::new(file, read_ahead)))
     }
 
     /// Starts an upload of `name`: checks the policy and creates the temporary file.

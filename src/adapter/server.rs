@@ -14,7 +14,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::prelude::rust_2021::*;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::net::UdpSocket;
@@ -103,6 +104,8 @@ pub struct Server {
     rx: Vec<u8>,
     /// Wakes the loop at deadlines closer than the poll's millisecond resolution allows.
     timer: Option<PreciseTimer>,
+    /// The session limit, shared by all the threads of a [`ServerThreads`].
+    budget: Arc<SessionBudget>,
 }
 
 impl std::fmt::Debug for Server {
@@ -119,8 +122,9 @@ impl std::fmt::Debug for Server {
 ///
 /// Each thread has its own sessions, sockets and event loop: the kernel hands each request to
 /// one of them by its source address and port, and that thread serves the whole transfer. The
-/// session limit is shared out between the threads. Ports given as 0 are picked once, by the
-/// first server, and shared by the others.
+/// session limit is one budget for all the threads: a request is refused only when the whole
+/// server is at the limit, never while another thread has room. Ports given as 0 are picked
+/// once, by the first server, and shared by the others.
 #[derive(Debug)]
 pub struct ServerThreads {
     servers: Vec<Server>,
@@ -132,12 +136,12 @@ impl ServerThreads {
         let threads = threads.max(1);
         let mut config = config.clone();
         config.reuse_port |= threads > 1;
-        config.max_sessions = config.max_sessions.div_ceil(threads).max(1);
-        let first = Server::bind(&config)?;
+        let budget = Arc::new(SessionBudget::new(config.max_sessions));
+        let first = Server::bind_with(&config, Arc::clone(&budget))?;
         config.binds = first.local_addrs();
         let mut servers = vec![first];
         for _ in 1..threads {
-            servers.push(Server::bind(&config)?);
+            servers.push(Server::bind_with(&config, Arc::clone(&budget))?);
         }
         Ok(ServerThreads { servers })
     }
@@ -194,9 +198,46 @@ fn new_table(policy: ServerPolicy, engine: Config) -> Box<ServerTable<ServedFile
         .expect("table builder")
 }
 
+/// The number of sessions a server (all its threads) may have at once, and how many it has.
+#[derive(Debug)]
+struct SessionBudget {
+    live: AtomicUsize,
+    max: usize,
+}
+
+impl SessionBudget {
+    fn new(max: usize) -> Self {
+        SessionBudget {
+            live: AtomicUsize::new(0),
+            max: max.max(1),
+        }
+    }
+
+    /// Takes one session from the budget; false when it is spent.
+    fn try_take(&self) -> bool {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives one session back.
+    fn release(&self) {
+        let _ = self
+            .live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
 impl Server {
     /// Opens the root and binds every listening address.
     pub fn bind(config: &ServerConfig) -> io::Result<Server> {
+        Server::bind_with(config, Arc::new(SessionBudget::new(config.max_sessions)))
+    }
+
+    /// [`bind`](Self::bind), counting sessions against a budget shared with other servers.
+    fn bind_with(config: &ServerConfig, budget: Arc<SessionBudget>) -> io::Result<Server> {
         let root = Root::open(&config.root, config.allow_write, config.allow_overwrite)
             .map_err(|e| io::Error::new(e.kind(), format!("root {}: {e}", config.root.display())))?;
         let poll = Poll::new()?;
@@ -238,6 +279,7 @@ impl Server {
             batch: SendBatch::new(),
             rx: vec![0u8; RECV_BUFFER],
             timer,
+            budget,
         })
     }
 
@@ -347,6 +389,13 @@ impl Server {
             let datagram = &self.rx[..n];
             if let Datagram::Request(incoming) = self.table.handle_datagram(now, local, from, true, datagram)
             {
+                if !self.budget.try_take() {
+                    self.table
+                        .refuse(&incoming, ErrorCode::NotDefined, "Server busy, try again later");
+                    self.flush();
+                    continue;
+                }
+                let before = self.table.len();
                 accept_request(
                     &mut self.table,
                     &self.root,
@@ -358,6 +407,10 @@ impl Server {
                     now,
                     &incoming,
                 );
+                if self.table.len() == before {
+                    // Refused after all (no such file, out of sockets): the budget is not used.
+                    self.budget.release();
+                }
             }
             self.flush();
         }
@@ -460,6 +513,7 @@ impl Server {
     fn reap(&mut self, on_report: &mut impl FnMut(&TransferReport<()>)) {
         let now = self.clock.now();
         while let Some(report) = self.table.poll_finished(now) {
+            self.budget.release();
             let (mut report, storage) = report.into_parts();
             if let Some(mut s) = self.sessions.remove(&report.local) {
                 let _ = self.poll.registry().deregister(&mut s.socket);
@@ -547,6 +601,22 @@ fn listener_for(listeners: &[Listener], local: SocketAddr) -> Option<&Listener> 
     })
 }
 
+/// The read-ahead of a download, from the block size and window the request asks for (the
+/// policy's caps applied): four windows' worth, at least two blocks, at most 32 KiB (a block
+/// larger than that is read ahead alone). 2 KiB at blksize 512 in lock-step, so memory follows
+/// what a session needs, not a fixed 32 KiB.
+fn read_ahead(incoming: &Incoming<'_>, policy: &ServerPolicy) -> usize {
+    let block = usize::from(incoming.options.blksize.unwrap_or(512).min(policy.max_blksize));
+    let window = usize::from(
+        incoming
+            .options
+            .windowsize
+            .unwrap_or(1)
+            .min(policy.max_windowsize),
+    );
+    (block * window * 4).clamp(block * 2, 32 * 1024)
+}
+
 /// Answers a new request: resolves the file under the policy, opens the session's socket, and
 /// hands both to the table (or refuses with the matching ERROR).
 #[allow(clippy::too_many_arguments)]
@@ -566,7 +636,7 @@ fn accept_request(
         return;
     }
     let file = match incoming.kind {
-        RequestKind::Read => root.open_read(incoming.filename()),
+        RequestKind::Read => root.open_read_with(incoming.filename(), read_ahead(incoming, table.policy())),
         RequestKind::Write => root.create_upload(incoming.filename()),
     };
     let file = match file {

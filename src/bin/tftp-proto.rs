@@ -74,10 +74,10 @@ struct ServeArgs {
     #[arg(long)]
     single_port: bool,
     /// Event-loop threads (Linux): each serves the requests the kernel hands its copy of the
-    /// listening sockets (spread by client address and port), and --max-sessions is shared out
-    /// between them.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    threads: u16,
+    /// listening sockets (spread by client address and port); --max-sessions is one budget for
+    /// them all. Default: one per available CPU (1 elsewhere than Linux).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
     /// Initial retransmission timeout in seconds (adaptive afterwards).
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     timeout: f64,
@@ -157,6 +157,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// `serve`'s event loops when `--threads` is not given: one per CPU this process may use, on
+/// Linux (where the loops share the listening ports with `SO_REUSEPORT`); one elsewhere.
+fn default_threads() -> usize {
+    if cfg!(target_os = "linux") {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(256))
+    } else {
+        1
+    }
+}
+
 /// `--total-timeout`: seconds, from 0 up to an hour.
 fn total_timeout(secs: f64) -> Result<Duration, String> {
     if (0.0..=3600.0).contains(&secs) {
@@ -206,8 +216,8 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| format!("signal handler: {e}"))?;
     }
-    let servers = ServerThreads::bind(&config, usize::from(a.threads))
-        .map_err(|e| format!("cannot start server: {e}"))?;
+    let threads = a.threads.map_or_else(default_threads, usize::from);
+    let servers = ServerThreads::bind(&config, threads).map_err(|e| format!("cannot start server: {e}"))?;
     let addrs: Vec<String> = servers.local_addrs().iter().map(ToString::to_string).collect();
     eprintln!(
         "tftp-proto: serving {} on {} ({})",
@@ -226,7 +236,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             } else {
                 "one port per transfer"
             },
-            a.threads
+            threads
         );
     }
     let stderr = std::io::stderr();
