@@ -602,9 +602,9 @@ fn listener_for(listeners: &[Listener], local: SocketAddr) -> Option<&Listener> 
 }
 
 /// The read-ahead of a download, from the block size and window the request asks for (the
-/// policy's caps applied): four windows' worth, at least two blocks, at most 32 KiB (a block
-/// larger than that is read ahead alone). 2 KiB at blksize 512 in lock-step, so memory follows
-/// what a session needs, not a fixed 32 KiB.
+/// policy's caps applied): four windows' worth, from 1 KiB to 32 KiB (a block larger than
+/// that is read ahead alone, as `ReadAheadFile` does). 2 KiB at blksize 512 in lock-step, so
+/// memory follows what a session needs, not a fixed 32 KiB.
 fn read_ahead(incoming: &Incoming<'_>, policy: &ServerPolicy) -> usize {
     let block = usize::from(incoming.options.blksize.unwrap_or(512).min(policy.max_blksize));
     let window = usize::from(
@@ -614,7 +614,10 @@ fn read_ahead(incoming: &Incoming<'_>, policy: &ServerPolicy) -> usize {
             .unwrap_or(1)
             .min(policy.max_windowsize),
     );
-    (block * window * 4).clamp(block * 2, 32 * 1024)
+    block
+        .saturating_mul(window)
+        .saturating_mul(4)
+        .clamp(1024, 32 * 1024)
 }
 
 /// Answers a new request: resolves the file under the policy, opens the session's socket, and
