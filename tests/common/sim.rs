@@ -387,6 +387,9 @@ struct SenderAudit {
     deferred: u64,
     /// Whether the first DATA of the current drain was allowed: the rest of its run is too.
     run_allowed: bool,
+    /// A timer fired and nothing left (the pacing held back what it decided, e.g. a tail-loss
+    /// probe): the probe may leave on a later wake-up.
+    deferred_probe: bool,
 }
 
 /// One end of a transfer: the [`Transfer`], its address, everything it sent, its events, and the
@@ -581,6 +584,9 @@ impl<'a, S: Storage> Side<'a, S> {
         if self.sending && first_data && restarts {
             self.audit.deferred = self.audit.acked + 1;
         }
+        if self.sending && first_data && trigger == Trigger::Timeout {
+            self.audit.deferred_probe = true;
+        }
         while let Some(ev) = self.transfer.poll_event() {
             if let Some(prev) = &self.final_event {
                 self.violation(format!("event {ev:?} after the final event {prev:?}"));
@@ -607,8 +613,12 @@ impl<'a, S: Storage> Side<'a, S> {
         let acked = self.audit.acked;
         let index = unwrap_block(acked + 1, block, self.rollover_to_one());
         let continues = first && index == self.audit.last_sent + 1 && index > acked + 1;
-        // A timer may resend the last block sent alone (a tail-loss probe).
-        let tail_probe = first && *trigger == Trigger::Timeout && index == self.audit.last_sent;
+        // A timer may resend the last block sent alone (a tail-loss probe), also on a later
+        // wake-up when the pacing held it back.
+        let tail_probe = first
+            && (*trigger == Trigger::Timeout || self.audit.deferred_probe)
+            && index == self.audit.last_sent;
+        self.audit.deferred_probe = false;
         let repeat_restart = first
             && index == acked + 1
             && self.audit.repeat_restart != acked + 1
@@ -622,6 +632,7 @@ impl<'a, S: Storage> Side<'a, S> {
         let allowed = continues
             || repeat_restart
             || deferred
+            || tail_probe
             || (!first && self.audit.run_allowed)
             || match trigger {
                 Trigger::Start | Trigger::Timeout => true,
