@@ -77,22 +77,29 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or(Options::NONE);
     if let Ok(oack) = OptionList::parse(oack_raw) {
         if let Ok(p) = client_accept_oack(kind, &asked, &oack) {
+            let got = Options::parse_strict(&oack).expect("accepted an invalid OACK");
             for o in oack.iter() {
                 let name = OptionName::from_name(o.name).expect("accepted an unknown option");
-                assert!(asked.has(name), "accepted unrequested {name}");
+                // Unrequested, an option may only restate its default (blksize 512, windowsize 1).
+                let restates_default = match name {
+                    OptionName::Blksize => got.blksize == Some(DEFAULT_BLKSIZE),
+                    OptionName::Windowsize => got.windowsize == Some(1),
+                    _ => false,
+                };
+                assert!(asked.has(name) || restates_default, "accepted unrequested {name}");
             }
-            let got = Options::parse_strict(&oack).expect("accepted an invalid OACK");
             // A value in the OACK is never above the request; an omitted one takes its default
             // (512 even after asking for less: RFC 2347 says unacknowledged options do not apply).
             assert_eq!(p.blksize, got.blksize.unwrap_or(DEFAULT_BLKSIZE));
             assert!(
-                got.blksize.is_none_or(|g| asked.blksize.is_some_and(|b| g <= b)),
+                got.blksize
+                    .is_none_or(|g| asked.blksize.map_or(g == DEFAULT_BLKSIZE, |b| g <= b)),
                 "blksize raised"
             );
             assert_eq!(p.windowsize, got.windowsize.unwrap_or(1));
             assert!(
                 got.windowsize
-                    .is_none_or(|g| asked.windowsize.is_some_and(|w| g <= w)),
+                    .is_none_or(|g| asked.windowsize.map_or(g == 1, |w| g <= w)),
                 "windowsize raised"
             );
             assert!(p.blksize >= MIN_BLKSIZE && p.windowsize >= 1);

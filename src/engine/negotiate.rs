@@ -235,9 +235,11 @@ pub fn client_accept_oack(
     for raw in oack.iter() {
         match OptionName::from_name(raw.name) {
             None => return Err(OackError::Unrequested(None)),
-            // An unrequested option that only restates the protocol default changes nothing.
-            Some(n) if !requested.has(n) && is_default_value(n, raw.value) => {}
-            Some(n) if !requested.has(n) => return Err(OackError::Unrequested(Some(n))),
+            // An unrequested option that only restates the protocol default changes nothing: it
+            // is checked like the others (a repeat is invalid) and applies its default.
+            Some(n) if !requested.has(n) && !is_default_value(n, raw.value) => {
+                return Err(OackError::Unrequested(Some(n)))
+            }
             Some(n) if invalid.is_none() => {
                 let slot = &mut got[n as usize];
                 match n.decode_strict(slot.is_some(), raw.value) {
