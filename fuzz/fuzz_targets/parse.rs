@@ -14,7 +14,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tftp_proto::options::{MAX_BLKSIZE, MIN_BLKSIZE, MIN_TIMEOUT, MIN_WINDOWSIZE};
-use tftp_proto::{EncodeError, OptionList, OptionName, Options, Packet};
+use tftp_proto::{EncodeError, OptionList, OptionName, Options, Packet, Request};
 
 /// Byte the too-short buffer is filled with, to see whether a failed encode wrote anything.
 const SENTINEL: u8 = 0xA5;
@@ -36,7 +36,19 @@ fuzz_target!(|data: &[u8]| {
         "encode wrote {n} bytes but encoded_len() said {len}; packet {pkt:?}"
     );
     let again = Packet::parse(&buf[..n]).expect("re-encoded packet does not parse");
-    assert_eq!(again, pkt, "parse(encode(p)) != p");
+    // An option left without a value at the end of a request is ignored, never encoded.
+    let expected = match pkt {
+        Packet::Rrq(r) => Packet::Rrq(Request {
+            ignored_option: b"",
+            ..r
+        }),
+        Packet::Wrq(r) => Packet::Wrq(Request {
+            ignored_option: b"",
+            ..r
+        }),
+        other => other,
+    };
+    assert_eq!(again, expected, "parse(encode(p)) != p");
     assert_eq!(again.encoded_len(), len);
 
     match pkt {
