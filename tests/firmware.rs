@@ -566,30 +566,33 @@ fn ipxe_case(lab: &Lab, machine: &[&str], what: &str) -> String {
     line
 }
 
-#[test]
-fn ipxe_bios_chains_a_script_and_fetches_32_mib() {
-    let image = content(IMAGE_LEN, 1);
+/// An iPXE boot on `machine` chaining [`IPXE_SCRIPT`], against each server.
+fn ipxe_test(test: &str, label: &str, seed: u64, machine: &[&str]) {
+    let image = content(IMAGE_LEN, seed);
     let files: &[(&str, &[u8])] = &[("boot.ipxe", IPXE_SCRIPT.as_bytes()), ("image.bin", &image)];
-    each_server("ipxe_bios", "boot.ipxe", files, |lab| {
-        ipxe_case(
-            lab,
-            &["-device", "e1000,netdev=n0", "-boot", "n"],
-            &format!("iPXE BIOS from {}", lab.kind.name()),
-        )
+    each_server(test, "boot.ipxe", files, |lab| {
+        ipxe_case(lab, machine, &format!("{label} from {}", lab.kind.name()))
     });
 }
 
 #[test]
+fn ipxe_bios_chains_a_script_and_fetches_32_mib() {
+    ipxe_test(
+        "ipxe_bios",
+        "iPXE BIOS",
+        1,
+        &["-device", "e1000,netdev=n0", "-boot", "n"],
+    );
+}
+
+#[test]
 fn ipxe_uefi_chains_a_script_and_fetches_32_mib() {
-    let image = content(IMAGE_LEN, 2);
-    let files: &[(&str, &[u8])] = &[("boot.ipxe", IPXE_SCRIPT.as_bytes()), ("image.bin", &image)];
-    each_server("ipxe_uefi", "boot.ipxe", files, |lab| {
-        ipxe_case(
-            lab,
-            &["-bios", OVMF, "-device", "e1000,netdev=n0"],
-            &format!("iPXE UEFI from {}", lab.kind.name()),
-        )
-    });
+    ipxe_test(
+        "ipxe_uefi",
+        "iPXE UEFI",
+        2,
+        &["-bios", OVMF, "-device", "e1000,netdev=n0"],
+    );
 }
 
 /// U-Boot over its serial console: `dhcp`, then `tftpboot` of the image with U-Boot's default

@@ -42,6 +42,8 @@ pub(crate) struct Pacer {
     window_start: Option<Instant>,
     /// The current window follows a timeout: its ACK is no delay sample.
     after_timeout: bool,
+    /// The current window's tail was probed: its ACK is no delay sample, nor a whole window.
+    probed: bool,
 }
 
 impl Pacer {
@@ -100,13 +102,11 @@ impl Pacer {
     /// on a path whose bare round trip is `base_rtt_us`.
     /// `max_wait_us` (a retransmission interval) bounds the time a measurement may count (a
     /// receiver that only answered on its own timer says nothing about its speed) and the time
-    /// a paced window may take. `timed`: the ACK answers a tail-loss probe, so a timer of ours
-    /// fired before it.
+    /// a paced window may take.
     ///
-    /// An ACK that came after one of our timers fired (a timeout, or `timed`) is no delay
-    /// sample: the receiver's timer may have fired too, and it may answer either. A short
+    /// An ACK that came after one of our timers fired (a timeout, or a tail-loss probe) is no
+    /// delay sample: the receiver's timer may have fired too, and it may answer either. A short
     /// window then paces at one block per bare round trip (lock-step's pace) instead.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_ack(
         &mut self,
         now: Instant,
@@ -115,10 +115,10 @@ impl Pacer {
         windowsize: u16,
         base_rtt_us: u64,
         max_wait_us: u64,
-        timed: bool,
     ) {
         let start = self.window_start.take();
         let after_timeout = core::mem::take(&mut self.after_timeout);
+        let timed = core::mem::take(&mut self.probed);
         let start = start.filter(|_| !after_timeout && !timed);
         if windowsize <= 1 {
             return;
@@ -170,9 +170,16 @@ impl Pacer {
 }
 
 impl Pacer {
+    /// A tail-loss probe left: the window's ACK answers a timer of ours.
+    pub(crate) fn on_probe(&mut self) {
+        self.probed = true;
+    }
+
     /// Our retransmission timer fired: the next window's ACK is not measured. A paced sender's bursts also halve: the receiver took none of the last one.
     pub(crate) fn on_timeout(&mut self) {
         self.after_timeout = true;
+        // The window restarts: a probe of the old one no longer concerns it.
+        self.probed = false;
         if self.interval_us != 0 {
             self.burst = (self.burst / 2).max(1);
         }
@@ -188,6 +195,7 @@ impl Pacer {
     /// `max_wait_us` (a retransmission interval) bounds the time a paced window may take.
     pub(crate) fn on_stall(&mut self, now: Instant, windowsize: u16, base_rtt_us: u64, max_wait_us: u64) {
         self.window_start = None;
+        self.probed = false;
         if windowsize <= 1 {
             return;
         }
@@ -224,7 +232,7 @@ mod tests {
                 assert!(p.may_send(at(w * 1000 + b)));
                 p.on_send(at(w * 1000 + b), b == 0);
             }
-            p.on_ack(at(w * 1000 + 500), 16, 16, 16, 0, 1_000_000, false);
+            p.on_ack(at(w * 1000 + 500), 16, 16, 16, 0, 1_000_000);
             assert!(!p.is_pacing());
             assert_eq!(p.resume_at(), None);
         }
@@ -237,7 +245,7 @@ mod tests {
             p.on_send(at(b), b == 0);
         }
         // Only 8 of 64 got through, in 800 µs: one block per 100 µs, bursts of 4.
-        p.on_ack(at(800), 8, 64, 64, 0, 1_000_000, false);
+        p.on_ack(at(800), 8, 64, 64, 0, 1_000_000);
         assert!(p.is_pacing());
         for _ in 0..4 {
             assert!(p.may_send(at(800)));
@@ -259,7 +267,7 @@ mod tests {
         let mut windows = 0;
         while p.is_pacing() {
             p.on_send(at(20_000), true);
-            p.on_ack(at(20_100), 64, 64, 64, 0, 1_000_000, false);
+            p.on_ack(at(20_100), 64, 64, 64, 0, 1_000_000);
             windows += 1;
             assert!(windows < 100, "the pace recovers");
         }
@@ -273,7 +281,7 @@ mod tests {
         // took no time of its own, so blocks are spaced by the minimum.
         let mut p = Pacer::default();
         p.on_send(at(0), true);
-        p.on_ack(at(100_500), 4, 16, 16, 100_000, 1_000_000, false);
+        p.on_ack(at(100_500), 4, 16, 16, 100_000, 1_000_000);
         assert!(p.is_pacing());
         for _ in 0..2 {
             assert!(p.may_send(at(200_000)));
@@ -287,7 +295,7 @@ mod tests {
         let mut p = Pacer::default();
         p.on_send(at(0), true);
         // 10 s for one block: a window of 8 is spread over the 50 ms bound at most.
-        p.on_ack(at(10_000_000), 1, 8, 8, 0, 50_000, false);
+        p.on_ack(at(10_000_000), 1, 8, 8, 0, 50_000);
         assert!(p.is_pacing());
         assert!(p.may_send(at(20_000_000)));
         p.on_send(at(20_000_000), true);
@@ -295,7 +303,7 @@ mod tests {
 
         let mut q = Pacer::default();
         q.on_send(at(0), true);
-        q.on_ack(at(100), 0, 1, 1, 0, 50_000, false);
+        q.on_ack(at(100), 0, 1, 1, 0, 50_000);
         assert!(!q.is_pacing());
     }
 }

@@ -664,6 +664,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             s.next = s.next.saturating_sub(1).max(s.acked + 1);
             s.probe = None;
             s.probe_sent = Some(now);
+            s.pace.on_probe();
             let resent = s.next;
             if self.retries == 0 {
                 self.stats.retransmissions += 1;
@@ -1088,17 +1089,9 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                 let max_wait = self.rto.current_micros();
                 let windowsize = self.params.windowsize;
                 let base_rtt = self.rto.min_rtt_micros();
-                let s = self.snd_mut();
-                let probed = s.tail_probe == TailProbe::Spent;
-                s.pace.on_ack(
-                    now,
-                    j - before,
-                    sent - before,
-                    windowsize,
-                    base_rtt,
-                    max_wait,
-                    probed,
-                );
+                self.snd_mut()
+                    .pace
+                    .on_ack(now, j - before, sent - before, windowsize, base_rtt, max_wait);
                 self.start_window(now);
                 true
             }
