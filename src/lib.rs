@@ -25,6 +25,9 @@
 #[macro_use]
 extern crate std;
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
 #[cfg(feature = "std")]
 pub mod adapter;
 pub mod boot;

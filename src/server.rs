@@ -1,21 +1,42 @@
-//! The server table: a fixed-capacity (heapless, `no_std`) set of server transfers that routes
-//! each datagram to its session and hands each new request to the application as an
+//! The server table: the set of server transfers of a server, over storage the caller picks (a
+//! fixed array in `no_std`, a growable `Vec` with the `alloc` feature; see [`SlotStorage`]). It
+//! routes each datagram to its session and hands each new request to the application as an
 //! [`Incoming`] to accept with any storage or refuse with an ERROR.
 //!
-//! The table knows sessions by `(local address, peer address)`. With one port per transfer (RFC
-//! 1350) the local address is the transfer's own socket; in single-port mode it is the listening
-//! address, and the peer address alone tells transfers apart. A request repeated by the same
-//! client port while its session lives is dropped, not served twice; a *different* request from
-//! that port means the client has moved on (UEFI's size probe ends its first session with
-//! ERROR 8, and its next request may be read before that ERROR): the old session ends quietly and
-//! the new request is handed over. When the table is full, new
-//! requests get an ERROR, so a flood of requests costs bounded memory. Finished transfers come
-//! out of [`ServerTable::poll_finished`] with their stats and their storage (so an upload can be
+//! Sessions are named by [`SessionHandle`]s: [`ServerTable::accept`] returns one, and a datagram
+//! that arrived on a session's own socket (one port per transfer, RFC 1350) is routed by it in
+//! O(1) with [`ServerTable::handle_session_datagram`]. Datagrams on a listening socket (new
+//! requests, and every datagram in single-port mode, where the peer address alone tells
+//! transfers apart) are routed by a hash index of peer addresses, and the next deadline comes
+//! from a heap of deadlines: no operation visits every session.
+//!
+//! A request repeated by the same client port while its session lives is dropped, not served
+//! twice; a *different* request from that port means the client has moved on (UEFI's size
+//! probe ends its first session with ERROR 8, and its next request may be read before that
+//! ERROR): the old session ends quietly and the new request is handed over.
+//!
+//! **Admission.** At the session limit, a new request displaces the oldest session whose peer
+//! has never answered (no ACK or DATA from it: a spoofed request, a client gone); a session
+//! whose peer has answered is never displaced. A flood of spoofed requests therefore costs
+//! bounded memory and cannot keep a real client out; only when every session has an answering
+//! peer is a request refused with ERROR 0. Finished transfers come out of
+//! [`ServerTable::poll_finished`] with their stats and their storage (so an upload can be
 //! committed or discarded).
+//!
+//! A driver's loop: feed each datagram; on a request, collect finished transfers
+//! ([`poll_finished`](ServerTable::poll_finished), which frees slots) and then accept or
+//! refuse; send everything [`poll_transmit`](ServerTable::poll_transmit) gives; give the
+//! storages their [`idle`](ServerTable::idle) turn; wait for the next datagram or
+//! [`poll_timeout`](ServerTable::poll_timeout), then [`handle_timeout`](ServerTable::handle_timeout).
 
 use core::net::SocketAddr;
 
 use heapless::{Deque, Vec};
+
+mod slots;
+
+use slots::{bucket_of, done_link, peer_hash, ready_link, sent_link, AgeList, DeadlineHeap, Fifo, NIL};
+pub use slots::{SessionHandle, Slot, SlotStorage};
 
 use crate::engine::{Config, ServerPolicy, Stats, Transfer, TransferError, TransferParams};
 use crate::error_code::ErrorCode;
@@ -78,9 +99,13 @@ pub struct ServerTransmit {
     pub destination: SocketAddr,
     /// Bytes at the start of the buffer to send.
     pub len: usize,
+    /// The session it belongs to (`None` for a refusal or a stray ERROR sent from a listening
+    /// address). A driver with a socket per session sends from that session's socket.
+    pub session: Option<SessionHandle>,
 }
 
-/// [`ServerTable::accept`] could not start a session because every slot is taken; the client
+/// [`ServerTable::accept`] could not start a session: the table is at its session limit and
+/// every session's peer has answered (none may be displaced), or no slot is free; the client
 /// was sent an ERROR and the storage is handed back (so, e.g., an upload's temporary file can
 /// be removed).
 #[derive(Debug)]
@@ -94,6 +119,9 @@ pub enum TransferResult {
     Completed(u64),
     /// The client declined our OACK with ERROR 8 (a size probe): ended quietly.
     Declined,
+    /// Ended to make room for a new request while the table was full: the peer had never
+    /// answered (it got ERROR 0).
+    Displaced,
     /// Failed.
     Failed(TransferError),
 }
@@ -108,6 +136,9 @@ impl TransferResult {
 /// The record of a finished transfer, for logs and metrics, with its storage.
 #[derive(Debug)]
 pub struct TransferReport<S> {
+    /// The session's handle (now stale: its slot is free). A driver with per-session data
+    /// (a socket) releases it here.
+    pub session: SessionHandle,
     /// The client.
     pub peer: SocketAddr,
     /// The local address the transfer used.
@@ -135,6 +166,7 @@ impl<S> TransferReport<S> {
     /// Separates the storage from the record.
     pub fn into_parts(self) -> (TransferReport<()>, S) {
         let TransferReport {
+            session,
             peer,
             local,
             kind,
@@ -147,6 +179,7 @@ impl<S> TransferReport<S> {
             storage,
         } = self;
         let report = TransferReport {
+            session,
             peer,
             local,
             kind,
@@ -162,7 +195,8 @@ impl<S> TransferReport<S> {
     }
 }
 
-struct Session<S> {
+/// One transfer in the table, with what the table needs to route, report and schedule it.
+pub(crate) struct Session<S> {
     transfer: Transfer<'static, S>,
     local: SocketAddr,
     kind: RequestKind,
@@ -170,12 +204,19 @@ struct Session<S> {
     ignored_option: Vec<u8, REPORT_OPTION_LEN>,
     /// Fingerprint of the request that started it, to tell a repeat from a new request.
     request: u64,
-    /// Ended by a new request from its peer: sends nothing more, waits for `poll_finished`.
+    /// The peer's hash in the peer index.
+    hash: u64,
+    /// In the peer index and counted in the table's `live`: not ended yet.
+    indexed: bool,
+    /// In the list of sessions whose peer has not answered.
+    young: bool,
+    /// Ended by the table (a new request from its peer, or displaced): sends nothing more,
+    /// waits for `poll_finished`.
     superseded: bool,
-    queued: bool,
+    /// Ended to make room (reported as [`TransferResult::Displaced`]).
+    displaced: bool,
+    /// In the finished queue (or the evicted holder): reported once.
     reported: bool,
-    /// Listed in `sent`: its storage's idle work is due.
-    idle_due: bool,
 }
 
 impl<S: Storage> Session<S> {
@@ -211,6 +252,8 @@ struct Reply {
     to: SocketAddr,
     code: ErrorCode,
     text: heapless::String<REPLY_TEXT_LEN>,
+    /// The session it comes from, if any (a displaced session's ERROR).
+    session: Option<SessionHandle>,
 }
 
 /// Writes `bytes` for a person to read in an ERROR text: printable ASCII as is, anything else
@@ -269,56 +312,122 @@ fn parse_refusal_text(e: &ParseError) -> heapless::String<REPLY_TEXT_LEN> {
 /// next session's turn.
 pub const BURST: u16 = 64;
 
-/// A fixed-capacity table of up to `N` server transfers.
-pub struct ServerTable<S, const N: usize> {
-    slots: Vec<Option<Session<S>>, N>,
+/// A table over a fixed array of `N` slots, built inline (`no_std`, no allocation).
+pub type ArrayTable<S, const N: usize> = ServerTable<S, [Slot<S>; N]>;
+
+/// A table over a `Vec` that grows as sessions arrive, up to the session limit.
+#[cfg(feature = "alloc")]
+pub type VecTable<S> = ServerTable<S, alloc::vec::Vec<Slot<S>>>;
+
+/// The ERROR text a displaced session's peer gets.
+const DISPLACED_TEXT: &str = "Server busy: session ended for a newer request (no answer from you)";
+
+/// The server transfers of a server, in slots `T` (see [`SlotStorage`]).
+pub struct ServerTable<S, T: SlotStorage<S>> {
+    slots: T,
+    /// Slots handed out at least once; those from here on were never used.
+    used: u32,
+    /// Freed slots (through their `done_next` link).
+    free: Fifo,
+    /// Sessions not ended (in the peer index).
     live: usize,
     limit: usize,
     /// Sessions that may have something to send.
-    ready: Deque<u16, N>,
+    ready: Fifo,
+    /// Finished sessions waiting for `poll_finished`.
+    done: Fifo,
+    /// Sessions that sent since the last [`idle`](Self::idle).
+    sent: Fifo,
+    /// Sessions whose peer has not answered, oldest first.
+    young: AgeList,
+    /// Deadlines.
+    heap: DeadlineHeap,
+    /// A displaced session moved out of its slot (when no other slot was free for the request
+    /// that displaced it), waiting for `poll_finished`.
+    evicted: Option<(SessionHandle, Session<S>)>,
     /// Immediate replies not tied to a session (refusals, ERROR 5).
     replies: Deque<Reply, 8>,
-    /// Finished sessions waiting for `poll_finished`.
-    done: Deque<u16, N>,
-    /// Sessions that sent since the last [`idle`](Self::idle).
-    sent: Deque<u16, N>,
     /// Datagrams the session at the front of `ready` sent in a row (see [`BURST`]).
     streak: u16,
+    /// Key of the peer-index hash.
+    seed: u64,
     policy: ServerPolicy,
     config: Config,
 }
 
-impl<S: Storage, const N: usize> ServerTable<S, N> {
-    /// An empty table serving with `policy` and `config`.
-    pub fn new(policy: ServerPolicy, config: Config) -> Self {
-        assert!(N <= u16::MAX as usize, "ServerTable capacity must fit in u16");
+impl<S: Storage, const N: usize> ServerTable<S, [Slot<S>; N]> {
+    /// An empty table of `N` slots serving with `policy` and `config`.
+    pub const fn new(policy: ServerPolicy, config: Config) -> Self {
+        Self::with_slots([Slot::EMPTY; N], policy, config)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<S: Storage> ServerTable<S, alloc::vec::Vec<Slot<S>>> {
+    /// An empty table whose slots are allocated as sessions arrive (up to the session limit;
+    /// set one with [`set_session_limit`](Self::set_session_limit)).
+    pub const fn growable(policy: ServerPolicy, config: Config) -> Self {
+        Self::with_slots(alloc::vec::Vec::new(), policy, config)
+    }
+}
+
+impl<S: Storage, T: SlotStorage<S>> ServerTable<S, T> {
+    /// An empty table in `slots` (every slot must be empty, e.g. [`Slot::EMPTY`]), serving
+    /// with `policy` and `config`. The session limit starts at the storage's
+    /// [`max_len`](SlotStorage::max_len).
+    pub const fn with_slots(slots: T, policy: ServerPolicy, config: Config) -> Self {
         ServerTable {
-            slots: Vec::new(),
+            slots,
+            used: 0,
+            free: Fifo::EMPTY,
             live: 0,
-            limit: N,
-            ready: Deque::new(),
+            limit: usize::MAX,
+            ready: Fifo::EMPTY,
+            done: Fifo::EMPTY,
+            sent: Fifo::EMPTY,
+            young: AgeList::EMPTY,
+            heap: DeadlineHeap::EMPTY,
+            evicted: None,
             replies: Deque::new(),
-            done: Deque::new(),
-            sent: Deque::new(),
             streak: 0,
+            seed: 0,
             policy,
             config,
         }
     }
 
-    /// Lowers the number of concurrent sessions below the capacity `N` (a runtime cap).
+    /// Caps the number of concurrent sessions (at most the storage's slots, for fixed
+    /// storage). At the cap, a request displaces the oldest session whose peer never answered.
     pub fn set_session_limit(&mut self, limit: usize) {
-        self.limit = limit.min(N);
+        self.limit = limit;
     }
 
-    /// Sessions in progress.
+    /// The session limit in force.
+    pub fn session_limit(&self) -> usize {
+        self.limit.min(self.slots.max_len())
+    }
+
+    /// Keys the peer index's hash (a random seed keeps an attacker from choosing source
+    /// addresses that share one chain). Set it before the first session.
+    pub fn set_hash_seed(&mut self, seed: u64) {
+        self.seed = seed;
+        self.rehash();
+    }
+
+    /// Slots in the storage now (a growable storage has more later).
+    pub fn capacity(&self) -> usize {
+        self.slots.slots().len()
+    }
+
+    /// Sessions in progress (not ended; ended ones waiting for `poll_finished` do not count).
     pub fn len(&self) -> usize {
         self.live
     }
 
-    /// Whether a new session would be refused.
+    /// Whether the table is at its session limit: a new request is then served only by
+    /// displacing a session whose peer never answered.
     pub fn is_full(&self) -> bool {
-        self.live >= self.limit
+        self.live >= self.session_limit()
     }
 
     /// Whether no session is in progress.
@@ -326,30 +435,175 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
         self.live == 0
     }
 
+    /// Sessions in progress whose peer has not answered yet: the ones a request at the limit
+    /// may displace.
+    pub fn unanswered(&self) -> usize {
+        self.young.len()
+    }
+
+    /// Whether finished transfers wait for [`poll_finished`](Self::poll_finished).
+    pub fn has_finished(&self) -> bool {
+        !self.done.is_empty() || self.evicted.is_some()
+    }
+
     /// The policy new sessions negotiate with.
     pub fn policy(&self) -> &ServerPolicy {
         &self.policy
     }
 
-    /// The live session of `peer` on `local`. A finished session waiting for `poll_finished`
-    /// no longer counts: the peer may already have started a new one (the UEFI size probe ends
-    /// its first session with ERROR 8 and sends the next request at once).
-    fn find(&self, local: SocketAddr, peer: SocketAddr) -> Option<usize> {
-        self.slots.iter().position(|s| {
-            s.as_ref()
-                .is_some_and(|s| s.transfer.peer() == peer && s.local == local && s.is_live())
-        })
+    fn handle_of(&self, i: u32) -> SessionHandle {
+        SessionHandle {
+            index: i,
+            generation: self.slots.slots()[i as usize].links.generation,
+        }
     }
 
-    fn mark_ready(&mut self, i: usize) {
-        if let Some(Some(s)) = self.slots.get_mut(i) {
-            if !s.queued && self.ready.push_back(i as u16).is_ok() {
-                s.queued = true;
+    /// The slot of `handle`'s session, if it is still in the table.
+    fn resolve(&self, handle: SessionHandle) -> Option<u32> {
+        let slot = self.slots.slots().get(handle.index as usize)?;
+        (slot.links.generation == handle.generation && slot.session.is_some()).then_some(handle.index)
+    }
+
+    /// The live session of `peer` on `local` (`None` for `local` means any local address).
+    /// Ended sessions waiting for `poll_finished` are not in the index: the peer may already
+    /// have started a new one (the UEFI size probe ends its first session with ERROR 8 and
+    /// sends the next request at once).
+    fn find(&self, local: Option<SocketAddr>, peer: SocketAddr) -> Option<u32> {
+        let slots = self.slots.slots();
+        if slots.is_empty() {
+            return None;
+        }
+        let mut i = slots[bucket_of(peer_hash(self.seed, &peer), slots.len())]
+            .links
+            .bucket;
+        while i != NIL {
+            let slot = &slots[i as usize];
+            if let Some(s) = &slot.session {
+                if s.transfer.peer() == peer && local.is_none_or(|l| l == s.local) {
+                    return Some(i);
+                }
+            }
+            i = slot.links.peer_next;
+        }
+        None
+    }
+
+    fn index_insert(&mut self, i: u32) {
+        let slots = self.slots.slots_mut();
+        let len = slots.len();
+        let Some(s) = &slots[i as usize].session else {
+            return;
+        };
+        let b = bucket_of(s.hash, len);
+        slots[i as usize].links.peer_next = slots[b].links.bucket;
+        slots[b].links.bucket = i;
+    }
+
+    fn index_remove(&mut self, i: u32) {
+        let slots = self.slots.slots_mut();
+        let len = slots.len();
+        let Some(s) = &slots[i as usize].session else {
+            return;
+        };
+        let b = bucket_of(s.hash, len);
+        let next = slots[i as usize].links.peer_next;
+        slots[i as usize].links.peer_next = NIL;
+        if slots[b].links.bucket == i {
+            slots[b].links.bucket = next;
+            return;
+        }
+        let mut at = slots[b].links.bucket;
+        while at != NIL {
+            let after = slots[at as usize].links.peer_next;
+            if after == i {
+                slots[at as usize].links.peer_next = next;
+                return;
+            }
+            at = after;
+        }
+    }
+
+    /// Rebuilds the peer index (after the slot count or the seed changed).
+    fn rehash(&mut self) {
+        let seed = self.seed;
+        for slot in self.slots.slots_mut().iter_mut() {
+            slot.links.bucket = NIL;
+            slot.links.peer_next = NIL;
+            if let Some(s) = slot.session.as_mut() {
+                s.hash = peer_hash(seed, &s.transfer.peer());
+            }
+        }
+        for i in 0..self.used {
+            if self.slots.slots()[i as usize]
+                .session
+                .as_ref()
+                .is_some_and(|s| s.indexed)
+            {
+                self.index_insert(i);
             }
         }
     }
 
+    fn mark_ready(&mut self, i: u32) {
+        let slots = self.slots.slots_mut();
+        if slots[i as usize].session.is_some() && !slots[i as usize].links.queued {
+            slots[i as usize].links.queued = true;
+            self.ready.push_back(slots, ready_link, i);
+        }
+    }
+
+    /// Brings session `i`'s place in the table's structures up to date after its transfer
+    /// was fed or polled: leaves the index (and the live count) when it ended, the young list
+    /// when its peer answered, moves its deadline, and queues it as finished once it has
+    /// nothing more to send.
+    fn refresh(&mut self, i: u32) {
+        let slots = self.slots.slots_mut();
+        let Some(s) = slots[i as usize].session.as_mut() else {
+            return;
+        };
+        let live = s.is_live();
+        let leave_young = s.young && (!live || s.transfer.peer_answered());
+        let leave_index = s.indexed && !live;
+        let due = if s.superseded {
+            None
+        } else {
+            s.transfer.poll_timeout()
+        };
+        let finished = !s.reported && (s.superseded || s.transfer.is_finished());
+        if leave_young {
+            s.young = false;
+        }
+        if leave_index {
+            s.indexed = false;
+        }
+        if finished {
+            s.reported = true;
+        }
+        if leave_young {
+            self.young.remove(slots, i);
+        }
+        self.heap.set(slots, i, due);
+        if finished {
+            self.done.push_back(slots, done_link, i);
+        }
+        if leave_index {
+            self.index_remove(i);
+            self.live -= 1;
+        }
+    }
+
     fn reply(&mut self, local: SocketAddr, to: SocketAddr, code: ErrorCode, message: &str) {
+        self.reply_from(local, to, code, message, None);
+    }
+
+    fn reply_from(
+        &mut self,
+        local: SocketAddr,
+        to: SocketAddr,
+        code: ErrorCode,
+        message: &str,
+        session: Option<SessionHandle>,
+    ) {
         let mut text = heapless::String::new();
         // Cut at a character boundary when too long (callers' texts are shorter).
         for c in message.chars() {
@@ -357,7 +611,7 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
                 break;
             }
         }
-        self.reply_text(local, to, code, text);
+        self.reply_text(local, to, code, text, session);
     }
 
     fn reply_text(
@@ -366,6 +620,7 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
         to: SocketAddr,
         code: ErrorCode,
         text: heapless::String<REPLY_TEXT_LEN>,
+        session: Option<SessionHandle>,
     ) {
         // When the reply queue is full the datagram is dropped: replies are best effort.
         let _ = self.replies.push_back(Reply {
@@ -373,15 +628,20 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
             to,
             code,
             text,
+            session,
         });
     }
 
     /// Feeds a datagram that arrived on `local` from `from`.
     ///
-    /// `listening` says whether `local` is a listening address (where requests are accepted);
-    /// datagrams for sessions are routed by `(local, from)` either way. Requests sent to a
-    /// broadcast or multicast address are ignored (RFC 1123). Datagrams from source port 0 are
-    /// dropped: nothing can be sent back to that port, so they would only hold a session.
+    /// `listening` says whether `local` is a listening address (where requests are accepted).
+    /// Datagrams for sessions are routed by `(local, from)` through the peer index either way;
+    /// a driver with one socket per session should route what arrives there with
+    /// [`handle_session_datagram`](Self::handle_session_datagram) instead (this method finds
+    /// the session of a non-listening `local` that hears from a stranger by a scan). Requests
+    /// sent to a broadcast or multicast address are ignored (RFC 1123). Datagrams from source
+    /// port 0 are dropped: nothing can be sent back to that port, so they would only hold a
+    /// session.
     pub fn handle_datagram<'d>(
         &mut self,
         now: Instant,
@@ -398,28 +658,21 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
         if listening && is_broadcast(local) {
             return Datagram::Handled;
         }
-        if let Some(i) = self.find(local, from) {
-            if let Some(Some(s)) = self.slots.get_mut(i) {
-                s.transfer.handle_datagram(now, from, datagram);
+        if let Some(i) = self.find(Some(local), from) {
+            self.deliver(now, i, from, datagram);
+            return Datagram::Handled;
+        }
+        if !listening {
+            // A session socket hearing from a stranger: that session answers ERROR 5 itself.
+            let stranger_of = self.slots.slots()[..self.used as usize]
+                .iter()
+                .position(|s| s.session.as_ref().is_some_and(|s| s.local == local));
+            if let Some(i) = stranger_of {
+                self.deliver(now, i as u32, from, datagram);
             }
-            self.mark_ready(i);
             return Datagram::Handled;
         }
         let parsed = Packet::parse(datagram);
-        if !listening {
-            // A session socket hearing from a stranger: that session answers ERROR 5 itself.
-            if let Some(i) = self
-                .slots
-                .iter()
-                .position(|s| s.as_ref().is_some_and(|s| s.local == local))
-            {
-                if let Some(Some(s)) = self.slots.get_mut(i) {
-                    s.transfer.handle_datagram(now, from, datagram);
-                }
-                self.mark_ready(i);
-            }
-            return Datagram::Handled;
-        }
         match parsed {
             Ok(Packet::Rrq(request)) | Ok(Packet::Wrq(request)) => {
                 let kind = if matches!(parsed, Ok(Packet::Rrq(_))) {
@@ -430,28 +683,22 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
                 // The mode is checked before anything else, so an unknown mode is reported as
                 // such whatever the file (and nothing is looked up for it).
                 if let Some(text) = mode_refusal_text(request.mode) {
-                    self.reply_text(local, from, ErrorCode::IllegalOperation, text);
+                    self.reply_text(local, from, ErrorCode::IllegalOperation, text, None);
                     return Datagram::Handled;
                 }
                 let fingerprint = request_fingerprint(kind, &request);
-                let live = self.slots.iter().position(|s| {
-                    s.as_ref()
-                        .is_some_and(|s| s.transfer.peer() == from && s.is_live())
-                });
-                if let Some(s) = live.and_then(|i| self.slots[i].as_mut()) {
-                    if s.request == fingerprint {
-                        // A repeat of the request whose session is alive (on its own port).
-                        return Datagram::Handled;
-                    }
-                    // The client has moved on: end its old session quietly (an ERROR from it
-                    // could be taken for the answer to the new request).
-                    s.superseded = true;
-                    if !s.reported {
-                        s.reported = true;
-                        if let Some(i) = live {
-                            let _ = self.done.push_back(i as u16);
+                if let Some(i) = self.find(None, from) {
+                    let slots = self.slots.slots_mut();
+                    if let Some(s) = slots[i as usize].session.as_mut() {
+                        if s.request == fingerprint {
+                            // A repeat of the request whose session is alive (on its own port).
+                            return Datagram::Handled;
                         }
+                        // The client has moved on: end its old session quietly (an ERROR from
+                        // it could be taken for the answer to the new request).
+                        s.superseded = true;
                     }
+                    self.refresh(i);
                 }
                 Datagram::Request(Incoming {
                     peer: from,
@@ -474,21 +721,58 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
             // endpoints could otherwise bounce ERRORs between them forever.
             Err(_) if datagram.get(..2) == Some(&[0, 5]) => Datagram::Handled,
             Err(e) => {
-                self.reply_text(local, from, ErrorCode::IllegalOperation, parse_refusal_text(&e));
+                self.reply_text(
+                    local,
+                    from,
+                    ErrorCode::IllegalOperation,
+                    parse_refusal_text(&e),
+                    None,
+                );
                 Datagram::Handled
             }
         }
     }
 
+    /// Feeds a datagram that arrived from `from` on the socket of `session` (one port per
+    /// transfer): routed in O(1). A stranger (another address or port) is answered ERROR 5 by
+    /// the session; a stale handle (the session was collected) drops the datagram.
+    pub fn handle_session_datagram(
+        &mut self,
+        now: Instant,
+        session: SessionHandle,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) {
+        if from.port() == 0 {
+            return;
+        }
+        if let Some(i) = self.resolve(session) {
+            self.deliver(now, i, from, datagram);
+        }
+    }
+
+    fn deliver(&mut self, now: Instant, i: u32, from: SocketAddr, datagram: &[u8]) {
+        let slot = &mut self.slots.slots_mut()[i as usize];
+        match slot.session.as_mut() {
+            Some(s) if !s.superseded => s.transfer.handle_datagram(now, from, datagram),
+            _ => return,
+        }
+        self.refresh(i);
+        self.mark_ready(i);
+    }
+
     /// Starts serving `incoming` with `storage`, from the local address `tid` (a new socket for
-    /// one-port-per-transfer, or `incoming.local` in single-port mode).
+    /// one-port-per-transfer, or `incoming.local` in single-port mode). At the session limit,
+    /// the oldest session whose peer never answered is displaced to make room (collect
+    /// finished transfers first, so its slot is free); if there is none, the client gets
+    /// ERROR 0 and the storage comes back in [`Full`].
     pub fn accept(
         &mut self,
         now: Instant,
         incoming: &Incoming<'_>,
         storage: S,
         tid: SocketAddr,
-    ) -> Result<(), Full<S>> {
+    ) -> Result<SessionHandle, Full<S>> {
         let policy = self.policy;
         self.accept_with(now, incoming, storage, tid, &policy)
     }
@@ -501,11 +785,48 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
         storage: S,
         tid: SocketAddr,
         policy: &ServerPolicy,
-    ) -> Result<(), Full<S>> {
-        if self.is_full() {
-            self.refuse(incoming, ErrorCode::NotDefined, "Server busy, try again later");
-            return Err(Full(storage));
-        }
+    ) -> Result<SessionHandle, Full<S>> {
+        let victim = if self.is_full() {
+            match self.displace() {
+                Some(v) => Some(v),
+                None => {
+                    self.refuse(incoming, ErrorCode::NotDefined, "Server busy, try again later");
+                    return Err(Full(storage));
+                }
+            }
+        } else {
+            None
+        };
+        let i = match (self.take_free(), victim) {
+            (Some(i), victim) => {
+                if let Some(v) = victim {
+                    self.finish_displaced(v);
+                }
+                i
+            }
+            (None, Some(v)) if self.evicted.is_none() => {
+                // No other slot: the displaced session waits outside the slots for
+                // `poll_finished`, and its slot serves the new request.
+                let handle = self.handle_of(v);
+                let slots = self.slots.slots_mut();
+                let session = slots[v as usize].session.take();
+                if let Some(s) = &session {
+                    let (local, to) = (s.local, s.transfer.peer());
+                    self.reply_from(local, to, ErrorCode::NotDefined, DISPLACED_TEXT, None);
+                }
+                self.evicted = session.map(|s| (handle, s));
+                let links = &mut self.slots.slots_mut()[v as usize].links;
+                links.generation = links.generation.wrapping_add(1);
+                v
+            }
+            (None, victim) => {
+                if let Some(v) = victim {
+                    self.finish_displaced(v);
+                }
+                self.refuse(incoming, ErrorCode::NotDefined, "Server busy, try again later");
+                return Err(Full(storage));
+            }
+        };
         let transfer = Transfer::server(
             now,
             incoming.peer,
@@ -528,28 +849,77 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
             filename,
             ignored_option,
             request: request_fingerprint(incoming.kind, &incoming.request),
+            hash: peer_hash(self.seed, &incoming.peer),
+            indexed: true,
+            young: true,
             superseded: false,
-            queued: false,
+            displaced: false,
             reported: false,
-            idle_due: false,
         };
-        let i = match self.slots.iter().position(Option::is_none) {
-            Some(i) => {
-                self.slots[i] = Some(session);
-                i
-            }
-            None => match self.slots.push(Some(session)) {
-                Ok(()) => self.slots.len() - 1,
-                Err(session) => {
-                    self.refuse(incoming, ErrorCode::NotDefined, "Server busy, try again later");
-                    let storage = session.map(|s| s.transfer.into_storage());
-                    return Err(Full(storage.expect("the rejected slot holds the session")));
-                }
-            },
-        };
+        self.slots.slots_mut()[i as usize].session = Some(session);
         self.live += 1;
+        self.index_insert(i);
+        self.young.push_back(self.slots.slots_mut(), i);
+        self.refresh(i);
         self.mark_ready(i);
-        Ok(())
+        Ok(self.handle_of(i))
+    }
+
+    /// A free slot: a freed one, a never-used one, or one the storage grows by.
+    fn take_free(&mut self) -> Option<u32> {
+        if let Some(i) = self.free.pop_front(self.slots.slots_mut(), done_link) {
+            return Some(i);
+        }
+        if self.used as usize >= self.slots.slots().len() {
+            // Room for the sessions allowed and as many ended ones waiting to be collected.
+            let max = self.session_limit().saturating_mul(2).saturating_add(16);
+            if !self.slots.grow(max) {
+                return None;
+            }
+            self.rehash();
+        }
+        self.used += 1;
+        Some(self.used - 1)
+    }
+
+    /// Ends the oldest session whose peer never answered, if any, to make room: it sends
+    /// nothing more and leaves the index; the caller queues it as finished (or evicts it).
+    fn displace(&mut self) -> Option<u32> {
+        let v = self.young.front()?;
+        if let Some(s) = self.slots.slots_mut()[v as usize].session.as_mut() {
+            s.superseded = true;
+            s.displaced = true;
+            // Queued as finished by the caller.
+            s.reported = true;
+        }
+        self.refresh(v);
+        Some(v)
+    }
+
+    /// Sends a displaced session's peer its ERROR and queues the session as finished.
+    fn finish_displaced(&mut self, v: u32) {
+        let handle = self.handle_of(v);
+        let slots = self.slots.slots_mut();
+        let Some(s) = slots[v as usize].session.as_ref() else {
+            return;
+        };
+        let (local, to) = (s.local, s.transfer.peer());
+        self.done.push_back(slots, done_link, v);
+        self.reply_from(local, to, ErrorCode::NotDefined, DISPLACED_TEXT, Some(handle));
+    }
+
+    /// Makes room for one more session under a limit kept outside the table (a budget shared
+    /// by several tables): ends the oldest session whose peer never answered, as a full table
+    /// does on its own. Its peer gets ERROR 0 and its report comes out of
+    /// [`poll_finished`](Self::poll_finished). Whether there was one.
+    pub fn displace_unanswered(&mut self) -> bool {
+        match self.displace() {
+            Some(v) => {
+                self.finish_displaced(v);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Refuses `incoming` with an ERROR sent from the address it arrived on.
@@ -557,30 +927,33 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
         self.reply(incoming.local, incoming.peer, code, message);
     }
 
-    /// Feeds a timer tick to every session whose deadline has come.
+    /// Feeds a timer tick to every session whose deadline has come (taken from the deadline
+    /// heap: sessions not due are not visited).
     pub fn handle_timeout(&mut self, now: Instant) {
-        for i in 0..self.slots.len() {
-            let due = match &self.slots[i] {
-                Some(s) => !s.superseded && s.transfer.poll_timeout().is_some_and(|t| t <= now),
-                None => false,
-            };
-            if due {
-                if let Some(s) = self.slots[i].as_mut() {
-                    s.transfer.handle_timeout(now);
+        // Take the due sessions out first, so each is handled once even if it is due again.
+        let mut due = Fifo::EMPTY;
+        loop {
+            let slots = self.slots.slots_mut();
+            match self.heap.peek(slots) {
+                Some((i, at)) if at <= now => {
+                    self.heap.set(slots, i, None);
+                    due.push_back(slots, slots::due_link, i);
                 }
-                self.mark_ready(i);
+                _ => break,
             }
+        }
+        while let Some(i) = due.pop_front(self.slots.slots_mut(), slots::due_link) {
+            if let Some(s) = self.slots.slots_mut()[i as usize].session.as_mut() {
+                s.transfer.handle_timeout(now);
+            }
+            self.refresh(i);
+            self.mark_ready(i);
         }
     }
 
     /// The earliest deadline of any session.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.slots
-            .iter()
-            .flatten()
-            .filter(|s| !s.superseded)
-            .filter_map(|s| s.transfer.poll_timeout())
-            .min()
+        self.heap.peek(self.slots.slots()).map(|(_, at)| at)
     }
 
     /// The next datagram to send, written into `buf`, with the local address to send it from.
@@ -594,45 +967,52 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
                 local: r.local,
                 destination: r.to,
                 len,
+                session: r.session,
             });
         }
-        while let Some(i) = self.ready.pop_front() {
-            let i = usize::from(i);
-            let Some(Some(s)) = self.slots.get_mut(i) else {
+        while let Some(i) = self.ready.pop_front(self.slots.slots_mut(), ready_link) {
+            let handle = self.handle_of(i);
+            let slot = &mut self.slots.slots_mut()[i as usize];
+            slot.links.queued = false;
+            let Some(s) = slot.session.as_mut() else {
                 continue;
             };
-            s.queued = false;
             if s.superseded {
                 continue;
             }
             // Drain the session's events: the table reports outcomes itself.
             while s.transfer.poll_event().is_some() {}
-            if let Some(tx) = s.transfer.poll_transmit(now, buf) {
-                let out = ServerTransmit {
-                    local: s.local,
-                    destination: tx.destination,
-                    len: tx.len,
-                };
-                if !s.idle_due && self.sent.push_back(i as u16).is_ok() {
-                    s.idle_due = true;
-                }
-                // Keep the turn for up to BURST datagrams (a window goes out in one run, which
-                // a transport can send with one system call), then go to the back of the line.
-                self.streak += 1;
-                if self.streak < BURST && self.ready.push_front(i as u16).is_ok() {
-                    s.queued = true;
-                } else {
-                    self.streak = 0;
-                    self.mark_ready(i);
-                }
-                return Some(out);
-            }
-            self.streak = 0;
+            let sent = s.transfer.poll_transmit(now, buf);
             while s.transfer.poll_event().is_some() {}
-            if s.transfer.is_finished() && !s.reported {
-                s.reported = true;
-                let _ = self.done.push_back(i as u16);
+            let local = s.local;
+            let Some(tx) = sent else {
+                self.streak = 0;
+                self.refresh(i);
+                continue;
+            };
+            let slots = self.slots.slots_mut();
+            if !slots[i as usize].links.idle_due {
+                slots[i as usize].links.idle_due = true;
+                self.sent.push_back(slots, sent_link, i);
             }
+            self.refresh(i);
+            // Keep the turn for up to BURST datagrams (a window goes out in one run, which a
+            // transport can send with one system call), then go to the back of the line.
+            self.streak += 1;
+            if self.streak < BURST {
+                let slots = self.slots.slots_mut();
+                slots[i as usize].links.queued = true;
+                self.ready.push_front(slots, ready_link, i);
+            } else {
+                self.streak = 0;
+                self.mark_ready(i);
+            }
+            return Some(ServerTransmit {
+                local,
+                destination: tx.destination,
+                len: tx.len,
+                session: Some(handle),
+            });
         }
         None
     }
@@ -642,30 +1022,43 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
     /// Call it after the datagrams from [`poll_transmit`](Self::poll_transmit) are on their
     /// way and before waiting for input, so that work overlaps the round trip.
     pub fn idle(&mut self) {
-        while let Some(i) = self.sent.pop_front() {
-            if let Some(Some(s)) = self.slots.get_mut(usize::from(i)) {
-                s.idle_due = false;
+        while let Some(i) = self.sent.pop_front(self.slots.slots_mut(), sent_link) {
+            let slot = &mut self.slots.slots_mut()[i as usize];
+            slot.links.idle_due = false;
+            if let Some(s) = slot.session.as_mut() {
                 s.transfer.storage_mut().idle();
             }
         }
     }
 
-    /// The next finished transfer, removed from the table.
+    /// The next finished transfer, removed from the table (its slot is free again).
     pub fn poll_finished(&mut self, now: Instant) -> Option<TransferReport<S>> {
-        let s = loop {
-            let i = usize::from(self.done.pop_front()?);
-            if let Some(s) = self.slots.get_mut(i).and_then(Option::take) {
-                break s;
+        let (handle, s) = match self.evicted.take() {
+            Some(e) => e,
+            None => loop {
+                let i = self.done.pop_front(self.slots.slots_mut(), done_link)?;
+                let handle = self.handle_of(i);
+                let slots = self.slots.slots_mut();
+                if let Some(s) = slots[i as usize].session.take() {
+                    let links = &mut slots[i as usize].links;
+                    links.generation = links.generation.wrapping_add(1);
+                    self.free.push_front(slots, done_link, i);
+                    break (handle, s);
+                }
+            },
+        };
+        let result = if s.displaced {
+            TransferResult::Displaced
+        } else {
+            match s.transfer.outcome() {
+                Some(Ok(bytes)) if bytes == 0 && s.transfer.declined() => TransferResult::Declined,
+                Some(Ok(bytes)) => TransferResult::Completed(bytes),
+                Some(Err(e)) => TransferResult::Failed(e.clone()),
+                None => TransferResult::Failed(TransferError::Aborted),
             }
         };
-        self.live -= 1;
-        let result = match s.transfer.outcome() {
-            Some(Ok(bytes)) if bytes == 0 && is_declined(&s.transfer) => TransferResult::Declined,
-            Some(Ok(bytes)) => TransferResult::Completed(bytes),
-            Some(Err(e)) => TransferResult::Failed(e.clone()),
-            None => TransferResult::Failed(TransferError::Aborted),
-        };
-        let report = TransferReport {
+        Some(TransferReport {
+            session: handle,
             peer: s.transfer.peer(),
             local: s.local,
             kind: s.kind,
@@ -676,28 +1069,57 @@ impl<S: Storage, const N: usize> ServerTable<S, N> {
             ended: now,
             result,
             storage: s.transfer.into_storage(),
+        })
+    }
+
+    /// Aborts `session` (its peer gets an ERROR with `code` and `message`); false for a stale
+    /// handle or a session already ended.
+    pub fn abort(&mut self, session: SessionHandle, code: ErrorCode, message: &'static str) -> bool {
+        let Some(i) = self.resolve(session) else {
+            return false;
         };
-        Some(report)
+        match self.slots.slots_mut()[i as usize].session.as_mut() {
+            Some(s) if s.is_live() => s.transfer.abort(code, message),
+            _ => return false,
+        }
+        self.refresh(i);
+        self.mark_ready(i);
+        true
     }
 
     /// Aborts every session (sending each peer an ERROR), e.g. at shutdown.
     pub fn abort_all(&mut self, code: ErrorCode, message: &'static str) {
-        for i in 0..self.slots.len() {
-            if let Some(s) = self.slots[i].as_mut() {
-                s.transfer.abort(code, message);
-                self.mark_ready(i);
+        for i in 0..self.used {
+            let Some(s) = self.slots.slots_mut()[i as usize].session.as_mut() else {
+                continue;
+            };
+            if s.superseded {
+                continue;
             }
+            s.transfer.abort(code, message);
+            self.refresh(i);
+            self.mark_ready(i);
         }
     }
 
-    /// Local addresses of live sessions (so a transport can close sockets no longer used).
+    /// Local addresses of the sessions in the table (so a transport can close sockets no
+    /// longer used).
     pub fn session_locals(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.slots.iter().flatten().map(|s| s.local)
+        self.slots
+            .slots()
+            .iter()
+            .filter_map(|s| s.session.as_ref().map(|s| s.local))
     }
 }
 
-fn is_declined<S: Storage>(t: &Transfer<'static, S>) -> bool {
-    t.declined()
+impl<S, T: SlotStorage<S>> core::fmt::Debug for ServerTable<S, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ServerTable")
+            .field("sessions", &self.live)
+            .field("limit", &self.limit)
+            .field("slots", &self.slots.slots().len())
+            .finish()
+    }
 }
 
 fn is_broadcast(local: SocketAddr) -> bool {
@@ -708,250 +1130,4 @@ fn is_broadcast(local: SocketAddr) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::options::OptionList;
-    use crate::wire::{encode_ack, encode_request};
-
-    const FILE: &[u8] = &[7u8; 1000];
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    fn rrq<'b>(buf: &'b mut [u8], options: &Options) -> &'b [u8] {
-        let n = encode_request(
-            buf,
-            RequestKind::Read,
-            b"boot.efi",
-            Mode::Octet,
-            options,
-            OptionList::EMPTY,
-        )
-        .unwrap();
-        &buf[..n]
-    }
-
-    /// A file that counts the idle calls it gets (in a cell the test keeps).
-    #[derive(Debug)]
-    struct Idling<'c> {
-        idles: &'c core::cell::Cell<u32>,
-    }
-
-    impl Storage for Idling<'_> {
-        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, crate::storage::StorageError> {
-            let mut file: &[u8] = FILE;
-            file.read_at(offset, buf)
-        }
-        fn idle(&mut self) {
-            self.idles.set(self.idles.get() + 1);
-        }
-    }
-
-    /// `idle` reaches the storage of each session that sent since the last call, once, and no
-    /// other: a session that only waits costs nothing.
-    #[test]
-    fn idle_reaches_the_sessions_that_sent_once_each() {
-        let counts = [core::cell::Cell::new(0), core::cell::Cell::new(0)];
-        let mut table: ServerTable<Idling<'_>, 4> =
-            ServerTable::new(ServerPolicy::default(), Config::default());
-        let now = Instant::ZERO;
-        let listen = addr("10.0.0.1:69");
-        let peers = [addr("10.0.0.2:40000"), addr("10.0.0.3:40000")];
-        let tids = [addr("10.0.0.1:50000"), addr("10.0.0.1:50001")];
-        let mut buf = [0u8; 600];
-        // The first peer asks for windows of four 64-byte blocks.
-        let windowed = Options {
-            blksize: Some(64),
-            windowsize: Some(4),
-            ..Options::NONE
-        };
-        for k in 0..2 {
-            let mut req = [0u8; 512];
-            let plain = rrq(&mut req, if k == 0 { &windowed } else { &Options::NONE });
-            let Datagram::Request(incoming) = table.handle_datagram(now, listen, peers[k], true, plain)
-            else {
-                panic!("a request");
-            };
-            table
-                .accept(now, &incoming, Idling { idles: &counts[k] }, tids[k])
-                .unwrap();
-        }
-        assert_eq!(counts.each_ref().map(|c| c.get()), [0, 0], "nothing sent yet");
-        let mut sent = 0;
-        while table.poll_transmit(now, &mut buf).is_some() {
-            sent += 1;
-        }
-        assert_eq!(sent, 2, "an OACK and a DATA 1");
-        table.idle();
-        assert_eq!(counts.each_ref().map(|c| c.get()), [1, 1]);
-        table.idle();
-        assert_eq!(counts.each_ref().map(|c| c.get()), [1, 1], "nothing sent since");
-
-        let mut ack = [0u8; 4];
-        encode_ack(&mut ack, 0).unwrap();
-        let _ = table.handle_datagram(now, tids[0], peers[0], false, &ack);
-        for block in 1..=4 {
-            let tx = table.poll_transmit(now, &mut buf).unwrap();
-            assert!(matches!(Packet::parse(&buf[..tx.len]), Ok(Packet::Data { block: b, .. }) if b == block));
-        }
-        assert!(table.poll_transmit(now, &mut buf).is_none());
-        table.idle();
-        assert_eq!(
-            counts.each_ref().map(|c| c.get()),
-            [2, 1],
-            "once for a window of four, and only for the session that sent"
-        );
-    }
-
-    /// UEFI's size probe: RRQ with tsize, OACK, ERROR 8, then at once a plain RRQ from the same
-    /// port, before the application collected the finished probe. The new request is served and
-    /// its datagrams reach it, not the finished session; a repeat of it is dropped.
-    #[test]
-    fn request_right_after_a_declined_probe_is_served() {
-        for single_port in [false, true] {
-            let mut table: ServerTable<&'static [u8], 4> =
-                ServerTable::new(ServerPolicy::default(), Config::default());
-            let now = Instant::ZERO;
-            let listen = addr("10.0.0.1:69");
-            let client = addr("10.0.0.2:40000");
-            let tids = if single_port {
-                [listen, listen]
-            } else {
-                [addr("10.0.0.1:50000"), addr("10.0.0.1:50001")]
-            };
-            let mut buf = [0u8; 600];
-            let mut req = [0u8; 512];
-            let probe = rrq(
-                &mut req,
-                &Options {
-                    tsize: Some(0),
-                    ..Options::NONE
-                },
-            );
-            let Datagram::Request(incoming) = table.handle_datagram(now, listen, client, true, probe) else {
-                panic!("the probe is a request");
-            };
-            table.accept(now, &incoming, FILE, tids[0]).unwrap();
-            let tx = table.poll_transmit(now, &mut buf).unwrap();
-            assert!(matches!(Packet::parse(&buf[..tx.len]), Ok(Packet::Oack { .. })));
-            assert!(table.poll_transmit(now, &mut buf).is_none());
-
-            let mut err = [0u8; 32];
-            let n = encode_error_lossy(&mut err, ErrorCode::OptionNegotiation, b"tsize only").unwrap();
-            let _ = table.handle_datagram(now, tids[0], client, single_port, &err[..n]);
-            assert!(table.poll_transmit(now, &mut buf).is_none());
-
-            let mut req = [0u8; 512];
-            let plain = rrq(&mut req, &Options::NONE);
-            let Datagram::Request(incoming) = table.handle_datagram(now, listen, client, true, plain) else {
-                panic!("the new request was dropped (single port {single_port})");
-            };
-            table.accept(now, &incoming, FILE, tids[1]).unwrap();
-            let tx = table.poll_transmit(now, &mut buf).unwrap();
-            assert_eq!(tx.local, tids[1]);
-            assert!(matches!(
-                Packet::parse(&buf[..tx.len]),
-                Ok(Packet::Data { block: 1, .. })
-            ));
-            assert!(table.poll_transmit(now, &mut buf).is_none());
-
-            assert!(matches!(
-                table.handle_datagram(now, listen, client, true, plain),
-                Datagram::Handled
-            ));
-            let mut ack = [0u8; 4];
-            encode_ack(&mut ack, 1).unwrap();
-            let _ = table.handle_datagram(now, tids[1], client, single_port, &ack);
-            let tx = table.poll_transmit(now, &mut buf).unwrap();
-            assert!(matches!(
-                Packet::parse(&buf[..tx.len]),
-                Ok(Packet::Data { block: 2, .. })
-            ));
-
-            let report = table.poll_finished(now).expect("the probe's report");
-            assert_eq!(report.result, TransferResult::Declined);
-            assert_eq!(table.len(), 1);
-        }
-    }
-
-    /// The new request overtakes the ERROR 8 that ends the probe (read first from the listening
-    /// socket): the probe's session ends quietly and the new request is served.
-    #[test]
-    fn different_request_from_a_live_sessions_port_supersedes_it() {
-        let mut table: ServerTable<&'static [u8], 4> =
-            ServerTable::new(ServerPolicy::default(), Config::default());
-        let mut now = Instant::ZERO;
-        let listen = addr("10.0.0.1:69");
-        let client = addr("10.0.0.2:40000");
-        let (old, new) = (addr("10.0.0.1:50000"), addr("10.0.0.1:50001"));
-        let mut buf = [0u8; 600];
-        let mut req = [0u8; 512];
-        let probe = rrq(
-            &mut req,
-            &Options {
-                tsize: Some(0),
-                ..Options::NONE
-            },
-        );
-        let Datagram::Request(incoming) = table.handle_datagram(now, listen, client, true, probe) else {
-            panic!("the probe is a request");
-        };
-        table.accept(now, &incoming, FILE, old).unwrap();
-        while table.poll_transmit(now, &mut buf).is_some() {}
-        // The same request again is a retransmission: dropped.
-        assert!(matches!(
-            table.handle_datagram(now, listen, client, true, probe),
-            Datagram::Handled
-        ));
-        let mut req = [0u8; 512];
-        let plain = rrq(&mut req, &Options::NONE);
-        let Datagram::Request(incoming) = table.handle_datagram(now, listen, client, true, plain) else {
-            panic!("the new request was dropped");
-        };
-        table.accept(now, &incoming, FILE, new).unwrap();
-        let tx = table.poll_transmit(now, &mut buf).unwrap();
-        assert_eq!(tx.local, new);
-        assert!(matches!(
-            Packet::parse(&buf[..tx.len]),
-            Ok(Packet::Data { block: 1, .. })
-        ));
-        assert!(
-            table.poll_transmit(now, &mut buf).is_none(),
-            "nothing from the old session"
-        );
-        let report = table.poll_finished(now).expect("the old session's report");
-        assert_eq!(report.local, old);
-        assert!(!report.result.is_success());
-        assert_eq!(table.len(), 1);
-        // The late ERROR 8 to the old port changes nothing for the new session.
-        let mut err = [0u8; 32];
-        let n = encode_error_lossy(&mut err, ErrorCode::OptionNegotiation, b"tsize only").unwrap();
-        let _ = table.handle_datagram(now, old, client, false, &err[..n]);
-        now = table.poll_timeout().unwrap();
-        table.handle_timeout(now);
-        let tx = table.poll_transmit(now, &mut buf).unwrap();
-        assert_eq!(tx.local, new, "the new session retransmits");
-        assert!(matches!(
-            Packet::parse(&buf[..tx.len]),
-            Ok(Packet::Data { block: 1, .. })
-        ));
-    }
-
-    #[test]
-    fn datagrams_from_port_zero_are_dropped() {
-        let mut table: ServerTable<&'static [u8], 4> =
-            ServerTable::new(ServerPolicy::default(), Config::default());
-        let mut req = [0u8; 512];
-        let r = rrq(&mut req, &Options::NONE);
-        let d = table.handle_datagram(Instant::ZERO, addr("10.0.0.1:69"), addr("10.0.0.2:0"), true, r);
-        assert!(matches!(d, Datagram::Handled));
-        let mut ack = [0u8; 4];
-        encode_ack(&mut ack, 1).unwrap();
-        let _ = table.handle_datagram(Instant::ZERO, addr("10.0.0.1:69"), addr("10.0.0.2:0"), true, &ack);
-        assert!(
-            table.poll_transmit(Instant::ZERO, &mut [0u8; 600]).is_none(),
-            "no ERROR 5 to port 0"
-        );
-    }
-}
+mod tests;

@@ -21,7 +21,7 @@ use tftp_proto::engine::{
     ClientRequest, Config, Event, OackError, ProtocolError, ServerPolicy, Transfer, TransferError,
     TransferMode,
 };
-use tftp_proto::server::{Datagram, ServerTable, TransferResult, REPORT_NAME_LEN};
+use tftp_proto::server::{ArrayTable, Datagram, TransferReport, TransferResult, REPORT_NAME_LEN};
 use tftp_proto::storage::{Storage, StorageError};
 use tftp_proto::{ErrorCode, Instant, OptionList, Options, Packet, RequestKind};
 
@@ -44,20 +44,31 @@ type Out = (SocketAddr, SocketAddr, Vec<u8>);
 /// A `ServerTable` with a clock, handing out a new TID per accepted session, checking the
 /// standing rules on every call.
 struct Rig<S, const N: usize> {
-    table: ServerTable<S, N>,
+    table: ArrayTable<S, N>,
     now: Instant,
     next_port: u16,
     buf: Vec<u8>,
+    /// Finished transfers collected before an accept (the driver's order: a full table's
+    /// displaced session frees its slot when collected), handed out first by `poll_finished`.
+    collected: std::collections::VecDeque<TransferReport<S>>,
 }
 
 impl<S: Storage, const N: usize> Rig<S, N> {
     fn new(policy: ServerPolicy, config: Config) -> Self {
         Rig {
-            table: ServerTable::new(policy, config),
+            table: ArrayTable::new(policy, config),
             now: Instant::ZERO,
             next_port: 50000,
             buf: vec![0; 65536],
+            collected: Default::default(),
         }
+    }
+
+    /// The next finished transfer: one collected before an accept, else the table's.
+    fn poll_finished(&mut self) -> Option<TransferReport<S>> {
+        self.collected
+            .pop_front()
+            .or_else(|| self.table.poll_finished(self.now))
     }
 
     /// Feeds `bytes` from `from` to `local`; a request is accepted with `storage` at a new TID.
@@ -73,6 +84,9 @@ impl<S: Storage, const N: usize> Rig<S, N> {
         let now = self.now;
         let was_request = match self.table.handle_datagram(now, local, from, listening, bytes) {
             Datagram::Request(incoming) => {
+                while let Some(r) = self.table.poll_finished(now) {
+                    self.collected.push_back(r);
+                }
                 let tid = SocketAddr::new(local.ip(), self.next_port);
                 self.next_port = self.next_port.wrapping_add(1).max(50000);
                 let _ = self.table.accept(now, &incoming, storage(), tid);
@@ -210,7 +224,7 @@ fn short_error_packets_to_the_listening_address_and_to_a_session() {
         [(_, common::Pkt::Data { block: 6, len: 3 })]
     ));
     let _ = rig.deliver(tid, addr(PEER), false, &ack(6), || unreachable!());
-    let r = rig.table.poll_finished(rig.now).expect("finished");
+    let r = rig.poll_finished().expect("finished");
     assert_eq!(r.result, TransferResult::Completed(content.len() as u64));
 }
 
@@ -232,7 +246,7 @@ fn error_text_without_nul_and_longer_than_any_buffer_end_the_session() {
         assert!(out.is_empty(), "an ERROR from a stranger is not answered");
         let (_, out) = rig.deliver(tid, addr(PEER), false, &d, || unreachable!());
         assert!(out.is_empty());
-        let r = rig.table.poll_finished(rig.now).expect("ended");
+        let r = rig.poll_finished().expect("ended");
         match r.result {
             TransferResult::Failed(TransferError::Peer(p)) => {
                 assert_eq!((p.code.as_u16(), p.message()), (code, &message[..]))
@@ -324,7 +338,7 @@ fn a_500_byte_filename_is_a_request_like_any_other() {
     assert!(matches!(&decode(&out)[..], [(_, common::Pkt::Ack { block: 1 })]));
     let r = rig.expire_all();
     assert!(r.is_empty(), "{r:?}");
-    let report = rig.table.poll_finished(rig.now).unwrap();
+    let report = rig.poll_finished().unwrap();
     assert_eq!(report.filename.len(), REPORT_NAME_LEN);
     assert!(report.result.is_success());
 }
@@ -404,7 +418,7 @@ fn blksize_8_with_every_option_the_oack_fits() {
     }
     assert_eq!(got, content);
     let _ = rig.deliver(tid, addr(PEER), false, &ack(13), || unreachable!());
-    assert!(rig.table.poll_finished(rig.now).unwrap().result.is_success());
+    assert!(rig.poll_finished().unwrap().result.is_success());
 }
 
 // ---- an OACK that omits blksize after the client asked for a small one -----------------------------
@@ -452,7 +466,7 @@ fn upload_data_longer_than_blksize_is_error_4() {
         let tid = out[0].0;
         let (_, out) = rig.deliver(tid, addr(PEER), false, &data(1, &vec![7; len]), || unreachable!());
         assert_eq!(codes(&out), [4], "{options:?}/{len}");
-        let r = rig.table.poll_finished(rig.now).unwrap();
+        let r = rig.poll_finished().unwrap();
         assert_eq!(
             r.result,
             TransferResult::Failed(TransferError::Protocol(ProtocolError::DataTooLong))
@@ -682,7 +696,7 @@ fn table_transfer<const N: usize>(
             if client.is_finished() && rig.table.is_empty() {
                 return client;
             }
-            while rig.table.poll_finished(rig.now).is_some() {}
+            while rig.poll_finished().is_some() {}
             let next = [client.poll_timeout(), rig.table.poll_timeout()]
                 .into_iter()
                 .flatten()
@@ -764,7 +778,7 @@ fn more_than_131072_blocks_through_the_table() {
         while let Some(tx) = client.poll_transmit(rig.now, &mut buf) {
             pending.push((tx.destination, buf[..tx.len].to_vec()));
         }
-        while let Some(r) = rig.table.poll_finished(rig.now) {
+        while let Some(r) = rig.poll_finished() {
             stored = Some((r.result.clone(), r.storage));
         }
         if pending.is_empty() {
@@ -799,66 +813,204 @@ fn more_than_131072_blocks_through_the_table() {
 
 // ---- floods of spoofed requests -------------------------------------------------------------------
 
-/// 10 000 requests from distinct spoofed sources (never acknowledged) into a table of 8: at most
-/// 8 sessions at any time, one immediate datagram per request, every session expires and is
-/// reported exactly once, and a real client is served afterwards.
+/// A spoofed request of the flood tests: distinct sources, mixed kinds and options.
+fn spoofed(i: u32) -> (SocketAddr, Vec<u8>) {
+    let from = SocketAddr::new(
+        std::net::Ipv4Addr::from(0x0a00_0000 + (i % 5000) + 2).into(),
+        1024 + (i / 5000) as u16,
+    );
+    let d = match i % 4 {
+        0 => rrq("f"),
+        1 => request(
+            RequestKind::Read,
+            "f",
+            "octet",
+            &[("blksize", "65464"), ("windowsize", "64")],
+        ),
+        2 => request(RequestKind::Write, "w", "octet", &[("tsize", "99999999999")]),
+        _ => request(RequestKind::Read, "f", "netascii", &[("tsize", "0")]),
+    };
+    (from, d)
+}
+
+/// 10 000 requests from distinct spoofed sources (never acknowledged) into a table of 8, and a
+/// real client arriving in the middle of the flood: at most 8 sessions at any time; every
+/// request is served at once by displacing the oldest session whose peer never answered (that
+/// peer gets one ERROR 0, the new one its first datagram: two datagrams at most, nothing
+/// else); the real client is served at its first request, is never displaced once it answered,
+/// and completes its download while the flood goes on; every session is reported exactly once.
 #[test]
-fn request_flood_is_bounded_by_the_table_capacity() {
+fn request_flood_displaces_unanswered_sessions_and_a_real_client_is_served() {
     let mut rig: Rig<&'static [u8], 8> = Rig::new(ServerPolicy::default(), Config::default());
     rig.buf = vec![0; 600];
-    let content = leak(file(5000));
+    let content = leak(file(20 * 512 + 7));
+    let real = addr(PEER);
     let mut accepted = 0usize;
-    let mut refused = 0usize;
+    let mut displaced = 0usize;
     let mut reported = std::collections::BTreeMap::new();
+    // The real client's TID and the next block it expects.
+    let mut real_tid: Option<SocketAddr> = None;
+    let mut real_next = 1u16;
+    let mut real_got = Vec::new();
     for i in 0..10_000u32 {
-        let from = SocketAddr::new(
-            std::net::Ipv4Addr::from(0x0a00_0000 + (i % 5000) + 2).into(),
-            1024 + (i / 5000) as u16,
-        );
-        let d = match i % 4 {
-            0 => rrq("f"),
-            1 => request(
-                RequestKind::Read,
-                "f",
-                "octet",
-                &[("blksize", "65464"), ("windowsize", "64")],
-            ),
-            2 => request(RequestKind::Write, "w", "octet", &[("tsize", "99999999999")]),
-            _ => request(RequestKind::Read, "f", "netascii", &[("tsize", "0")]),
-        };
+        let (from, d) = spoofed(i);
         rig.now += Duration::from_micros(100);
         let before = rig.table.len();
-        let (req, out) = rig.deliver(addr(LISTEN), from, true, &d, || content);
+        let (req, mut out) = rig.deliver(addr(LISTEN), from, true, &d, || content);
         assert!(req);
-        assert!(out.len() <= 1, "{} datagrams for one request", out.len());
-        assert!(out.iter().all(|(_, to, _)| *to == from));
-        if rig.table.len() > before {
-            accepted += 1;
-        } else {
-            refused += 1;
-            assert_eq!(codes(&out), [0], "busy");
+        assert!(rig.table.len() <= 8, "{} sessions", rig.table.len());
+        assert!(
+            out.len() <= 2,
+            "{} datagrams for one request: {:?}",
+            out.len(),
+            decode(&out)
+        );
+        assert!(
+            out.iter().any(|(_, to, _)| *to == from),
+            "request {i} was not answered: {:?}",
+            decode(&out)
+        );
+        accepted += 1;
+        if before == 8 {
+            // The oldest unanswered session made room: its peer got ERROR 0.
+            let victims: Vec<_> = decode(&out).into_iter().filter(|(to, _)| *to != from).collect();
+            assert_eq!(victims.len(), 1, "{:?}", decode(&out));
+            assert_eq!(victims[0].1.error_code(), Some(ErrorCode::NotDefined));
+            assert_ne!(victims[0].0, real, "the answering client was displaced");
+            displaced += 1;
+        }
+        if i == 5000 {
+            // The real client asks in the middle of the flood and is served at once.
+            rig.now += Duration::from_micros(100);
+            if rig.table.is_full() {
+                displaced += 1;
+            }
+            let (req, o) = rig.deliver(addr(LISTEN), real, true, &rrq("f"), || content);
+            assert!(req);
+            let first = o
+                .iter()
+                .find(|(_, to, _)| *to == real)
+                .expect("the real client is served at its first request");
+            real_tid = Some(first.0);
+            out.extend(o);
         }
         // Timers fire as time goes by.
-        while let Some(out) = rig.tick(rig.now) {
-            assert!(out.len() <= 8);
+        while let Some(o) = rig.tick(rig.now) {
+            assert!(o.len() <= 8);
+            out.extend(o);
         }
-        while let Some(r) = rig.table.poll_finished(rig.now) {
-            assert!(reported.insert(r.peer, r.result).is_none(), "reported twice");
+        // The real client acknowledges each block it gets, once, in order.
+        let mut pending: Vec<Out> = out;
+        while let Some((tid, to, bytes)) = pending.pop() {
+            if to != real || Some(tid) != real_tid {
+                continue;
+            }
+            if let common::Pkt::Data { block, .. } = common::Pkt::decode(&bytes) {
+                if block == real_next {
+                    real_got.extend_from_slice(&bytes[4..]);
+                    real_next += 1;
+                }
+                let (_, o) = rig.deliver(tid, real, false, &ack(block), || unreachable!());
+                pending.extend(o);
+            }
+        }
+        while let Some(r) = rig.poll_finished() {
+            assert!(
+                reported.insert((r.peer, r.stats.started), r.result).is_none(),
+                "reported twice"
+            );
         }
     }
     rig.expire_all();
-    while let Some(r) = rig.table.poll_finished(rig.now) {
-        assert!(reported.insert(r.peer, r.result).is_none(), "reported twice");
+    while let Some(r) = rig.poll_finished() {
+        assert!(
+            reported.insert((r.peer, r.stats.started), r.result).is_none(),
+            "reported twice"
+        );
     }
     assert!(rig.table.is_empty());
-    assert_eq!(reported.len(), accepted, "every accepted session reported once");
-    assert!(
-        accepted >= 8 && refused > 0,
-        "{accepted} accepted, {refused} refused"
+    assert_eq!(reported.len(), accepted + 1, "every session reported once");
+    assert_eq!(real_got, content, "the real client's download");
+    let real_result = reported
+        .iter()
+        .find(|((p, _), _)| *p == real)
+        .map(|(_, r)| r.clone());
+    assert_eq!(real_result, Some(TransferResult::Completed(content.len() as u64)));
+    let counted = reported
+        .values()
+        .filter(|r| **r == TransferResult::Displaced)
+        .count();
+    assert_eq!(counted, displaced);
+    assert!(displaced > 9_000, "{displaced} displaced");
+}
+
+/// Displacement takes only sessions whose peer never answered: with every slot held by a
+/// client that acknowledged its first block, a new request is refused with ERROR 0 "busy" and
+/// no session is touched; once one unanswered session is among them, that one (and only that
+/// one) makes room.
+#[test]
+fn a_full_table_of_answering_clients_refuses_and_displaces_nobody() {
+    let mut rig: Rig<&'static [u8], 4> = Rig::new(ServerPolicy::default(), Config::default());
+    let content = leak(file(100 * 512));
+    let clients: Vec<SocketAddr> = (0..4)
+        .map(|k| addr(&format!("10.0.0.{}:4000{k}", k + 2)))
+        .collect();
+    let mut tids = Vec::new();
+    for &c in &clients {
+        let (req, out) = rig.deliver(addr(LISTEN), c, true, &rrq("f"), || content);
+        assert!(req);
+        tids.push(out[0].0);
+        let (_, out) = rig.deliver(out[0].0, c, false, &ack(1), || unreachable!());
+        assert!(matches!(
+            &decode(&out)[..],
+            [(_, common::Pkt::Data { block: 2, .. })]
+        ));
+    }
+    assert!(rig.table.is_full());
+    let newcomer = addr("10.0.0.99:5000");
+    let (req, out) = rig.deliver(addr(LISTEN), newcomer, true, &rrq("f"), || content);
+    assert!(req);
+    assert_eq!(decode(&out).len(), 1, "{:?}", decode(&out));
+    assert_eq!(out[0].1, newcomer);
+    assert_eq!(codes(&out), [0], "busy");
+    assert!(rig.poll_finished().is_none(), "nobody was displaced");
+    assert_eq!(rig.table.len(), 4);
+    // Every client carries on.
+    for (k, (&c, &tid)) in clients.iter().zip(&tids).enumerate() {
+        let (_, out) = rig.deliver(tid, c, false, &ack(2), || unreachable!());
+        assert!(
+            matches!(&decode(&out)[..], [(to, common::Pkt::Data { block: 3, .. })] if *to == c),
+            "client {k}"
+        );
+    }
+    // One client finishes; a spoofed request takes its place and never answers; the newcomer
+    // then displaces exactly that one.
+    let (_, out) = rig.deliver(
+        tids[0],
+        clients[0],
+        false,
+        &common::error(0, "bye"),
+        || unreachable!(),
     );
-    // Served afterwards.
-    let tid = start_read(&mut rig, content);
-    assert_eq!(tid.ip(), addr(LISTEN).ip());
+    assert!(out.is_empty());
+    let r = rig.poll_finished().expect("the client that left");
+    assert_eq!(r.peer, clients[0]);
+    let spoof = addr("10.9.9.9:666");
+    let (_, out) = rig.deliver(addr(LISTEN), spoof, true, &rrq("f"), || content);
+    assert!(matches!(&decode(&out)[..], [(to, common::Pkt::Data { block: 1, .. })] if *to == spoof));
+    let (_, out) = rig.deliver(addr(LISTEN), newcomer, true, &rrq("f"), || content);
+    let d = decode(&out);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert!(d
+        .iter()
+        .any(|(to, p)| *to == spoof && p.error_code() == Some(ErrorCode::NotDefined)));
+    assert!(d
+        .iter()
+        .any(|(to, p)| *to == newcomer && matches!(p, common::Pkt::Data { block: 1, .. })));
+    let r = rig.poll_finished().expect("the displaced session");
+    assert_eq!((r.peer, r.result), (spoof, TransferResult::Displaced));
+    assert!(rig.poll_finished().is_none());
+    assert_eq!(rig.table.len(), 4);
 }
 
 /// What a spoofed request costs the victim whose address it carries: one datagram at once (the
@@ -904,7 +1056,7 @@ fn a_spoofed_request_draws_one_datagram_then_only_backed_off_retries() {
         let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
         assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "not backed off: {gaps:?}");
         assert!(total <= first_len * (usize::from(config.max_retries) + 1));
-        assert!(rig.table.poll_finished(rig.now).is_some());
+        assert!(rig.poll_finished().is_some());
     }
 }
 
@@ -943,7 +1095,7 @@ fn storage_faults_reach_the_peer_as_their_error() {
         };
         let (_, out) = rig.deliver(addr(LISTEN), addr(PEER), true, &rrq("f"), || storage);
         assert_eq!(codes(&out), [code], "{read:?}");
-        let r = rig.table.poll_finished(rig.now).unwrap();
+        let r = rig.poll_finished().unwrap();
         assert_eq!(r.result, TransferResult::Failed(TransferError::Storage(read)));
     }
     // A write that fills the disk: ERROR 3, the failing block not acknowledged.
@@ -1193,7 +1345,7 @@ fn request_option_without_value_at_end_is_ignored_and_served() {
     ));
     let (_, _) = rig.deliver(tid, addr(PEER), false, &ack(1), || unreachable!());
     rig.expire_all();
-    let report = rig.table.poll_finished(rig.now).expect("finished");
+    let report = rig.poll_finished().expect("finished");
     assert_eq!(report.result, TransferResult::Completed(10));
     assert_eq!(&report.ignored_option[..], b"blksize");
 }

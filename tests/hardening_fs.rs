@@ -30,7 +30,7 @@ use tftp_proto::adapter::client::Client;
 use tftp_proto::adapter::server::{Server, ServerConfig};
 use tftp_proto::adapter::StdClock;
 use tftp_proto::engine::{ClientRequest, Config, ServerPolicy, Transfer, TransferError, TransferMode};
-use tftp_proto::server::{Datagram, ServerTable, TransferResult};
+use tftp_proto::server::{ArrayTable, Datagram, ServerTable, TransferResult};
 use tftp_proto::storage::StorageError;
 use tftp_proto::{Instant, Mode, Options, Packet, RequestKind};
 
@@ -165,7 +165,7 @@ fn disk_full_during_an_upload_is_error_3_and_leaves_nothing() {
 /// under a `ServerTable`.
 #[test]
 fn disk_full_at_the_library_level() {
-    let mut table: ServerTable<heapless::Vec<u8, 1000>, 4> =
+    let mut table: ArrayTable<heapless::Vec<u8, 1000>, 4> =
         ServerTable::new(ServerPolicy::default(), Config::default());
     let (listen, peer, tid): (SocketAddr, SocketAddr, SocketAddr) = (
         "10.0.0.1:69".parse().unwrap(),

@@ -688,7 +688,9 @@ fn soak_through_a_lossy_duplicating_reordering_relay() {
     for r in &reports {
         match &r.result {
             TransferResult::Completed(_) => server_completed += 1,
-            TransferResult::Failed(_) | TransferResult::Declined => server_failed += 1,
+            TransferResult::Failed(_) | TransferResult::Declined | TransferResult::Displaced => {
+                server_failed += 1
+            }
         }
         if r.kind == RequestKind::Write && r.result.is_success() {
             let Some(p) = results

@@ -1193,6 +1193,9 @@ fn repeated_request_from_the_same_port_starts_one_session() {
     }
 }
 
+/// At the cap, with every session's client answering (each acknowledged block 1, then
+/// stalled), a new request is refused with "busy" and nobody is displaced; the slots come back
+/// when the stalled sessions time out.
 #[test]
 fn session_cap_refuses_then_recovers() {
     let root = TempDir::new("root");
@@ -1212,7 +1215,10 @@ fn session_cap_refuses_then_recovers() {
     let stalled: Vec<UdpSocket> = (0..2).map(|_| socket("127.0.0.1:0")).collect();
     for s in &stalled {
         s.send_to(&rrq(b"f.bin"), server.addr()).unwrap();
-        assert!(matches!(recv(s).0, Pkt::Data(1, _)), "the session started");
+        let (pkt, tid) = recv(s);
+        assert!(matches!(pkt, Pkt::Data(1, _)), "the session started");
+        s.send_to(&ack(1), tid).unwrap();
+        assert!(matches!(recv(s).0, Pkt::Data(2, _)), "the client answered");
     }
     let third = socket("127.0.0.1:0");
     third.send_to(&rrq(b"f.bin"), server.addr()).unwrap();
@@ -2159,9 +2165,10 @@ fn two_threads_share_the_port_and_the_downloads() {
 }
 
 /// The session cap is one budget for all the threads: with four threads and `max_sessions` 3,
-/// three stalled sessions start wherever the kernel hands their requests (with the cap shared
-/// out, 1 per thread, two requests on one thread would be refused), the fourth request gets
-/// "Server busy", and a session that ends gives its place back.
+/// three stalled sessions (whose clients answered) start wherever the kernel hands their
+/// requests (with the cap shared out, 1 per thread, two requests on one thread would be
+/// refused), the fourth request gets "Server busy", and a session that ends gives its place
+/// back.
 #[test]
 fn session_cap_is_one_budget_across_threads() {
     let root = TempDir::new("root");
@@ -2182,6 +2189,9 @@ fn session_cap_is_one_budget_across_threads() {
                 s.send_to(&rrq(b"f.bin"), addr).unwrap();
                 let (pkt, tid) = recv(&s);
                 assert!(matches!(pkt, Pkt::Data(1, _)), "round {round}: refused: {pkt:?}");
+                // The client answers (so it cannot be displaced), then stalls.
+                s.send_to(&ack(1), tid).unwrap();
+                assert!(matches!(recv(&s).0, Pkt::Data(2, _)));
                 (s, tid)
             })
             .collect();
@@ -2214,4 +2224,107 @@ fn session_cap_is_one_budget_across_threads() {
     }
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap().expect("the servers stop cleanly");
+}
+
+/// At the cap, a request displaces the oldest session whose client never answered, whichever
+/// thread holds it: with one thread and with four (where the request may reach a thread with no
+/// session of its own, which then asks the one that has it). The displaced client gets ERROR 0
+/// from its session's port and its report says `Displaced`; the newcomer is served at its
+/// first request and completes; a session whose client answered is never displaced.
+#[test]
+fn session_cap_displaces_the_oldest_silent_session_on_any_thread() {
+    let root = TempDir::new("root");
+    let content = pattern(10 * 512, 70);
+    fs::write(root.join("f.bin"), &content).unwrap();
+    for threads in [1, 4] {
+        let mut config = server_config(root.path(), &["127.0.0.1:0"]);
+        config.max_sessions = 3;
+        let servers = tftp_proto::adapter::server::ServerThreads::bind(&config, threads).expect("bind");
+        let addr = servers.local_addrs()[0];
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&reports);
+        let server = std::thread::spawn(move || {
+            servers.run(&flag, |r| sink.lock().unwrap().push((r.peer, r.result.clone())))
+        });
+        // One client that answers, then two that never do (spoofed, or gone), oldest first.
+        let answering = socket("127.0.0.1:0");
+        answering.send_to(&rrq(b"f.bin"), addr).unwrap();
+        let (pkt, tid) = recv(&answering);
+        assert!(matches!(pkt, Pkt::Data(1, _)));
+        answering.send_to(&ack(1), tid).unwrap();
+        assert!(matches!(recv(&answering).0, Pkt::Data(2, _)));
+        let silent: Vec<(UdpSocket, SocketAddr)> = (0..2)
+            .map(|_| {
+                let s = socket("127.0.0.1:0");
+                s.send_to(&rrq(b"f.bin"), addr).unwrap();
+                let (pkt, tid) = recv(&s);
+                assert!(matches!(pkt, Pkt::Data(1, _)));
+                (s, tid)
+            })
+            .collect();
+        // The newcomer is served at its first request.
+        let (got, _) = Client::new(addr)
+            .config(fast_fail())
+            .get(b"f.bin", Vec::new(), |_| {})
+            .unwrap_or_else(|e| panic!("{threads} threads: newcomer not served: {e}"));
+        assert_eq!(got, content);
+        // A silent session was displaced (with one thread, the oldest): its report says so,
+        // and its client got ERROR 0 from the session's own port.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let victim = loop {
+            let found = reports
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, r)| *r == TransferResult::Displaced)
+                .map(|(p, _)| *p);
+            if let Some(p) = found {
+                break p;
+            }
+            assert!(std::time::Instant::now() < deadline, "no session was displaced");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let k = silent
+            .iter()
+            .position(|(s, _)| s.local_addr().unwrap() == victim)
+            .unwrap_or_else(|| panic!("{threads} threads: displaced {victim}, not a silent client"));
+        if threads == 1 {
+            assert_eq!(k, 0, "the oldest silent session goes first");
+        }
+        let (socket_k, tid_k) = &silent[k];
+        let got = drain_queued(socket_k);
+        assert!(
+            got.iter()
+                .any(|(p, from)| matches!(p, Pkt::Error(0, m) if m.contains("busy")) && from == tid_k),
+            "{threads} threads: {got:?}"
+        );
+        let displaced_count = reports
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, r)| *r == TransferResult::Displaced)
+            .count();
+        assert_eq!(displaced_count, 1, "one session made room for one newcomer");
+        // The answering client was not displaced: it carries on to the end.
+        let mut block = 2u16;
+        loop {
+            answering.send_to(&ack(block), tid).unwrap();
+            match recv(&answering).0 {
+                Pkt::Data(b, d) if b == block + 1 => {
+                    block = b;
+                    if d.len() < 512 {
+                        answering.send_to(&ack(block), tid).unwrap();
+                        break;
+                    }
+                }
+                Pkt::Data(b, _) if b == block => continue,
+                other => panic!("{threads} threads: the answering client got {other:?}"),
+            }
+        }
+        assert!(block >= 10);
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap().expect("server stops cleanly");
+    }
 }

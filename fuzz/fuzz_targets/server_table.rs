@@ -1,4 +1,4 @@
-//! `server_table`: a `ServerTable<&[u8], 8>` fed arbitrary datagrams from arbitrary addresses,
+//! `server_table`: a `ArrayTable<&[u8], 8>` fed arbitrary datagrams from arbitrary addresses,
 //! with arbitrary accept and refuse decisions, clock steps, session limits and aborts.
 //!
 //! Addresses come from small pools (a listening address, session TIDs, a broadcast and a
@@ -20,7 +20,7 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use tftp_proto::engine::{Config, ServerPolicy};
-use tftp_proto::server::{Datagram, ServerTable};
+use tftp_proto::server::{ArrayTable, Datagram, ServerTable};
 use tftp_proto::{ErrorCode, Instant, Packet};
 
 const LOCALS: [&str; 6] = [
@@ -182,7 +182,7 @@ fn config() -> Config {
 }
 
 struct Harness {
-    table: ServerTable<&'static [u8], 8>,
+    table: ArrayTable<&'static [u8], 8>,
     now: Instant,
     buf: Vec<u8>,
     limit: usize,

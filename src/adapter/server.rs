@@ -5,10 +5,14 @@
 //! 1350 requires, so replies leave from that address on multi-homed hosts; single-port mode
 //! serves every transfer from the listening socket instead (NAT, containers). On a wildcard
 //! listener the request's destination address is read with `IP_PKTINFO` / `IPV6_RECVPKTINFO`.
-//! IPv4 and IPv6 both work. The session cap bounds memory under a flood of requests: beyond it,
-//! requests get an ERROR.
+//! IPv4 and IPv6 both work.
+//!
+//! Sessions live in a growable [`VecTable`]; a datagram on a session's socket reaches its
+//! session through the socket's poll token, which is the session's handle index (no lookup).
+//! The session cap bounds memory under a flood of requests: at the cap, a request displaces
+//! the oldest session whose client never answered (a spoofed request), and only when every
+//! session has an answering client are requests refused with an ERROR.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::fd::AsRawFd;
@@ -26,11 +30,13 @@ use super::fs::{Root, ServedFile};
 use super::{is_transient, size_buffers, StdClock, RECV_BUFFER};
 use crate::engine::{Config, ServerPolicy};
 use crate::error_code::ErrorCode;
-use crate::server::{Datagram, Full, Incoming, ServerTable, TransferReport, TransferResult};
+use crate::server::{Datagram, Full, Incoming, SessionHandle, TransferReport, TransferResult, VecTable};
 use crate::wire::RequestKind;
 
-/// Largest number of concurrent sessions a std server can be configured for.
-pub const MAX_SESSIONS: usize = 4096;
+/// Largest number of concurrent sessions a std server can be configured for. Memory is the
+/// real bound: about 4 KiB per lock-step session at blksize 512 (and a socket each, unless in
+/// single-port mode: raise the open-file limit to match).
+pub const MAX_SESSIONS: usize = 1 << 22;
 
 /// How the std server runs.
 #[derive(Debug, Clone)]
@@ -81,7 +87,8 @@ struct Listener {
 
 /// A transfer's own socket (its TID).
 struct SessionSocket {
-    token: Token,
+    /// The session it serves (its index is the slot in `Server::sockets` and the poll token).
+    session: SessionHandle,
     socket: UdpSocket,
     /// Whether segmented sends (UDP GSO) may be tried on it.
     gso: bool,
@@ -91,11 +98,9 @@ struct SessionSocket {
 pub struct Server {
     poll: Poll,
     listeners: Vec<Listener>,
-    /// Session sockets by their local address.
-    sessions: HashMap<SocketAddr, SessionSocket>,
-    tokens: HashMap<Token, SocketAddr>,
-    next_token: usize,
-    table: Box<ServerTable<ServedFile, MAX_SESSIONS>>,
+    /// Session sockets, by their session's handle index.
+    sockets: Vec<Option<SessionSocket>>,
+    table: VecTable<ServedFile>,
     root: Root,
     single_port: bool,
     clock: StdClock,
@@ -106,6 +111,25 @@ pub struct Server {
     timer: Option<PreciseTimer>,
     /// The session limit, shared by all the threads of a [`ServerThreads`].
     budget: Arc<SessionBudget>,
+    /// Finished transfers collected outside a turn (to free a displaced session's slot),
+    /// reported at the turn's end.
+    finished: Vec<TransferReport<()>>,
+    /// The sibling threads of a [`ServerThreads`] (this one at `me`), to make room on another
+    /// thread when this one has no session to displace.
+    siblings: Option<(Arc<[Sibling]>, usize)>,
+}
+
+/// What the threads of a [`ServerThreads`] know of each other, for admission at the cap: a
+/// thread at the shared limit with no session of its own to displace asks one that has.
+#[derive(Debug)]
+struct Sibling {
+    /// Sessions of that thread whose client never answered (published each turn; a request
+    /// to displace one takes one off).
+    unanswered: AtomicUsize,
+    /// Sessions other threads asked it to displace.
+    displace: AtomicUsize,
+    /// Wakes its event loop.
+    waker: mio::Waker,
 }
 
 impl std::fmt::Debug for Server {
@@ -123,7 +147,10 @@ impl std::fmt::Debug for Server {
 /// Each thread has its own sessions, sockets and event loop: the kernel hands each request to
 /// one of them by its source address and port, and that thread serves the whole transfer. The
 /// session limit is one budget for all the threads: a request is refused only when the whole
-/// server is at the limit, never while another thread has room. Ports given as 0 are picked
+/// server is at the limit, never while another thread has room. At the limit, the thread that
+/// got the request displaces its oldest session whose client never answered, or, having none,
+/// asks a thread that has one to displace it (woken at once; the budget is over the limit by
+/// at most one session per such request meanwhile). Ports given as 0 are picked
 /// once, by the first server, and shared by the others.
 #[derive(Debug)]
 pub struct ServerThreads {
@@ -142,6 +169,22 @@ impl ServerThreads {
         let mut servers = vec![first];
         for _ in 1..threads {
             servers.push(Server::bind_with(&config, Arc::clone(&budget))?);
+        }
+        if threads > 1 {
+            let siblings = servers
+                .iter()
+                .map(|s| {
+                    Ok(Sibling {
+                        unanswered: AtomicUsize::new(0),
+                        displace: AtomicUsize::new(0),
+                        waker: mio::Waker::new(s.poll.registry(), WAKER_TOKEN)?,
+                    })
+                })
+                .collect::<io::Result<Vec<_>>>()?;
+            let siblings: Arc<[Sibling]> = siblings.into();
+            for (me, s) in servers.iter_mut().enumerate() {
+                s.siblings = Some((Arc::clone(&siblings), me));
+            }
         }
         Ok(ServerThreads { servers })
     }
@@ -187,17 +230,6 @@ impl ServerThreads {
     }
 }
 
-fn new_table(policy: ServerPolicy, engine: Config) -> Box<ServerTable<ServedFile, MAX_SESSIONS>> {
-    // The table is large (fixed capacity); build it on a thread with a stack big enough for a
-    // temporary copy, whatever the caller's stack size.
-    std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(move || Box::new(ServerTable::new(policy, engine)))
-        .expect("spawn table builder")
-        .join()
-        .expect("table builder")
-}
-
 /// The number of sessions a server (all its threads) may have at once, and how many it has.
 #[derive(Debug)]
 struct SessionBudget {
@@ -220,6 +252,12 @@ impl SessionBudget {
                 (n < self.max).then_some(n + 1)
             })
             .is_ok()
+    }
+
+    /// Takes one session beyond the limit: another thread was asked to displace one of its
+    /// own, which gives it back.
+    fn take_over(&self) {
+        self.live.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Gives one session back.
@@ -263,15 +301,15 @@ impl Server {
         if policy.max_write_size.is_none() {
             policy.max_write_size = config.engine.max_write_size;
         }
-        let mut table = new_table(policy, config.engine);
-        table.set_session_limit(config.max_sessions);
+        let mut table = VecTable::growable(policy, config.engine);
+        // The budget enforces the cap (across threads); the table's own limit only bounds it.
+        table.set_session_limit(config.max_sessions.clamp(1, MAX_SESSIONS));
+        table.set_hash_seed(random_seed());
         let timer = PreciseTimer::new(&poll);
         Ok(Server {
             poll,
-            next_token: listeners.len(),
             listeners,
-            sessions: HashMap::new(),
-            tokens: HashMap::new(),
+            sockets: Vec::new(),
             table,
             root,
             single_port: config.single_port,
@@ -280,6 +318,8 @@ impl Server {
             rx: vec![0u8; RECV_BUFFER],
             timer,
             budget,
+            finished: Vec::new(),
+            siblings: None,
         })
     }
 
@@ -348,10 +388,12 @@ impl Server {
                     if let Some(timer) = &self.timer {
                         timer.clear();
                     }
+                } else if token == WAKER_TOKEN {
+                    // Another thread asked for room (handled below).
                 } else if token.0 < self.listeners.len() {
                     self.drain_listener(token.0)?;
-                } else if let Some(&local) = self.tokens.get(&token) {
-                    self.drain_session(local)?;
+                } else {
+                    self.drain_session(token.0 - self.listeners.len())?;
                 }
             }
             if !full || round >= 64 {
@@ -363,21 +405,74 @@ impl Server {
                 Err(e) => return Err(e),
             }
         }
+        self.make_room_for_siblings();
         self.table.handle_timeout(self.clock.now());
         self.flush();
         self.reap(on_report);
+        if let Some((siblings, me)) = &self.siblings {
+            siblings[*me]
+                .unanswered
+                .store(self.table.unanswered(), Ordering::Release);
+        }
         Ok(())
     }
 
+    /// Displaces the sessions other threads asked this one to (they admitted a request each
+    /// in their place).
+    fn make_room_for_siblings(&mut self) {
+        let asked = match &self.siblings {
+            Some((siblings, me)) => siblings[*me].displace.swap(0, Ordering::AcqRel),
+            None => 0,
+        };
+        let mut displaced = false;
+        for _ in 0..asked {
+            displaced |= self.table.displace_unanswered();
+        }
+        if displaced {
+            self.flush();
+            self.collect();
+        }
+    }
+
+    /// At the shared limit with no session of its own to displace: asks a sibling thread that
+    /// has a session whose client never answered to displace it, and takes its place in the
+    /// budget meanwhile. Whether one was found.
+    fn borrow_room(&self) -> bool {
+        let Some((siblings, me)) = &self.siblings else {
+            return false;
+        };
+        let n = siblings.len();
+        for k in 1..n {
+            let other = &siblings[(me + k) % n];
+            let reserved = other
+                .unanswered
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(1))
+                .is_ok();
+            if reserved {
+                other.displace.fetch_add(1, Ordering::AcqRel);
+                let _ = other.waker.wake();
+                self.budget.take_over();
+                return true;
+            }
+        }
+        false
+    }
+
     fn drain_listener(&mut self, i: usize) -> io::Result<()> {
+        // The request borrows the receive buffer while the server acts on it.
+        let mut rx = std::mem::take(&mut self.rx);
+        let r = self.drain_listener_into(i, &mut rx);
+        self.rx = rx;
+        r
+    }
+
+    fn drain_listener_into(&mut self, i: usize, rx: &mut [u8]) -> io::Result<()> {
         loop {
             let l = &self.listeners[i];
             let received = if l.wildcard {
-                recv_pktinfo(&l.socket, &mut self.rx, l.addr)
+                recv_pktinfo(&l.socket, rx, l.addr)
             } else {
-                l.socket
-                    .recv_from(&mut self.rx)
-                    .map(|(n, from)| (n, from, l.addr))
+                l.socket.recv_from(rx).map(|(n, from)| (n, from, l.addr))
             };
             let (n, from, local) = match received {
                 Ok(r) => r,
@@ -386,41 +481,59 @@ impl Server {
                 Err(e) => return Err(e),
             };
             let now = self.clock.now();
-            let datagram = &self.rx[..n];
+            let datagram = &rx[..n];
             if let Datagram::Request(incoming) = self.table.handle_datagram(now, local, from, true, datagram)
             {
-                if !self.budget.try_take() {
+                // A request that supersedes its client's old session ended that one: free it.
+                self.collect();
+                let mut admitted = self.budget.try_take();
+                if !admitted && self.table.displace_unanswered() {
+                    // At the cap: the oldest session whose client never answered makes room.
+                    // Its ERROR leaves from its socket before the socket is closed.
+                    send_all(
+                        &mut self.table,
+                        &mut self.batch,
+                        &self.listeners,
+                        &mut self.sockets,
+                        &self.clock,
+                    );
+                    self.collect();
+                    admitted = self.budget.try_take();
+                }
+                if !admitted {
+                    admitted = self.borrow_room();
+                }
+                if !admitted {
                     self.table
                         .refuse(&incoming, ErrorCode::NotDefined, "Server busy, try again later");
-                    self.flush();
-                    continue;
-                }
-                let before = self.table.len();
-                accept_request(
-                    &mut self.table,
-                    &self.root,
-                    &self.poll,
-                    &mut self.sessions,
-                    &mut self.tokens,
-                    &mut self.next_token,
-                    self.single_port,
-                    now,
-                    &incoming,
-                );
-                if self.table.len() == before {
-                    // Refused after all (no such file, out of sockets): the budget is not used.
-                    self.budget.release();
+                } else {
+                    let before = self.table.len();
+                    accept_request(
+                        &mut self.table,
+                        &self.root,
+                        &self.poll,
+                        &mut self.sockets,
+                        self.listeners.len(),
+                        self.single_port,
+                        now,
+                        &incoming,
+                    );
+                    if self.table.len() == before {
+                        // Refused after all (no such file, out of sockets): the budget is not used.
+                        self.budget.release();
+                    }
                 }
             }
             self.flush();
         }
     }
 
-    fn drain_session(&mut self, local: SocketAddr) -> io::Result<()> {
+    fn drain_session(&mut self, index: usize) -> io::Result<()> {
         loop {
-            let Some(session) = self.sessions.get(&local) else {
+            let Some(Some(session)) = self.sockets.get(index) else {
                 return Ok(());
             };
+            let handle = session.session;
             // Session sockets receive coalesced runs (see `accept_request`): one receive may
             // hold several datagrams of `segment` bytes from one peer (the last maybe shorter).
             #[cfg(target_os = "linux")]
@@ -441,9 +554,8 @@ impl Server {
             loop {
                 let end = n.min(at + size);
                 let now = self.clock.now();
-                let _ = self
-                    .table
-                    .handle_datagram(now, local, from, false, &self.rx[at..end]);
+                self.table
+                    .handle_session_datagram(now, handle, from, &self.rx[at..end]);
                 self.flush();
                 at = end;
                 if at >= n {
@@ -453,83 +565,140 @@ impl Server {
         }
     }
 
-    /// Sends everything the table has to send.
-    ///
-    /// Consecutive datagrams from one session socket to one peer (a window) are collected and
-    /// sent together (see [`SendBatch`]). A datagram that cannot be sent is dropped, whatever
-    /// the error: the protocol recovers by retransmission or timeout, and one peer's unusable
-    /// address (source port 0, say) must not stop the server for everyone.
+    /// Sends everything the table has to send (see [`send_all`]).
     fn flush(&mut self) {
-        let now = self.clock.now();
-        // The (session socket, peer) of the datagrams in the batch.
-        let mut run: Option<(SocketAddr, SocketAddr)> = None;
-        while let Some(tx) = self.table.poll_transmit(now, self.batch.slot()) {
-            let key = (tx.local, tx.destination);
-            if !self.sessions.contains_key(&tx.local) {
-                // From a listening socket (a refusal, single-port mode): at once, alone. It
-                // goes to another socket than the run's, so order between them does not matter.
-                let data = &self.batch.slot()[..tx.len];
-                if let Some(l) = listener_for(&self.listeners, tx.local) {
-                    let _ = if l.wildcard {
-                        send_from(&l.socket, data, tx.destination, tx.local)
-                    } else {
-                        l.socket.send_to(data, tx.destination).map(|_| ())
-                    };
-                }
-                continue;
-            }
-            self.batch.push(tx.len);
-            match run {
-                Some(r) if r != key => self.send_run(r, true),
-                _ => {}
-            }
-            run = Some(key);
-            if !self.batch.has_room() {
-                self.send_run(key, false);
-            }
-        }
-        if let Some(r) = run {
-            self.send_run(r, false);
-        }
-        // Everything is sent: file work for the next turn now overlaps the round trip.
-        self.table.idle();
+        send_all(
+            &mut self.table,
+            &mut self.batch,
+            &self.listeners,
+            &mut self.sockets,
+            &self.clock,
+        );
     }
 
-    /// Sends the batch (all but its last datagram when `keep_last`) from session socket
-    /// `local` to `peer`.
-    fn send_run(&mut self, (local, peer): (SocketAddr, SocketAddr), keep_last: bool) {
-        let Some(s) = self.sessions.get_mut(&local) else {
-            self.batch.clear();
-            return;
-        };
-        let _ = if keep_last {
-            self.batch.send_all_but_last(&s.socket, peer, &mut s.gso)
-        } else {
-            self.batch.send(&s.socket, peer, &mut s.gso)
-        };
+    /// Collects finished transfers now (their slots, sockets and budget are free at once); they
+    /// are reported at the end of the turn.
+    fn collect(&mut self) {
+        let now = self.clock.now();
+        while let Some(report) = self.table.poll_finished(now) {
+            let report = self.close(report);
+            self.finished.push(report);
+        }
+    }
+
+    /// Releases a finished transfer's budget and socket and commits or discards its upload.
+    fn close(&mut self, report: TransferReport<ServedFile>) -> TransferReport<()> {
+        self.budget.release();
+        let (mut report, storage) = report.into_parts();
+        let index = report.session.index();
+        if let Some(slot) = self.sockets.get_mut(index) {
+            if slot.as_ref().is_some_and(|s| s.session == report.session) {
+                if let Some(mut s) = slot.take() {
+                    let _ = self.poll.registry().deregister(&mut s.socket);
+                }
+            }
+        }
+        let success = report.result.is_success() && report.kind == RequestKind::Write;
+        if let Err(e) = self.root.finish(storage, success) {
+            report.result = TransferResult::Failed(crate::engine::TransferError::Storage(e));
+        }
+        report
     }
 
     /// Collects finished transfers: commits or discards uploads, closes their sockets.
     fn reap(&mut self, on_report: &mut impl FnMut(&TransferReport<()>)) {
-        let now = self.clock.now();
-        while let Some(report) = self.table.poll_finished(now) {
-            self.budget.release();
-            let (mut report, storage) = report.into_parts();
-            if let Some(mut s) = self.sessions.remove(&report.local) {
-                let _ = self.poll.registry().deregister(&mut s.socket);
-                self.tokens.remove(&s.token);
-            }
-            let success = report.result.is_success() && report.kind == RequestKind::Write;
-            if let Err(e) = self.root.finish(storage, success) {
-                report.result = TransferResult::Failed(crate::engine::TransferError::Storage(e));
-            }
+        self.collect();
+        for report in self.finished.drain(..) {
             on_report(&report);
         }
     }
 }
 
+/// Sends everything `table` has to send.
+///
+/// Consecutive datagrams from one session socket to one peer (a window) are collected and sent
+/// together (see [`SendBatch`]). A datagram that cannot be sent is dropped, whatever the error:
+/// the protocol recovers by retransmission or timeout, and one peer's unusable address (source
+/// port 0, say) must not stop the server for everyone.
+fn send_all(
+    table: &mut VecTable<ServedFile>,
+    batch: &mut SendBatch,
+    listeners: &[Listener],
+    sockets: &mut [Option<SessionSocket>],
+    clock: &StdClock,
+) {
+    let now = clock.now();
+    // The (session, peer) of the datagrams in the batch.
+    let mut run: Option<(SessionHandle, SocketAddr)> = None;
+    while let Some(tx) = table.poll_transmit(now, batch.slot()) {
+        let own = tx.session.filter(|h| {
+            sockets
+                .get(h.index())
+                .is_some_and(|s| s.as_ref().is_some_and(|s| s.session == *h))
+        });
+        let Some(session) = own else {
+            // From a listening socket (a refusal, single-port mode): at once, alone. It goes to
+            // another socket than the run's, so order between them does not matter.
+            let data = &batch.slot()[..tx.len];
+            if let Some(l) = listener_for(listeners, tx.local) {
+                let _ = if l.wildcard {
+                    send_from(&l.socket, data, tx.destination, tx.local)
+                } else {
+                    l.socket.send_to(data, tx.destination).map(|_| ())
+                };
+            }
+            continue;
+        };
+        let key = (session, tx.destination);
+        batch.push(tx.len);
+        match run {
+            Some(r) if r != key => send_run(batch, sockets, r, true),
+            _ => {}
+        }
+        run = Some(key);
+        if !batch.has_room() {
+            send_run(batch, sockets, key, false);
+        }
+    }
+    if let Some(r) = run {
+        send_run(batch, sockets, r, false);
+    }
+    // Everything is sent: file work for the next turn now overlaps the round trip.
+    table.idle();
+}
+
+/// Sends the batch (all but its last datagram when `keep_last`) from `session`'s socket to
+/// `peer`.
+fn send_run(
+    batch: &mut SendBatch,
+    sockets: &mut [Option<SessionSocket>],
+    (session, peer): (SessionHandle, SocketAddr),
+    keep_last: bool,
+) {
+    let Some(Some(s)) = sockets.get_mut(session.index()) else {
+        batch.clear();
+        return;
+    };
+    let _ = if keep_last {
+        batch.send_all_but_last(&s.socket, peer, &mut s.gso)
+    } else {
+        batch.send(&s.socket, peer, &mut s.gso)
+    };
+}
+
+/// A per-process random key for the session table's peer index.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x7466_7470);
+    h.finish()
+}
+
 /// The poll token of the [`PreciseTimer`].
 const TIMER_TOKEN: Token = Token(usize::MAX);
+
+/// The poll token of the waker other threads use to ask for room ([`Sibling`]).
+const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 
 /// A `timerfd` in the poll: `epoll_wait` counts in milliseconds, too coarse for paced sends
 /// and sub-millisecond retransmission deadlines on fast links. Linux only; elsewhere the poll's
@@ -624,20 +793,15 @@ fn read_ahead(incoming: &Incoming<'_>, policy: &ServerPolicy) -> usize {
 /// hands both to the table (or refuses with the matching ERROR).
 #[allow(clippy::too_many_arguments)]
 fn accept_request(
-    table: &mut ServerTable<ServedFile, MAX_SESSIONS>,
+    table: &mut VecTable<ServedFile>,
     root: &Root,
     poll: &Poll,
-    sessions: &mut HashMap<SocketAddr, SessionSocket>,
-    tokens: &mut HashMap<Token, SocketAddr>,
-    next_token: &mut usize,
+    sockets: &mut Vec<Option<SessionSocket>>,
+    first_token: usize,
     single_port: bool,
     now: crate::time::Instant,
     incoming: &Incoming<'_>,
 ) {
-    if table.is_full() {
-        table.refuse(incoming, ErrorCode::NotDefined, "Server busy, try again later");
-        return;
-    }
     let file = match incoming.kind {
         RequestKind::Read => root.open_read_with(incoming.filename(), read_ahead(incoming, table.policy())),
         RequestKind::Write => root.create_upload(incoming.filename()),
@@ -685,38 +849,38 @@ fn accept_request(
     // does) arrives in one system call; `drain_session` splits it.
     #[cfg(target_os = "linux")]
     super::gro::enable(&std_sock);
-    let tid = std_sock.local_addr();
-    let mut socket = UdpSocket::from_std(std_sock);
-    let token = Token(*next_token);
-    *next_token += 1;
-    // Out of resources for this one request (e.g. the epoll watch limit): refuse it, keep serving.
-    let registered = tid.and_then(|tid| {
-        poll.registry()
-            .register(&mut socket, token, Interest::READABLE)
-            .map(|()| tid)
-    });
-    let Ok(tid) = registered else {
+    let Ok(tid) = std_sock.local_addr() else {
         let _ = root.finish(file, false);
         table.refuse(incoming, ErrorCode::NotDefined, "Server out of sockets");
         return;
     };
-    match table.accept(now, incoming, file, tid) {
-        Ok(()) => {
-            sessions.insert(
-                tid,
-                SessionSocket {
-                    token,
-                    socket,
-                    gso: cfg!(target_os = "linux"),
-                },
-            );
-            tokens.insert(token, tid);
-        }
+    let mut socket = UdpSocket::from_std(std_sock);
+    let session = match table.accept(now, incoming, file, tid) {
+        Ok(session) => session,
         Err(Full(file)) => {
             let _ = root.finish(file, false);
-            let _ = poll.registry().deregister(&mut socket);
+            return;
         }
+    };
+    // The socket's poll token is its session's slot: datagrams reach the session directly.
+    let registered = poll.registry().register(
+        &mut socket,
+        Token(first_token + session.index()),
+        Interest::READABLE,
+    );
+    if registered.is_err() {
+        // Out of resources for this one session (e.g. the epoll watch limit): end it with an
+        // ERROR (sent from its socket, kept until the session is collected) and keep serving.
+        table.abort(session, ErrorCode::NotDefined, "Server out of sockets");
     }
+    if sockets.len() <= session.index() {
+        sockets.resize_with(session.index() + 1, || None);
+    }
+    sockets[session.index()] = Some(SessionSocket {
+        session,
+        socket,
+        gso: cfg!(target_os = "linux"),
+    });
 }
 
 /// `SO_REUSEPORT` with Linux's meaning: the sockets share the port and each datagram goes to
@@ -872,6 +1036,7 @@ pub fn format_report(report: &TransferReport<()>) -> String {
     let result = match &report.result {
         TransferResult::Completed(_) => "ok".to_string(),
         TransferResult::Declined => "declined (options probe)".to_string(),
+        TransferResult::Displaced => "displaced (no answer from the client; the server was full)".to_string(),
         TransferResult::Failed(e) => format!("failed: {e}"),
     };
     let ignored = if report.ignored_option.is_empty() {

@@ -294,6 +294,8 @@ pub struct Transfer<'a, S, R: Role = AnyRole> {
     peer: SocketAddr,
     /// Client before the first answer: the server's TID (port) is not known yet.
     peer_locked: bool,
+    /// Whether anything from the peer was accepted (an ACK, DATA, OACK or ERROR of its TID).
+    answered: bool,
     sending: bool,
     phase: Phase,
     params: TransferParams,
@@ -488,6 +490,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             storage,
             peer,
             peer_locked: request.is_none(),
+            answered: false,
             sending,
             phase: if request.is_some() {
                 Phase::Requesting
@@ -628,6 +631,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                 self.peer = from;
                 self.peer_locked = true;
             }
+            self.answered = true;
             self.last_heard = now;
         } else {
             self.stats.dropped += 1;
@@ -827,6 +831,13 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
     /// Whether the peer declined our OACK with ERROR 8 (see [`Event::OptionsDeclined`]).
     pub fn declined(&self) -> bool {
         self.outcome == Some(Outcome::Declined)
+    }
+
+    /// Whether the peer has answered: a datagram from it was accepted (for a server, the
+    /// client's first ACK or DATA; a spoofed request never gets this far). A server table
+    /// never displaces such a session to make room.
+    pub fn peer_answered(&self) -> bool {
+        self.answered
     }
 
     /// The peer's address and port (its TID once known).
