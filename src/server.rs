@@ -1102,6 +1102,74 @@ impl<S: Storage, T: SlotStorage<S>> ServerTable<S, T> {
         }
     }
 
+    /// Checks the table's internal structures against its sessions, panicking on the first
+    /// inconsistency: every session not ended is in the peer index under its own peer and
+    /// counted; the unanswered list holds exactly the flagged sessions; the deadline heap holds
+    /// every session with a deadline, at exactly that deadline, in heap order. For tests and
+    /// fuzzing (it visits every slot).
+    #[doc(hidden)]
+    pub fn debug_check(&self) {
+        let slots = self.slots.slots();
+        let (mut indexed, mut young, mut in_heap) = (0usize, 0usize, 0u32);
+        for (i, slot) in slots.iter().enumerate() {
+            let Some(s) = &slot.session else {
+                assert_eq!(slot.links.heap_pos, NIL, "an empty slot in the heap");
+                continue;
+            };
+            if s.indexed {
+                indexed += 1;
+                assert!(s.is_live(), "an ended session indexed");
+                let found = self.find(Some(s.local), s.transfer.peer());
+                assert_eq!(found, Some(i as u32), "an indexed session not found by its peer");
+            } else {
+                assert!(!s.is_live(), "a live session not indexed");
+            }
+            if s.young {
+                young += 1;
+                assert!(
+                    s.indexed && !s.transfer.peer_answered(),
+                    "a young session answered or ended"
+                );
+            }
+            let due = if s.superseded {
+                None
+            } else {
+                s.transfer.poll_timeout()
+            };
+            match due {
+                Some(at) => {
+                    in_heap += 1;
+                    assert_ne!(slot.links.heap_pos, NIL, "a deadline missing from the heap");
+                    assert_eq!(slot.links.due, at, "a stale deadline in the heap");
+                    assert_eq!(slots[slot.links.heap_pos as usize].links.heap, i as u32);
+                }
+                None => assert_eq!(slot.links.heap_pos, NIL, "a session without deadline in the heap"),
+            }
+        }
+        assert_eq!(indexed, self.live, "live count");
+        assert_eq!(young, self.young.len(), "unanswered count");
+        let heap_len = (0..slots.len() as u32)
+            .take_while(|&p| p < in_heap)
+            .inspect(|&p| {
+                if p > 0 {
+                    let parent = (p - 1) / 2;
+                    let due = |q: u32| slots[slots[q as usize].links.heap as usize].links.due;
+                    assert!(due(parent) <= due(p), "heap order");
+                }
+            })
+            .count();
+        assert_eq!(heap_len as u32, in_heap);
+        assert_eq!(
+            self.poll_timeout(),
+            slots
+                .iter()
+                .filter_map(|s| s.session.as_ref().filter(|s| !s.superseded))
+                .filter_map(|s| s.transfer.poll_timeout())
+                .min(),
+            "the next deadline"
+        );
+    }
+
     /// Local addresses of the sessions in the table (so a transport can close sockets no
     /// longer used).
     pub fn session_locals(&self) -> impl Iterator<Item = SocketAddr> + '_ {

@@ -1050,8 +1050,10 @@ fn file_over_4gib_over_loopback() {
 
 /// 3000+ requests from 300 sockets on 100 loopback addresses that never acknowledge anything.
 /// The session count never exceeds the cap (checked after every server turn), the sessions
-/// expire, and a real client is served during the flood (retrying when told the server is busy,
-/// as boot ROMs do) and after it.
+/// expire, and a real client is served during the flood and after it. At the cap each request
+/// displaces the oldest silent session, so the real client is served at its first request
+/// unless 32 flood requests overtake its first ACK (a starved test machine): then it is told
+/// the server is busy and asks again, as boot ROMs do.
 #[test]
 fn spoofed_request_flood_is_bounded_by_the_session_cap() {
     const CAP: usize = 32;

@@ -1,13 +1,18 @@
-//! `server_table`: a `ArrayTable<&[u8], 8>` fed arbitrary datagrams from arbitrary addresses,
-//! with arbitrary accept and refuse decisions, clock steps, session limits and aborts.
+//! `server_table`: a server table, over a fixed array of 8 slots or a growable `Vec` (the
+//! input's first choice), fed arbitrary datagrams from arbitrary addresses, on listening
+//! addresses and on sessions' own sockets (by handle, stale handles included), with arbitrary
+//! accept and refuse decisions, clock steps, session limits, displacements and aborts.
 //!
 //! Addresses come from small pools (a listening address, session TIDs, a broadcast and a
 //! multicast address, IPv6, peers including source port 0) so that datagrams meet sessions.
 //! Datagrams are arbitrary bytes or built from templates (requests with options, DATA, ACK,
 //! ERROR, OACK) so that sessions make progress.
 //!
-//! Invariants: nothing panics; `len() <= 8` and never above the session limit set when the
-//! session was accepted; every datagram emitted is exactly as long as its packet and comes
+//! Invariants: nothing panics; the table's own structures match its sessions after every
+//! operation (`debug_check`: peer index, counts, deadline heap); `len()` never exceeds the
+//! session limit at an accept (8 slots for the array); a request refused below the limit
+//! found every slot held by a finished session not yet collected, and one refused at the limit
+//! found no session to displace (or no slot for it); every datagram emitted is exactly as long as its packet and comes
 //! from the local address of a session or of a datagram received; every accepted session is
 //! reported by `poll_finished` exactly once (at the end everything is aborted and drained, and
 //! the table must be empty); nothing is ever sent to port 0.
@@ -20,7 +25,7 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use tftp_proto::engine::{Config, ServerPolicy};
-use tftp_proto::server::{ArrayTable, Datagram, ServerTable};
+use tftp_proto::server::{ArrayTable, Datagram, ServerTable, SessionHandle, SlotStorage, VecTable};
 use tftp_proto::{ErrorCode, Instant, Packet};
 
 const LOCALS: [&str; 6] = [
@@ -53,7 +58,25 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 #[derive(Debug, Arbitrary)]
+struct Input {
+    growable: bool,
+    ops: Vec<Op>,
+}
+
+#[derive(Debug, Arbitrary)]
 enum Op {
+    /// A datagram on a session's own socket, routed by one of the handles handed out so far.
+    SessionDatagram {
+        handle: u8,
+        from: u8,
+        bytes: Bytes,
+    },
+    /// Displace the oldest unanswered session (a driver with a budget outside the table).
+    Displace,
+    /// Abort one session by handle.
+    Abort {
+        handle: u8,
+    },
     Datagram {
         local: u8,
         from: u8,
@@ -181,8 +204,12 @@ fn config() -> Config {
     }
 }
 
-struct Harness {
-    table: ArrayTable<&'static [u8], 8>,
+struct Harness<T: SlotStorage<&'static [u8]>> {
+    table: ServerTable<&'static [u8], T>,
+    /// Most slots the storage can have (8 for the array).
+    slots: usize,
+    /// Every handle handed out, stale ones included.
+    handles: Vec<SessionHandle>,
     now: Instant,
     buf: Vec<u8>,
     limit: usize,
@@ -194,7 +221,7 @@ struct Harness {
     locals: BTreeSet<SocketAddr>,
 }
 
-impl Harness {
+impl<T: SlotStorage<&'static [u8]>> Harness<T> {
     fn transmit(&mut self) {
         for _ in 0..10_000 {
             let Some(tx) = self.table.poll_transmit(self.now, &mut self.buf) else {
@@ -230,9 +257,22 @@ impl Harness {
     }
 }
 
-fuzz_target!(|ops: Vec<Op>| {
+fuzz_target!(|input: Input| {
+    if input.growable {
+        let mut table: VecTable<&'static [u8]> = ServerTable::growable(ServerPolicy::default(), config());
+        table.set_session_limit(8);
+        run(table, usize::MAX, &input.ops);
+    } else {
+        let table: ArrayTable<&'static [u8], 8> = ServerTable::new(ServerPolicy::default(), config());
+        run(table, 8, &input.ops);
+    }
+});
+
+fn run<T: SlotStorage<&'static [u8]>>(table: ServerTable<&'static [u8], T>, slots: usize, ops: &[Op]) {
     let mut h = Harness {
-        table: ServerTable::new(ServerPolicy::default(), config()),
+        table,
+        slots,
+        handles: Vec::new(),
         now: Instant::ZERO,
         buf: vec![0u8; 4 + 65464],
         limit: 8,
@@ -261,6 +301,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     assert_eq!(incoming.peer, from);
                     assert_ne!(from.port(), 0);
                     let before = h.table.len();
+                    let unanswered = h.table.unanswered();
                     let outcome = match decision {
                         Decision::Accept {
                             file,
@@ -273,7 +314,7 @@ fuzz_target!(|ops: Vec<Op>| {
                                 addr(TIDS[usize::from(*tid) % TIDS.len()])
                             };
                             let file = FILES[usize::from(*file) % FILES.len()];
-                            Some((tid, h.table.accept(now, &incoming, file, tid).is_ok()))
+                            Some((tid, h.table.accept(now, &incoming, file, tid).ok()))
                         }
                         Decision::AcceptWith {
                             file,
@@ -290,10 +331,7 @@ fuzz_target!(|ops: Vec<Op>| {
                                 ..ServerPolicy::default()
                             };
                             let file = FILES[usize::from(*file) % FILES.len()];
-                            Some((
-                                tid,
-                                h.table.accept_with(now, &incoming, file, tid, &policy).is_ok(),
-                            ))
+                            Some((tid, h.table.accept_with(now, &incoming, file, tid, &policy).ok()))
                         }
                         Decision::Refuse { code } => {
                             h.table.refuse(&incoming, ErrorCode::from_u16(*code), "refused");
@@ -301,19 +339,49 @@ fuzz_target!(|ops: Vec<Op>| {
                         }
                         Decision::Ignore => None,
                     };
-                    if let Some((tid, ok)) = outcome {
-                        if ok {
+                    let limit = h.limit.min(h.slots);
+                    match outcome {
+                        Some((tid, Some(handle))) => {
                             h.locals.insert(tid);
                             h.accepted += 1;
                             *h.tids.entry(tid).or_default() += 1;
-                            assert!(before < h.limit, "accepted beyond the limit");
-                        } else {
-                            assert!(before >= h.limit, "refused below the limit");
+                            h.handles.push(handle);
+                            assert!(h.table.len() <= limit.max(before), "accepted beyond the limit");
+                            if before >= limit {
+                                assert!(unanswered > 0, "accepted at the limit with nobody to displace");
+                            }
                         }
+                        Some((_, None)) if before < limit => {
+                            assert!(h.table.has_finished(), "refused below the limit with free slots");
+                        }
+                        Some((_, None)) => {
+                            assert!(
+                                unanswered == 0 || h.table.has_finished(),
+                                "refused at the limit though a session could be displaced"
+                            );
+                        }
+                        None => {}
                     }
                 }
-                assert!(h.table.len() <= 8);
                 h.transmit();
+            }
+            Op::SessionDatagram { handle, from, bytes } => {
+                if let Some(&session) = h.handles.get(usize::from(*handle) % h.handles.len().max(1)) {
+                    let from = addr(PEERS[usize::from(*from) % PEERS.len()]);
+                    h.table.handle_session_datagram(h.now, session, from, &bytes.build());
+                    h.transmit();
+                }
+            }
+            Op::Displace => {
+                let unanswered = h.table.unanswered();
+                assert_eq!(h.table.displace_unanswered(), unanswered > 0);
+                h.transmit();
+            }
+            Op::Abort { handle } => {
+                if let Some(&session) = h.handles.get(usize::from(*handle) % h.handles.len().max(1)) {
+                    let _ = h.table.abort(session, ErrorCode::NotDefined, "abort");
+                    h.transmit();
+                }
             }
             Op::Wait { millis } => {
                 h.now += Duration::from_millis(u64::from(*millis % 3000));
@@ -324,15 +392,16 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Idle => h.table.idle(),
             Op::Finished => h.finished(),
             Op::Limit(n) => {
-                h.limit = usize::from(*n % 10).min(8);
-                h.table.set_session_limit(usize::from(*n % 10));
+                h.limit = usize::from(*n % 10);
+                h.table.set_session_limit(h.limit);
             }
             Op::AbortAll => {
                 h.table.abort_all(ErrorCode::NotDefined, "abort");
                 h.transmit();
             }
         }
-        assert!(h.table.len() <= 8);
+        assert!(h.table.len() <= h.slots);
+        h.table.debug_check();
     }
     // The end: abort everything, send, collect; every session reported exactly once.
     h.table.abort_all(ErrorCode::NotDefined, "shutdown");
@@ -353,4 +422,5 @@ fuzz_target!(|ops: Vec<Op>| {
         "accepted {} sessions, reported {}",
         h.accepted, h.reported
     );
-});
+    h.table.debug_check();
+}

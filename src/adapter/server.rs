@@ -117,7 +117,14 @@ pub struct Server {
     /// The sibling threads of a [`ServerThreads`] (this one at `me`), to make room on another
     /// thread when this one has no session to displace.
     siblings: Option<(Arc<[Sibling]>, usize)>,
+    /// Listeners left with datagrams unread after their turn's share ([`LISTENER_TURN`]).
+    backlog: Vec<bool>,
 }
+
+/// Most datagrams read from one listening socket per turn. Sessions' sockets are read every
+/// turn in between: under a flood of requests, a real client's first ACK is read within one
+/// turn's share, before that many more requests can displace its session.
+const LISTENER_TURN: usize = 64;
 
 /// What the threads of a [`ServerThreads`] know of each other, for admission at the cap: a
 /// thread at the shared limit with no session of its own to displace asks one that has.
@@ -306,6 +313,7 @@ impl Server {
         table.set_session_limit(config.max_sessions.clamp(1, MAX_SESSIONS));
         table.set_hash_seed(random_seed());
         let timer = PreciseTimer::new(&poll);
+        let n_listeners = listeners.len();
         Ok(Server {
             poll,
             listeners,
@@ -320,6 +328,7 @@ impl Server {
             budget,
             finished: Vec::new(),
             siblings: None,
+            backlog: vec![false; n_listeners],
         })
     }
 
@@ -368,6 +377,11 @@ impl Server {
             Some(t) => (t - now).min(max_wait),
             None => max_wait,
         };
+        if self.backlog.contains(&true) {
+            wait = Duration::ZERO;
+        }
+        // Listeners read this turn (a backlog is read at most once per turn).
+        let mut read = vec![false; self.listeners.len()];
         if let Some(timer) = &self.timer {
             wait = timer.arm(wait);
         }
@@ -391,7 +405,10 @@ impl Server {
                 } else if token == WAKER_TOKEN {
                     // Another thread asked for room (handled below).
                 } else if token.0 < self.listeners.len() {
-                    self.drain_listener(token.0)?;
+                    if !read[token.0] {
+                        read[token.0] = true;
+                        self.drain_listener(token.0)?;
+                    }
                 } else {
                     self.drain_session(token.0 - self.listeners.len())?;
                 }
@@ -405,16 +422,27 @@ impl Server {
                 Err(e) => return Err(e),
             }
         }
+        // Listeners with datagrams left from an earlier turn (edge-triggered: no new event).
+        for (i, read) in read.into_iter().enumerate() {
+            if self.backlog[i] && !read {
+                self.drain_listener(i)?;
+            }
+        }
         self.make_room_for_siblings();
         self.table.handle_timeout(self.clock.now());
         self.flush();
         self.reap(on_report);
+        self.publish();
+        Ok(())
+    }
+
+    /// Tells the sibling threads how many of this thread's sessions could be displaced.
+    fn publish(&self) {
         if let Some((siblings, me)) = &self.siblings {
             siblings[*me]
                 .unanswered
                 .store(self.table.unanswered(), Ordering::Release);
         }
-        Ok(())
     }
 
     /// Displaces the sessions other threads asked this one to (they admitted a request each
@@ -467,7 +495,7 @@ impl Server {
     }
 
     fn drain_listener_into(&mut self, i: usize, rx: &mut [u8]) -> io::Result<()> {
-        loop {
+        for _ in 0..LISTENER_TURN {
             let l = &self.listeners[i];
             let received = if l.wildcard {
                 recv_pktinfo(&l.socket, rx, l.addr)
@@ -476,7 +504,10 @@ impl Server {
             };
             let (n, from, local) = match received {
                 Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.backlog[i] = false;
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted || is_transient(&e) => continue,
                 Err(e) => return Err(e),
             };
@@ -523,9 +554,13 @@ impl Server {
                         self.budget.release();
                     }
                 }
+                self.publish();
             }
             self.flush();
         }
+        // Its share is read: the rest waits for the next turn.
+        self.backlog[i] = true;
+        Ok(())
     }
 
     fn drain_session(&mut self, index: usize) -> io::Result<()> {

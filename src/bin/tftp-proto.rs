@@ -217,6 +217,19 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| format!("signal handler: {e}"))?;
     }
     let threads = a.threads.map_or_else(default_threads, usize::from);
+    // A socket and a file per session (one per session in single-port mode).
+    let per_session = if a.single_port { 1 } else { 2 };
+    let wanted = a.max_sessions.saturating_mul(per_session).saturating_add(64);
+    let limit = raise_open_file_limit(wanted);
+    if limit < wanted {
+        eprintln!(
+            "tftp-proto: warning: the open-file limit ({limit}) allows about {} concurrent sessions, \
+             fewer than --max-sessions {}; requests beyond it get \"Server out of sockets\" \
+             (raise it with ulimit -n or LimitNOFILE=)",
+            limit.saturating_sub(64) / per_session,
+            a.max_sessions
+        );
+    }
     let servers = ServerThreads::bind(&config, threads).map_err(|e| format!("cannot start server: {e}"))?;
     let addrs: Vec<String> = servers.local_addrs().iter().map(ToString::to_string).collect();
     eprintln!(
@@ -247,6 +260,19 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("server failed: {e}"))?;
     eprintln!("tftp-proto: stopped");
     Ok(())
+}
+
+/// Raises the soft open-file limit towards `wanted` (and the hard one too where the process
+/// may, as root may); returns the soft limit in force.
+fn raise_open_file_limit(wanted: u64) -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return u64::MAX;
+    };
+    if soft < wanted && setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted.max(hard)).is_err() && soft < hard {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, wanted.min(hard), hard);
+    }
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s)
 }
 
 fn parse_bind(s: &str) -> Result<SocketAddr, String> {

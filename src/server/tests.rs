@@ -242,3 +242,286 @@ fn datagrams_from_port_zero_are_dropped() {
         "no ERROR 5 to port 0"
     );
 }
+
+/// A request from `peer` for `FILE` (plain), fed through the listening address.
+fn request_from<S: Storage, T: SlotStorage<S>>(
+    table: &mut ServerTable<S, T>,
+    now: Instant,
+    peer: SocketAddr,
+    storage: S,
+    tid: SocketAddr,
+) -> Result<SessionHandle, Full<S>> {
+    request_with(table, now, peer, &Options::NONE, storage, tid).expect("a request")
+}
+
+/// A request from `peer` with `options`; `None` when the table dropped it as a repeat.
+fn request_with<S: Storage, T: SlotStorage<S>>(
+    table: &mut ServerTable<S, T>,
+    now: Instant,
+    peer: SocketAddr,
+    options: &Options,
+    storage: S,
+    tid: SocketAddr,
+) -> Option<Result<SessionHandle, Full<S>>> {
+    let mut req = [0u8; 512];
+    let r = rrq(&mut req, options);
+    match table.handle_datagram(now, addr("10.0.0.1:69"), peer, true, r) {
+        Datagram::Request(incoming) => Some(table.accept(now, &incoming, storage, tid)),
+        Datagram::Handled => None,
+    }
+}
+
+fn peer_n(n: u32) -> SocketAddr {
+    SocketAddr::new(
+        core::net::Ipv4Addr::from(0x0a01_0000 + n).into(),
+        1024 + (n % 50_000) as u16,
+    )
+}
+
+fn tid_n(n: u32) -> SocketAddr {
+    SocketAddr::new(
+        core::net::Ipv4Addr::from(0x0a00_0001).into(),
+        10_000 + (n % 50_000) as u16,
+    )
+}
+
+/// A datagram on a session's socket reaches that session by its handle alone (whatever its
+/// local address); once the session is collected its handle is stale and drops datagrams,
+/// and the session that reuses the slot has another handle.
+#[test]
+fn handles_route_session_datagrams_and_go_stale() {
+    let mut table: ArrayTable<&'static [u8], 2> =
+        ServerTable::new(ServerPolicy::default(), Config::default());
+    let now = Instant::ZERO;
+    let mut buf = [0u8; 600];
+    let (a, b) = (addr("10.0.0.2:40000"), addr("10.0.0.3:40000"));
+    let ha = request_from(&mut table, now, a, FILE, addr("10.0.0.1:50000")).unwrap();
+    let hb = request_from(&mut table, now, b, FILE, addr("10.0.0.1:50001")).unwrap();
+    assert_ne!(ha, hb);
+    while table.poll_transmit(now, &mut buf).is_some() {}
+    table.debug_check();
+    let mut ack = [0u8; 4];
+    encode_ack(&mut ack, 1).unwrap();
+    table.handle_session_datagram(now, hb, b, &ack);
+    let tx = table.poll_transmit(now, &mut buf).unwrap();
+    assert_eq!((tx.session, tx.destination), (Some(hb), b));
+    assert!(matches!(
+        Packet::parse(&buf[..tx.len]),
+        Ok(Packet::Data { block: 2, .. })
+    ));
+    assert!(table.poll_transmit(now, &mut buf).is_none());
+    // A stranger on b's socket gets ERROR 5 from b's session, which carries on.
+    table.handle_session_datagram(now, hb, a, &ack);
+    let tx = table.poll_transmit(now, &mut buf).unwrap();
+    assert_eq!((tx.session, tx.destination), (Some(hb), a));
+    assert!(matches!(
+        Packet::parse(&buf[..tx.len]),
+        Ok(Packet::Error {
+            code: ErrorCode::UnknownTid,
+            ..
+        })
+    ));
+    // b ends; its handle goes stale.
+    let mut err = [0u8; 16];
+    let n = encode_error_lossy(&mut err, ErrorCode::NotDefined, b"bye").unwrap();
+    table.handle_session_datagram(now, hb, b, &err[..n]);
+    while table.poll_transmit(now, &mut buf).is_some() {}
+    let report = table.poll_finished(now).unwrap();
+    assert_eq!(report.session, hb);
+    table.handle_session_datagram(now, hb, b, &ack);
+    assert!(
+        table.poll_transmit(now, &mut buf).is_none(),
+        "a stale handle reaches nobody"
+    );
+    assert!(!table.abort(hb, ErrorCode::NotDefined, "x"));
+    let hc = request_from(&mut table, now, b, FILE, addr("10.0.0.1:50002")).unwrap();
+    assert_eq!(hc.index(), hb.index(), "the slot is reused");
+    assert_ne!(hc, hb, "under another handle");
+    table.debug_check();
+}
+
+/// Thousands of sessions with different timers come and go (answered, finished, failed by
+/// their peer, timed out, superseded, displaced) in a growable table: after every step the
+/// table's structures match its sessions (`debug_check`: the index, the counts, the deadline
+/// heap against every session's own deadline), and every session is reported exactly once.
+#[cfg(feature = "alloc")]
+#[test]
+fn timers_stay_exact_as_thousands_of_sessions_come_and_go() {
+    let mut table: VecTable<&'static [u8]> =
+        ServerTable::growable(ServerPolicy::default(), Config::default());
+    table.set_session_limit(300);
+    table.set_hash_seed(42);
+    let mut now = Instant::ZERO;
+    let mut buf = [0u8; 600];
+    let mut rng = 0x1234_5678_u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut live: std::vec::Vec<(SessionHandle, SocketAddr, u16)> = std::vec::Vec::new();
+    let (mut accepted, mut reported) = (0u64, 0u64);
+    let mut displaced = 0u64;
+    for step in 0..6000u32 {
+        now += core::time::Duration::from_micros(next() % 40_000);
+        match next() % 8 {
+            // A new client (some repeat an earlier peer's address: a new request supersedes).
+            0..=2 => {
+                let peer = peer_n((next() % 4000) as u32);
+                let options = Options {
+                    blksize: (next() % 2 == 0).then_some(700),
+                    ..Options::NONE
+                };
+                if let Some(Ok(h)) = request_with(&mut table, now, peer, &options, FILE, tid_n(step)) {
+                    accepted += 1;
+                    live.push((h, peer, 0));
+                }
+            }
+            // A client acknowledges the next block (or repeats one).
+            3..=5 if !live.is_empty() => {
+                let k = (next() % live.len() as u64) as usize;
+                let (h, peer, acked) = &mut live[k];
+                let block = if next() % 4 == 0 { *acked } else { *acked + 1 };
+                *acked = block.max(*acked);
+                let mut ack = [0u8; 4];
+                encode_ack(&mut ack, block).unwrap();
+                table.handle_session_datagram(now, *h, *peer, &ack);
+            }
+            // A client gives up.
+            6 if !live.is_empty() => {
+                let k = (next() % live.len() as u64) as usize;
+                let (h, peer, _) = live.swap_remove(k);
+                let mut err = [0u8; 16];
+                let n = encode_error_lossy(&mut err, ErrorCode::NotDefined, b"bye").unwrap();
+                table.handle_session_datagram(now, h, peer, &err[..n]);
+            }
+            // Time passes to the next deadline.
+            _ => {
+                if let Some(t) = table.poll_timeout() {
+                    now = now.max(t);
+                }
+                table.handle_timeout(now);
+            }
+        }
+        while table.poll_transmit(now, &mut buf).is_some() {}
+        table.idle();
+        if step % 3 == 0 {
+            while let Some(r) = table.poll_finished(now) {
+                reported += 1;
+                displaced += u64::from(r.result == TransferResult::Displaced);
+                live.retain(|(h, _, _)| *h != r.session);
+            }
+        }
+        table.debug_check();
+        assert!(table.len() <= 300);
+    }
+    // Everything ends by itself.
+    for _ in 0..100_000 {
+        while table.poll_transmit(now, &mut buf).is_some() {}
+        while let Some(r) = table.poll_finished(now) {
+            reported += 1;
+            displaced += u64::from(r.result == TransferResult::Displaced);
+        }
+        match table.poll_timeout() {
+            Some(t) => {
+                now = now.max(t);
+                table.handle_timeout(now);
+            }
+            None => break,
+        }
+    }
+    while let Some(_r) = table.poll_finished(now) {
+        reported += 1;
+    }
+    table.debug_check();
+    assert!(table.is_empty());
+    assert_eq!(reported, accepted, "every session reported once");
+    assert!(accepted > 1000, "{accepted} sessions");
+    assert!(
+        displaced > 0,
+        "the limit was reached and unanswered sessions made room"
+    );
+}
+
+/// A growable table holds 100,000 sessions (no fixed ceiling), finds each by handle and by
+/// peer, and its next deadline is the earliest of all.
+#[cfg(feature = "alloc")]
+#[test]
+fn a_growable_table_holds_a_hundred_thousand_sessions() {
+    let mut table: VecTable<&'static [u8]> =
+        ServerTable::growable(ServerPolicy::default(), Config::default());
+    table.set_session_limit(100_000);
+    let mut now = Instant::ZERO;
+    let mut handles = std::vec::Vec::new();
+    for n in 0..100_000u32 {
+        now += core::time::Duration::from_micros(10);
+        handles.push(request_from(&mut table, now, peer_n(n), FILE, tid_n(n)).unwrap());
+    }
+    assert_eq!(table.len(), 100_000);
+    assert!(table.capacity() >= 100_000);
+    let mut buf = [0u8; 600];
+    let mut sent = 0;
+    while table.poll_transmit(now, &mut buf).is_some() {
+        sent += 1;
+    }
+    assert_eq!(sent, 100_000, "a DATA 1 each");
+    // The first session's retransmission is the earliest deadline.
+    let first = table.poll_timeout().unwrap();
+    assert!(first > Instant::ZERO && first < now + core::time::Duration::from_secs(2));
+    // Session 77,777 answers: routed by its handle, it sends DATA 2.
+    let mut ack = [0u8; 4];
+    encode_ack(&mut ack, 1).unwrap();
+    table.handle_session_datagram(now, handles[77_777], peer_n(77_777), &ack);
+    let tx = table.poll_transmit(now, &mut buf).unwrap();
+    assert_eq!(tx.destination, peer_n(77_777));
+    assert!(matches!(
+        Packet::parse(&buf[..tx.len]),
+        Ok(Packet::Data { block: 2, .. })
+    ));
+    // A repeat of session 12,345's request (through the peer index) is dropped.
+    let mut req = [0u8; 512];
+    let r = rrq(&mut req, &Options::NONE);
+    assert!(matches!(
+        table.handle_datagram(now, addr("10.0.0.1:69"), peer_n(12_345), true, r),
+        Datagram::Handled
+    ));
+    table.debug_check();
+}
+
+/// A fixed table with every slot taken by a session whose peer never answered: a request is
+/// accepted without any collection first, the displaced session waiting outside the slots
+/// until `poll_finished`; its peer gets ERROR 0 from the session's address.
+#[test]
+fn a_full_fixed_table_displaces_into_the_evicted_holder() {
+    let mut table: ArrayTable<&'static [u8], 2> =
+        ServerTable::new(ServerPolicy::default(), Config::default());
+    let now = Instant::ZERO;
+    let mut buf = [0u8; 600];
+    let h0 = request_from(&mut table, now, peer_n(0), FILE, tid_n(0)).unwrap();
+    let _h1 = request_from(&mut table, now, peer_n(1), FILE, tid_n(1)).unwrap();
+    while table.poll_transmit(now, &mut buf).is_some() {}
+    assert!(table.is_full());
+    assert_eq!(table.unanswered(), 2);
+    let h2 = request_from(&mut table, now, peer_n(2), FILE, tid_n(2)).unwrap();
+    assert_eq!(h2.index(), h0.index(), "the oldest session's slot");
+    let tx = table.poll_transmit(now, &mut buf).unwrap();
+    assert_eq!((tx.local, tx.destination), (tid_n(0), peer_n(0)));
+    assert!(matches!(
+        Packet::parse(&buf[..tx.len]),
+        Ok(Packet::Error {
+            code: ErrorCode::NotDefined,
+            ..
+        })
+    ));
+    let tx = table.poll_transmit(now, &mut buf).unwrap();
+    assert_eq!((tx.session, tx.destination), (Some(h2), peer_n(2)));
+    table.debug_check();
+    let report = table.poll_finished(now).unwrap();
+    assert_eq!(
+        (report.session, report.peer, report.result),
+        (h0, peer_n(0), TransferResult::Displaced)
+    );
+    assert!(table.poll_finished(now).is_none());
+    assert_eq!(table.len(), 2);
+}
