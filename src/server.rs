@@ -28,6 +28,30 @@
 //! refuse; send everything [`poll_transmit`](ServerTable::poll_transmit) gives; give the
 //! storages their [`idle`](ServerTable::idle) turn; wait for the next datagram or
 //! [`poll_timeout`](ServerTable::poll_timeout), then [`handle_timeout`](ServerTable::handle_timeout).
+//!
+//! ```
+//! use tftp_proto::engine::{Config, ServerPolicy};
+//! use tftp_proto::server::{ArrayTable, Datagram, ServerTable};
+//! use tftp_proto::Instant;
+//!
+//! // 16 sessions inline, no allocation (`ServerTable::growable` gives a Vec that grows instead).
+//! let mut table: ArrayTable<&'static [u8], 16> =
+//!     ServerTable::new(ServerPolicy::default(), Config::default());
+//! let listen = "10.0.0.1:69".parse().unwrap();
+//! let client = "10.0.0.2:40000".parse().unwrap();
+//! let request = b"\x00\x01boot.efi\x00octet\x00";
+//! let now = Instant::ZERO;
+//! if let Datagram::Request(incoming) = table.handle_datagram(now, listen, client, true, request) {
+//!     while table.poll_finished(now).is_some() {} // frees slots first
+//!     // Single-port mode: the session answers from the listening address.
+//!     let session = table.accept(now, &incoming, &b"file contents"[..], listen).unwrap();
+//!     // Datagrams on a session's own socket: `table.handle_session_datagram(now, session, ..)`.
+//!     let _ = session;
+//! }
+//! let mut buf = [0u8; 1024];
+//! let tx = table.poll_transmit(now, &mut buf).unwrap(); // DATA 1
+//! assert_eq!((&buf[..4], tx.destination), (&[0, 3, 0, 1][..], client));
+//! ```
 
 use core::net::SocketAddr;
 

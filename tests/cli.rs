@@ -837,3 +837,47 @@ fn overwrite_respects_a_read_only_target_as_root_and_as_an_unprivileged_user() {
         serve.stop();
     }
 }
+
+/// `serve` raises its soft open-file limit as far as the hard limit allows for
+/// `--max-sessions` (a socket and a file each), and says so when the hard limit is too low:
+/// under `ulimit -n 200` (both limits), 1,024 sessions cannot all be served. Within the
+/// limit, no warning.
+#[test]
+fn serve_warns_when_the_open_file_limit_cannot_cover_max_sessions() {
+    let root = TempDir::new("root");
+    for (max, warned) in [("1024", true), ("50", false)] {
+        let script = format!(
+            "ulimit -n 200 && exec \"$0\" serve --root \"$1\" --bind 127.0.0.1:0 --max-sessions {max} -v"
+        );
+        let mut child = Command::new("bash")
+            .args(["-c", &script, BIN])
+            .arg(root.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+        let serving = lines.next().expect("the serving line");
+        assert!(serving.contains("serving "), "{serving}");
+        // -v prints the settings line after any warning: read up to it.
+        let before_settings: Vec<String> = lines
+            .by_ref()
+            .take_while(|l| !l.contains("max blksize"))
+            .collect();
+        let warning = before_settings.iter().find(|l| l.contains("open-file limit"));
+        if warned {
+            let w = warning.expect("a warning");
+            assert!(
+                w.contains("open-file limit (200) allows about 68 concurrent sessions")
+                    && w.contains("--max-sessions 1024"),
+                "{w}"
+            );
+        } else {
+            assert!(warning.is_none(), "{before_settings:?}");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

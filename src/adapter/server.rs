@@ -1,5 +1,5 @@
 //! The std multi-session server: UDP sockets and a `mio` event loop around the core
-//! [`ServerTable`], serving one [`Root`] directory.
+//! [`ServerTable`](crate::server::ServerTable), serving one [`Root`] directory.
 //!
 //! Each transfer gets a new port (TID) bound on the local address its request arrived on, as RFC
 //! 1350 requires, so replies leave from that address on multi-homed hosts; single-port mode

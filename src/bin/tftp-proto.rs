@@ -221,6 +221,14 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     let per_session = if a.single_port { 1 } else { 2 };
     let wanted = a.max_sessions.saturating_mul(per_session).saturating_add(64);
     let limit = raise_open_file_limit(wanted);
+    let servers = ServerThreads::bind(&config, threads).map_err(|e| format!("cannot start server: {e}"))?;
+    let addrs: Vec<String> = servers.local_addrs().iter().map(ToString::to_string).collect();
+    eprintln!(
+        "tftp-proto: serving {} on {} ({})",
+        a.root.display(),
+        addrs.join(", "),
+        if a.allow_write { "read-write" } else { "read-only" }
+    );
     if limit < wanted {
         eprintln!(
             "tftp-proto: warning: the open-file limit ({limit}) allows about {} concurrent sessions, \
@@ -230,14 +238,6 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             a.max_sessions
         );
     }
-    let servers = ServerThreads::bind(&config, threads).map_err(|e| format!("cannot start server: {e}"))?;
-    let addrs: Vec<String> = servers.local_addrs().iter().map(ToString::to_string).collect();
-    eprintln!(
-        "tftp-proto: serving {} on {} ({})",
-        a.root.display(),
-        addrs.join(", "),
-        if a.allow_write { "read-write" } else { "read-only" }
-    );
     if a.verbose {
         eprintln!(
             "tftp-proto: max blksize {}, max windowsize {}, max sessions {}, {}, {} thread(s)",
@@ -262,14 +262,14 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Raises the soft open-file limit towards `wanted` (and the hard one too where the process
-/// may, as root may); returns the soft limit in force.
+/// Raises the soft open-file limit towards `wanted`, up to the hard limit (the administrator's
+/// ceiling, left alone); returns the soft limit in force.
 fn raise_open_file_limit(wanted: u64) -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return u64::MAX;
     };
-    if soft < wanted && setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted.max(hard)).is_err() && soft < hard {
+    if soft < wanted && soft < hard {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, wanted.min(hard), hard);
     }
     getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s)
