@@ -110,7 +110,7 @@ for set in $SETS; do
     pids=()
     for i in $(seq "$n"); do
       timeout 600 "$BIN" get -q --blksize "$blk" --windowsize "$win" "127.0.0.1:$port" "$file" - \
-        >"$work/out$i" 2>/dev/null &
+        >"$work/out$i" 2>"$work/err$i" &
       pids+=($!)
     done
     # Sample the server's memory while the clients run.
@@ -126,9 +126,18 @@ for set in $SETS; do
     cpu1=$(server_usec "$server_pid")
     ok=0
     for i in $(seq "$n"); do
-      cmp -s "$work/root/$file" "$work/out$i" && ok=$((ok + 1))
-      rm -f "$work/out$i"
+      if cmp -s "$work/root/$file" "$work/out$i"; then
+        ok=$((ok + 1))
+      else
+        head -c 200 "$work/err$i" >>"$work/failures"; echo >>"$work/failures"
+      fi
+      rm -f "$work/out$i" "$work/err$i"
     done
+    if [ -s "$work/failures" ]; then
+      # Why clients failed, most frequent first (on stderr, after the table row).
+      sed 's/[0-9][0-9.]*/N/g' "$work/failures" | sort | uniq -c | sort -rn | head -5 | sed "s/^/  $server failures: /" >&2
+      rm -f "$work/failures"
+    fi
     server_stop "$server_pid" >/dev/null 2>&1 || true
     server_pid=
     awk -v n="$n" -v b="$bytes" -v s="$start" -v e="$end" -v c0="$cpu0" -v c1="$cpu1" \

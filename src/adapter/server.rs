@@ -117,14 +117,20 @@ pub struct Server {
     /// The sibling threads of a [`ServerThreads`] (this one at `me`), to make room on another
     /// thread when this one has no session to displace.
     siblings: Option<(Arc<[Sibling]>, usize)>,
-    /// Listeners left with datagrams unread after their turn's share ([`LISTENER_TURN`]).
+    /// Listeners left with datagrams unread after their turn's share ([`listener_turn`]).
     backlog: Vec<bool>,
+    /// Datagrams read from a listener per turn.
+    listener_turn: usize,
 }
 
-/// Most datagrams read from one listening socket per turn. Sessions' sockets are read every
-/// turn in between: under a flood of requests, a real client's first ACK is read within one
-/// turn's share, before that many more requests can displace its session.
-const LISTENER_TURN: usize = 64;
+/// Most datagrams read from one listening socket per turn: a quarter of the session limit,
+/// from 16 to 1,024. Sessions' sockets are read every turn in between: under a flood of
+/// requests, a real client's first ACK is read within a turn or two, before enough requests to
+/// displace its session (the whole limit's worth) can come in; and a burst of requests (a
+/// boot storm) is read in few turns, before its clients' retransmitted requests pile up.
+fn listener_turn(max_sessions: usize) -> usize {
+    (max_sessions / 4).clamp(16, 1024)
+}
 
 /// What the threads of a [`ServerThreads`] know of each other, for admission at the cap: a
 /// thread at the shared limit with no session of its own to displace asks one that has.
@@ -329,6 +335,7 @@ impl Server {
             finished: Vec::new(),
             siblings: None,
             backlog: vec![false; n_listeners],
+            listener_turn: listener_turn(config.max_sessions),
         })
     }
 
@@ -495,7 +502,7 @@ impl Server {
     }
 
     fn drain_listener_into(&mut self, i: usize, rx: &mut [u8]) -> io::Result<()> {
-        for _ in 0..LISTENER_TURN {
+        for _ in 0..self.listener_turn {
             let l = &self.listeners[i];
             let received = if l.wildcard {
                 recv_pktinfo(&l.socket, rx, l.addr)
