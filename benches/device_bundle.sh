@@ -14,6 +14,10 @@ cargo build --release --quiet --features cli
 rm -rf "$out"
 mkdir -p "$out/hpa"
 cp target/release/tftp-proto "$out/"
+# The flood benchmark's binary (run it with TFTP_PROTO_BIN=BUNDLE/tftp-proto).
+flood=$(cargo bench --bench flood --no-run --message-format=json 2>/dev/null \
+  | sed -n 's/.*"executable":"\([^"]*flood[^"]*\)".*/\1/p' | tail -1)
+[ -n "$flood" ] && cp "$flood" "$out/flood"
 cp benches/device_storm.sh "$out/"
 tftpd=$(command -v in.tftpd || echo /usr/sbin/in.tftpd)
 cp "$tftpd" "$out/hpa/in.tftpd"

@@ -8,6 +8,9 @@
 //!
 //!     cargo bench --bench flood [-- REQUESTS CAP CLIENTS MILLIS]
 //!
+//! (`TFTP_PROTO_BIN=path` runs another `tftp-proto` binary; `benches/device_bundle.sh` packs
+//! this benchmark's binary with it for a machine without cargo.)
+//!
 //! Defaults: 10,000 requests, cap 256, 5 real clients started at 20 %, 35 %, 50 %, 65 % and 80 %
 //! of the flood, 2,000 ms for the flood (0: as fast as the sender can). A flood faster than the
 //! server can read overflows its socket's receive buffer, and the kernel then drops requests,
@@ -33,7 +36,9 @@ fn main() {
     let content: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 + i / 512) as u8).collect();
     std::fs::write(root.join("boot.img"), &content).unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tftp-proto"))
+    // The server binary: this build's, or `TFTP_PROTO_BIN` (a bundle on another machine).
+    let bin = std::env::var_os("TFTP_PROTO_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_tftp-proto").into());
+    let mut child = Command::new(bin)
         .args([
             "serve",
             "--bind",

@@ -169,14 +169,15 @@ impl<S> SlotStorage<S> for alloc::vec::Vec<Slot<S>> {
     fn slots_mut(&mut self) -> &mut [Slot<S>] {
         self
     }
-    /// Doubles (from 16), up to `max` and to the largest index a handle can hold.
+    /// Grows by half (from 16), up to `max` and to the largest index a handle can hold: new
+    /// slots are written (so resident) at once, and half keeps the unused ones few.
     fn grow(&mut self, max: usize) -> bool {
         let cap = max.min(NIL as usize);
         let len = self.len();
         if len >= cap {
             return false;
         }
-        let new_len = len.saturating_mul(2).clamp(16, cap);
+        let new_len = len.saturating_add(len / 2).clamp(16, cap);
         self.resize_with(new_len, Slot::new);
         true
     }
