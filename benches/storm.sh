@@ -18,7 +18,8 @@
 #   memory/session  (the server's peak resident memory during the storm - before it) / N, in KiB;
 #                 for tftpd-hpa the sum over its process group (one process per transfer)
 #   ok            clients whose file arrived whole (compared with cmp)
-# Our server runs with its defaults (one event loop per CPU), --max-sessions 4096. dnsmasq needs
+# Our server runs with its defaults (one event loop per CPU), --max-sessions 4096, and OURS_ARGS
+# (e.g. OURS_ARGS="--threads 1"). dnsmasq needs
 # root and a free 127.0.0.1:69; tftpd-hpa and dnsmasq come from `bash tests/interop/peers.sh
 # peers_install`. Numbers depend on what else runs: compare the servers within one run.
 set -euo pipefail
@@ -89,7 +90,8 @@ for set in $SETS; do
     case $server in
       ours)
         port=$((19000 + RANDOM % 1000))
-        setsid "$BIN" serve --root "$work/root" --bind "127.0.0.1:$port" --max-sessions 4096 \
+        # shellcheck disable=SC2086 # OURS_ARGS: extra serve arguments, word-split on purpose
+        setsid "$BIN" serve --root "$work/root" --bind "127.0.0.1:$port" --max-sessions 4096 ${OURS_ARGS:-} \
           </dev/null 2>"$work/ours.log" &
         server_pid=$!
         _peers_wait_udp 127.0.0.1 "$port" ;;
@@ -129,7 +131,7 @@ for set in $SETS; do
       if cmp -s "$work/root/$file" "$work/out$i"; then
         ok=$((ok + 1))
       else
-        head -c 200 "$work/err$i" >>"$work/failures"; echo >>"$work/failures"
+        { head -c 200 "$work/err$i"; echo; } | head -1 >>"$work/failures"
       fi
       rm -f "$work/out$i" "$work/err$i"
     done
