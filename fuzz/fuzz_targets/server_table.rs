@@ -368,7 +368,8 @@ fn run<T: SlotStorage<&'static [u8]>>(table: ServerTable<&'static [u8], T>, slot
             Op::SessionDatagram { handle, from, bytes } => {
                 if let Some(&session) = h.handles.get(usize::from(*handle) % h.handles.len().max(1)) {
                     let from = addr(PEERS[usize::from(*from) % PEERS.len()]);
-                    h.table.handle_session_datagram(h.now, session, from, &bytes.build());
+                    h.table
+                        .handle_session_datagram(h.now, session, from, &bytes.build());
                     h.transmit();
                 }
             }
