@@ -67,7 +67,8 @@ struct ServeArgs {
     /// Cap on the window size granted.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     max_windowsize: u16,
-    /// Concurrent transfers allowed; more get an ERROR.
+    /// Concurrent transfers allowed. At the cap, a request displaces the oldest transfer whose
+    /// client never answered (a spoofed request); when every client has answered, ERROR 0.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=MAX_SESSIONS as u64))]
     max_sessions: u64,
     /// Serve every transfer from the listening port (NAT, containers).
@@ -89,6 +90,10 @@ struct ServeArgs {
     /// however quickly its retries run out (0: right after the last retry).
     #[arg(long, value_name = "SECS", default_value_t = 25.0)]
     total_timeout: f64,
+    /// After binding the ports and opening the root, switch to this user and its group
+    /// (dropping root: bind port 69 as root, serve as NAME). Startup fails if the switch does.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
     /// Log more (startup details).
     #[arg(short, long)]
     verbose: bool,
@@ -222,12 +227,18 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     let wanted = a.max_sessions.saturating_mul(per_session).saturating_add(64);
     let limit = raise_open_file_limit(wanted);
     let servers = ServerThreads::bind(&config, threads).map_err(|e| format!("cannot start server: {e}"))?;
+    if let Some(name) = &a.user {
+        drop_privileges(name)?;
+    }
     let addrs: Vec<String> = servers.local_addrs().iter().map(ToString::to_string).collect();
     eprintln!(
-        "tftp-proto: serving {} on {} ({})",
+        "tftp-proto: serving {} on {} ({}{})",
         a.root.display(),
         addrs.join(", "),
-        if a.allow_write { "read-write" } else { "read-only" }
+        if a.allow_write { "read-write" } else { "read-only" },
+        a.user
+            .as_ref()
+            .map_or(String::new(), |u| format!(", as user {u}"))
     );
     if limit < wanted {
         eprintln!(
@@ -259,6 +270,29 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         })
         .map_err(|e| format!("server failed: {e}"))?;
     eprintln!("tftp-proto: stopped");
+    Ok(())
+}
+
+/// Switches the whole process (no thread runs yet) to user `name`: its group, no supplementary
+/// groups but that one, then its user ID; fails if any step does, or if root could be regained.
+fn drop_privileges(name: &str) -> Result<(), String> {
+    use nix::unistd::{getuid, setgid, setgroups, setuid, User};
+    let user = User::from_name(name)
+        .map_err(|e| format!("--user {name}: cannot look the user up: {e}"))?
+        .ok_or_else(|| format!("--user {name}: no such user"))?;
+    let fail = |what: &str, e: nix::Error| {
+        format!(
+            "--user {name}: cannot switch to uid {} gid {} ({what}: {e}); run as root to use --user",
+            user.uid, user.gid
+        )
+    };
+    setgroups(&[user.gid]).map_err(|e| fail("setgroups", e))?;
+    setgid(user.gid).map_err(|e| fail("setgid", e))?;
+    setuid(user.uid).map_err(|e| fail("setuid", e))?;
+    if !user.uid.is_root() && setuid(nix::unistd::Uid::from_raw(0)).is_ok() {
+        return Err(format!("--user {name}: root could be regained after the switch"));
+    }
+    debug_assert_eq!(getuid(), user.uid);
     Ok(())
 }
 
