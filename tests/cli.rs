@@ -970,3 +970,53 @@ fn serve_user_drops_root_after_binding() {
     assert!(!local.join("secret.bin").exists());
     serve.stop();
 }
+
+/// `serve --ignore-case`: a name not found is looked up again ignoring ASCII case, per path
+/// component (WinPE's `\Boot\BCD` finds `boot/bcd`, a ROM's `BOOTX64.EFI` finds `bootx64.efi`);
+/// an exact match wins; among several case variants the first in byte order is served, every
+/// time; nothing leaves the root. Without the flag, the same requests get ERROR 1.
+#[test]
+fn serve_ignore_case_finds_a_name_that_differs_only_in_case() {
+    let root = TempDir::new("case-root");
+    fs::create_dir(root.join("boot")).unwrap();
+    fs::write(root.join("boot/bcd"), b"bcd store").unwrap();
+    fs::write(root.join("bootx64.efi"), b"loader").unwrap();
+    fs::write(root.join("a.bin"), b"lower").unwrap();
+    fs::write(root.join("A.BIN"), b"upper").unwrap();
+    fs::write(root.join("A.bin"), b"mixed").unwrap();
+    let local = TempDir::new("case-local");
+    let fetch = |serve: &Serve, name: &str| -> Result<Vec<u8>, String> {
+        let to = local.join("got");
+        let _ = fs::remove_file(&to);
+        let out = run(&["get", &serve.host(), name, path(&to)], None);
+        if out.status.success() {
+            Ok(fs::read(&to).unwrap())
+        } else {
+            Err(stderr(&out))
+        }
+    };
+    let plain = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
+    for name in ["\\Boot\\BCD", "BOOTX64.EFI"] {
+        let err = fetch(&plain, name).unwrap_err();
+        assert!(err.contains("File not found"), "{name}: {err}");
+    }
+    plain.stop();
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0", "--ignore-case"]);
+    assert_eq!(fetch(&serve, "\\Boot\\BCD").unwrap(), b"bcd store");
+    assert_eq!(fetch(&serve, "/BOOT/Bcd").unwrap(), b"bcd store");
+    assert_eq!(fetch(&serve, "BOOTX64.EFI").unwrap(), b"loader");
+    // Exact matches win; otherwise "A.BIN" < "A.bin" < "a.bin" in byte order.
+    assert_eq!(fetch(&serve, "a.bin").unwrap(), b"lower");
+    assert_eq!(fetch(&serve, "A.bin").unwrap(), b"mixed");
+    for _ in 0..3 {
+        assert_eq!(fetch(&serve, "a.BIN").unwrap(), b"upper");
+    }
+    // Still confined, still a miss when nothing matches.
+    assert!(fetch(&serve, "../BOOTX64.EFI")
+        .unwrap_err()
+        .contains("Access violation"));
+    assert!(fetch(&serve, "BOOTX65.EFI")
+        .unwrap_err()
+        .contains("File not found"));
+    serve.stop();
+}

@@ -38,6 +38,7 @@ pub struct Root {
     dir: Dir,
     allow_write: bool,
     allow_overwrite: bool,
+    ignore_case: bool,
 }
 
 /// A file being served: a download's source or an upload's temporary file.
@@ -253,7 +254,49 @@ impl Root {
             dir,
             allow_write,
             allow_overwrite: allow_write && allow_overwrite,
+            ignore_case: false,
         })
+    }
+
+    /// With `on`, a download whose name is not found is looked up again ignoring ASCII case,
+    /// one path component at a time: where a component has no exact match in its directory,
+    /// the entry equal to it but for case is taken, the first in byte order when several are
+    /// (`BOOT.EFI` before `Boot.efi` before `boot.EFI`). Firmware that changes a name's case
+    /// (WinPE's `\Boot\BCD`, ROMs that upper-case) then finds files stored otherwise. Each such
+    /// miss reads the directories on the way; uploads keep the name as sent.
+    pub fn with_ignore_case(mut self, on: bool) -> Root {
+        self.ignore_case = on;
+        self
+    }
+
+    /// `path` with each component that has no exact match replaced by its case-insensitive
+    /// match (see [`with_ignore_case`](Self::with_ignore_case)); `None` when one has none.
+    fn find_ignoring_case(&self, path: &Path) -> Option<PathBuf> {
+        let mut found = PathBuf::new();
+        for part in path.components() {
+            let want = part.as_os_str();
+            let exact = found.join(want);
+            if self.dir.symlink_metadata(&exact).is_ok() {
+                found = exact;
+                continue;
+            }
+            let entries = if found.as_os_str().is_empty() {
+                self.dir.entries()
+            } else {
+                self.dir.read_dir(&found)
+            }
+            .ok()?;
+            let best = entries
+                .flatten()
+                .map(|e| e.file_name())
+                .filter(|name| {
+                    name.as_encoded_bytes()
+                        .eq_ignore_ascii_case(want.as_encoded_bytes())
+                })
+                .min_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()))?;
+            found.push(best);
+        }
+        Some(found)
     }
 
     /// Opens `name` for a client to read, with a 32 KiB read-ahead. Only regular files are
@@ -275,7 +318,14 @@ impl Root {
             use cap_std::fs::OpenOptionsExt;
             opts.custom_flags(nix::libc::O_NONBLOCK);
         }
-        let file = self.dir.open_with(&path, &opts).map_err(map_open)?.into_std();
+        let file = match self.dir.open_with(&path, &opts).map_err(map_open) {
+            Err(StorageError::NotFound) if self.ignore_case => {
+                let other = self.find_ignoring_case(&path).ok_or(StorageError::NotFound)?;
+                self.dir.open_with(&other, &opts).map_err(map_open)?
+            }
+            r => r?,
+        }
+        .into_std();
         let meta = file.metadata().map_err(StorageError::from)?;
         if !meta.is_file() {
             return Err(if meta.is_dir() {

@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// Serve every transfer from the listening port.
     pub single_port: bool,
+    /// A download whose name is not found is looked up again ignoring ASCII case (see
+    /// [`Root::with_ignore_case`]).
+    pub ignore_case: bool,
     /// Bind the listening sockets with `SO_REUSEPORT`, so that several servers (the threads
     /// of [`ServerThreads`], or processes of the same user) share the ports and the kernel
     /// spreads requests over them by source address and port. Set by [`ServerThreads`].
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             engine: Config::default(),
             max_sessions: 1024,
             single_port: false,
+            ignore_case: false,
             reuse_port: false,
         }
     }
@@ -290,7 +294,8 @@ impl Server {
     /// [`bind`](Self::bind), counting sessions against a budget shared with other servers.
     fn bind_with(config: &ServerConfig, budget: Arc<SessionBudget>) -> io::Result<Server> {
         let root = Root::open(&config.root, config.allow_write, config.allow_overwrite)
-            .map_err(|e| io::Error::new(e.kind(), format!("root {}: {e}", config.root.display())))?;
+            .map_err(|e| io::Error::new(e.kind(), format!("root {}: {e}", config.root.display())))?
+            .with_ignore_case(config.ignore_case);
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
         for (i, &addr) in config.binds.iter().enumerate() {

@@ -74,6 +74,10 @@ struct ServeArgs {
     /// Serve every transfer from the listening port (NAT, containers).
     #[arg(long)]
     single_port: bool,
+    /// When a requested file is not found, serve the one whose name differs only in ASCII case
+    /// (per path component; the first in byte order when several do).
+    #[arg(long)]
+    ignore_case: bool,
     /// Event-loop threads (Linux): each serves the requests the kernel hands its copy of the
     /// listening sockets (spread by client address and port); --max-sessions is one budget for
     /// them all. Default: one per available CPU (1 elsewhere than Linux).
@@ -215,6 +219,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         engine,
         max_sessions: a.max_sessions as usize,
         single_port: a.single_port,
+        ignore_case: a.ignore_case,
         reuse_port: false,
     };
     let stop = Arc::new(AtomicBool::new(false));
