@@ -1020,3 +1020,72 @@ fn serve_ignore_case_finds_a_name_that_differs_only_in_case() {
         .contains("File not found"));
     serve.stop();
 }
+
+/// Fetches a file of under 512 bytes with a raw RRQ (`name` as bytes) from a socket bound to
+/// `source`: its content, or the ERROR text.
+fn raw_fetch(server: SocketAddr, source: &str, name: &[u8]) -> Result<Vec<u8>, String> {
+    let s = std::net::UdpSocket::bind(source).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut rrq = vec![0, 1];
+    rrq.extend_from_slice(name);
+    rrq.extend_from_slice(b"\0octet\0");
+    s.send_to(&rrq, server).unwrap();
+    let mut buf = [0u8; 600];
+    let (n, from) = s.recv_from(&mut buf).expect("an answer");
+    match buf[1] {
+        3 => {
+            assert!(n < 4 + 512, "a one-block file");
+            s.send_to(&[0, 4, buf[2], buf[3]], from).unwrap();
+            Ok(buf[4..n].to_vec())
+        }
+        5 => Err(String::from_utf8_lossy(&buf[4..n]).into_owned()),
+        _ => panic!("unexpected {:?}", &buf[..n]),
+    }
+}
+
+/// `serve --per-client-root`: a download is looked for beneath ROOT/<client IP>/ first, then
+/// beneath ROOT: 127.0.0.1 gets its own `boot.cfg`, 127.0.0.2 (no folder of its own) the shared
+/// one, and both the shared `common.bin`; a name cannot climb from the client's folder. Without
+/// the flag everyone gets the shared file.
+#[test]
+fn serve_per_client_root_prefers_the_clients_own_folder() {
+    let root = TempDir::new("pcr-root");
+    fs::create_dir(root.join("127.0.0.1")).unwrap();
+    fs::write(root.join("127.0.0.1/boot.cfg"), b"for .1").unwrap();
+    fs::write(root.join("boot.cfg"), b"shared").unwrap();
+    fs::write(root.join("common.bin"), b"common").unwrap();
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0", "--per-client-root"]);
+    let addr = serve.addr();
+    assert_eq!(raw_fetch(addr, "127.0.0.1:0", b"boot.cfg").unwrap(), b"for .1");
+    assert_eq!(raw_fetch(addr, "127.0.0.2:0", b"boot.cfg").unwrap(), b"shared");
+    assert_eq!(raw_fetch(addr, "127.0.0.1:0", b"common.bin").unwrap(), b"common");
+    assert_eq!(raw_fetch(addr, "127.0.0.2:0", b"/common.bin").unwrap(), b"common");
+    assert!(raw_fetch(addr, "127.0.0.2:0", b"../127.0.0.1/boot.cfg").is_err());
+    serve.stop();
+    let plain = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
+    assert_eq!(
+        raw_fetch(plain.addr(), "127.0.0.1:0", b"boot.cfg").unwrap(),
+        b"shared"
+    );
+    plain.stop();
+}
+
+/// A junk 0xFF byte at the end of a requested name (old PXE ROMs) is dropped: the file is
+/// served; a 0xFF anywhere else is part of the name.
+#[test]
+fn serve_drops_a_trailing_0xff_from_a_requested_name() {
+    let root = TempDir::new("ff-root");
+    fs::write(root.join("pxelinux.0"), b"pxe").unwrap();
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
+    assert_eq!(
+        raw_fetch(serve.addr(), "127.0.0.1:0", b"pxelinux.0\xff").unwrap(),
+        b"pxe"
+    );
+    assert_eq!(
+        raw_fetch(serve.addr(), "127.0.0.1:0", b"pxelinux.0").unwrap(),
+        b"pxe"
+    );
+    let err = raw_fetch(serve.addr(), "127.0.0.1:0", b"pxe\xfflinux.0").unwrap_err();
+    assert!(err.contains("not found"), "{err}");
+    serve.stop();
+}

@@ -39,6 +39,7 @@ pub struct Root {
     allow_write: bool,
     allow_overwrite: bool,
     ignore_case: bool,
+    per_client: bool,
 }
 
 /// A file being served: a download's source or an upload's temporary file.
@@ -209,11 +210,15 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// assert!(normalize(b"../etc/passwd").is_err());
 /// assert!(normalize(b"a/../../x").is_err());
 /// assert!(normalize(b"").is_err());
+/// // A junk 0xFF byte at the end (old PXE ROMs) is dropped.
+/// assert_eq!(normalize(b"pxelinux.0\xff").unwrap(), std::path::PathBuf::from("pxelinux.0"));
 /// ```
 pub fn normalize(name: &[u8]) -> Result<PathBuf, StorageError> {
     if name.contains(&0) {
         return Err(StorageError::AccessDenied);
     }
+    // Some old PXE ROMs end the name with a junk 0xFF byte: never part of a real name.
+    let name = name.strip_suffix(&[0xff]).unwrap_or(name);
     let unified: Vec<u8> = name.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect();
     let trimmed = unified.strip_prefix(b"/").unwrap_or(&unified);
     let trimmed = {
@@ -255,7 +260,17 @@ impl Root {
             allow_write,
             allow_overwrite: allow_write && allow_overwrite,
             ignore_case: false,
+            per_client: false,
         })
+    }
+
+    /// With `on`, a download from client address `A` is looked for first beneath `ROOT/A/`
+    /// (the address as text: `10.0.0.7`, `fd00::7`; an IPv4-mapped IPv6 address as IPv4), then
+    /// beneath the root: per-machine files next to shared ones, like dnsmasq's
+    /// `--tftp-unique-root=ip`. Uploads go beneath the root.
+    pub fn with_per_client_root(mut self, on: bool) -> Root {
+        self.per_client = on;
+        self
     }
 
     /// With `on`, a download whose name is not found is looked up again ignoring ASCII case,
@@ -308,7 +323,29 @@ impl Root {
     /// Opens `name` for a client to read, reading ahead `read_ahead` bytes at a time (see
     /// [`ReadAheadFile`]). Only regular files are served.
     pub fn open_read_with(&self, name: &[u8], read_ahead: usize) -> Result<ServedFile, StorageError> {
+        self.open_read_for(None, name, read_ahead)
+    }
+
+    /// [`open_read_with`](Self::open_read_with) for a download by `client` (used by
+    /// [`with_per_client_root`](Self::with_per_client_root)).
+    pub fn open_read_for(
+        &self,
+        client: Option<std::net::IpAddr>,
+        name: &[u8],
+        read_ahead: usize,
+    ) -> Result<ServedFile, StorageError> {
         let path = normalize(name)?;
+        if let Some(ip) = client.filter(|_| self.per_client) {
+            let own = PathBuf::from(ip.to_canonical().to_string()).join(&path);
+            match self.open_read_path(&own, read_ahead) {
+                Err(StorageError::NotFound) => {}
+                r => return r,
+            }
+        }
+        self.open_read_path(&path, read_ahead)
+    }
+
+    fn open_read_path(&self, path: &Path, read_ahead: usize) -> Result<ServedFile, StorageError> {
         let mut opts = OpenOptions::new();
         opts.read(true);
         // A FIFO would block `open` (and the whole server) until a writer appears; with
@@ -318,9 +355,9 @@ impl Root {
             use cap_std::fs::OpenOptionsExt;
             opts.custom_flags(nix::libc::O_NONBLOCK);
         }
-        let file = match self.dir.open_with(&path, &opts).map_err(map_open) {
+        let file = match self.dir.open_with(path, &opts).map_err(map_open) {
             Err(StorageError::NotFound) if self.ignore_case => {
-                let other = self.find_ignoring_case(&path).ok_or(StorageError::NotFound)?;
+                let other = self.find_ignoring_case(path).ok_or(StorageError::NotFound)?;
                 self.dir.open_with(&other, &opts).map_err(map_open)?
             }
             r => r?,

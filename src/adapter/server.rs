@@ -60,6 +60,9 @@ pub struct ServerConfig {
     /// A download whose name is not found is looked up again ignoring ASCII case (see
     /// [`Root::with_ignore_case`]).
     pub ignore_case: bool,
+    /// Downloads are looked for beneath `root/<client IP>/` first (see
+    /// [`Root::with_per_client_root`]).
+    pub per_client_root: bool,
     /// Bind the listening sockets with `SO_REUSEPORT`, so that several servers (the threads
     /// of [`ServerThreads`], or processes of the same user) share the ports and the kernel
     /// spreads requests over them by source address and port. Set by [`ServerThreads`].
@@ -78,6 +81,7 @@ impl Default for ServerConfig {
             max_sessions: 1024,
             single_port: false,
             ignore_case: false,
+            per_client_root: false,
             reuse_port: false,
         }
     }
@@ -295,7 +299,8 @@ impl Server {
     fn bind_with(config: &ServerConfig, budget: Arc<SessionBudget>) -> io::Result<Server> {
         let root = Root::open(&config.root, config.allow_write, config.allow_overwrite)
             .map_err(|e| io::Error::new(e.kind(), format!("root {}: {e}", config.root.display())))?
-            .with_ignore_case(config.ignore_case);
+            .with_ignore_case(config.ignore_case)
+            .with_per_client_root(config.per_client_root);
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
         for (i, &addr) in config.binds.iter().enumerate() {
@@ -850,7 +855,11 @@ fn accept_request(
     incoming: &Incoming<'_>,
 ) {
     let file = match incoming.kind {
-        RequestKind::Read => root.open_read_with(incoming.filename(), read_ahead(incoming, table.policy())),
+        RequestKind::Read => root.open_read_for(
+            Some(incoming.peer.ip()),
+            incoming.filename(),
+            read_ahead(incoming, table.policy()),
+        ),
         RequestKind::Write => root.create_upload(incoming.filename()),
     };
     let file = match file {

@@ -78,6 +78,10 @@ struct ServeArgs {
     /// (per path component; the first in byte order when several do).
     #[arg(long)]
     ignore_case: bool,
+    /// Look for a download beneath ROOT/<client IP>/ first, then beneath ROOT (per-machine
+    /// files beside shared ones).
+    #[arg(long)]
+    per_client_root: bool,
     /// Event-loop threads (Linux): each serves the requests the kernel hands its copy of the
     /// listening sockets (spread by client address and port); --max-sessions is one budget for
     /// them all. Default: one per available CPU (1 elsewhere than Linux).
@@ -220,6 +224,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         max_sessions: a.max_sessions as usize,
         single_port: a.single_port,
         ignore_case: a.ignore_case,
+        per_client_root: a.per_client_root,
         reuse_port: false,
     };
     let stop = Arc::new(AtomicBool::new(false));
