@@ -1089,3 +1089,34 @@ fn serve_drops_a_trailing_0xff_from_a_requested_name() {
     assert!(err.contains("not found"), "{err}");
     serve.stop();
 }
+
+/// `get` into something that is not a regular file (a FIFO here; `/dev/null` alike) writes
+/// into it in place: the download arrives whole through the pipe and the FIFO is still a FIFO,
+/// not replaced by a regular file (as an atomic rename would do, destroying `/dev/null` when run
+/// as root).
+#[test]
+fn get_into_a_fifo_writes_in_place() {
+    use std::os::unix::fs::FileTypeExt;
+    let root = TempDir::new("fifo-root");
+    let content = pattern(200_000, 41);
+    fs::write(root.join("f.bin"), &content).unwrap();
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
+    let local = TempDir::new("fifo-local");
+    let fifo = local.join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read(&fifo).unwrap())
+    };
+    let out = run(&["get", &serve.host(), "f.bin", path(&fifo)], None);
+    ok(&out);
+    // Checked before joining the reader, which would wait forever for a writer otherwise.
+    assert!(
+        fs::metadata(&fifo).unwrap().file_type().is_fifo(),
+        "the FIFO was replaced"
+    );
+    assert_eq!(reader.join().unwrap(), content);
+    assert_eq!(list(local.path()), names(&["pipe"]), "no temporary file left");
+    serve.stop();
+}

@@ -171,6 +171,8 @@ fn kill_group(pgid: u32) {
 /// A process in its own group, killed with its group when dropped.
 struct Proc {
     child: Child,
+    /// Where its output goes (quoted when it dies early).
+    log: PathBuf,
 }
 
 impl Proc {
@@ -183,7 +185,23 @@ impl Proc {
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        Proc { child }
+        Proc {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// The end of its log.
+    fn log_tail(&self) -> String {
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn exited(&mut self) -> bool {
@@ -251,7 +269,7 @@ impl Drop for Netns {
 fn wait_udp(ns: &Netns, port: u16, what: &str, proc: &mut Proc) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        assert!(!proc.exited(), "{what} exited at start");
+        assert!(!proc.exited(), "{what} exited at start:\n{}", proc.log_tail());
         let out = ns
             .command("ss")
             .args(["-Hlun", &format!("sport = :{port}")])
@@ -432,7 +450,7 @@ impl Guest {
             });
         }
         Guest {
-            proc: Proc { child },
+            proc: Proc { child, log: log_path },
             stdin,
             console,
             seen: 0,

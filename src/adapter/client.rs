@@ -181,7 +181,8 @@ impl Client {
     }
 
     /// Downloads `remote` into the file `local`, atomically: a temporary file beside it is
-    /// renamed into place on success and removed on failure.
+    /// renamed into place on success and removed on failure. An existing `local` that is not a
+    /// regular file (`/dev/null`, a FIFO) is written in place instead, never replaced.
     pub fn get_file(
         &self,
         remote: &[u8],
@@ -192,6 +193,17 @@ impl Client {
             path: local.to_path_buf(),
             error,
         };
+        // A device or a pipe (`/dev/null`, a FIFO) is written in place: replacing it with the
+        // downloaded file would destroy it.
+        if fs::metadata(local).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            let out = fs::OpenOptions::new()
+                .write(true)
+                .open(local)
+                .map_err(local_err)?;
+            let (mut out, summary) = self.get_to_writer(remote, std::io::BufWriter::new(out), on_event)?;
+            out.flush().map_err(local_err)?;
+            return Ok(summary);
+        }
         let (tmp_path, file) = create_temp_beside(local).map_err(local_err)?;
         let guard = TempGuard(Some(tmp_path.clone()));
         let (file, summary) = self.get(remote, BufferedFile::new(file, 256 * 1024), on_event)?;
