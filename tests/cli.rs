@@ -1120,3 +1120,76 @@ fn get_into_a_fifo_writes_in_place() {
     assert_eq!(list(local.path()), names(&["pipe"]), "no temporary file left");
     serve.stop();
 }
+
+/// Three consecutive free ports (checked by binding them), at a random place in 40000-59999.
+fn free_port_run() -> u16 {
+    for attempt in 0..200u32 {
+        let low = 40_000 + ((std::process::id().wrapping_mul(7919) + attempt * 101) % 20_000) as u16;
+        let taken: Vec<_> = (low..low + 3)
+            .map(|p| std::net::UdpSocket::bind(("127.0.0.1", p)))
+            .collect();
+        if taken.iter().all(Result::is_ok) {
+            return low;
+        }
+    }
+    panic!("no three free consecutive ports");
+}
+
+/// `serve --port-range LOW:HIGH`: every transfer's port comes from the range; when all are
+/// taken a request gets ERROR 0 saying so, the transfers in progress carry on, and a port
+/// freed by a finished transfer serves the next request. An impossible range is a usage error.
+#[test]
+fn serve_port_range_binds_transfers_within_it_and_says_when_it_is_exhausted() {
+    for bad in ["5:2", "0:10", "100", "1:70000", "a:b"] {
+        let out = run(&["serve", "--bind", "127.0.0.1:0", "--port-range", bad], None);
+        assert!(!out.status.success(), "{bad}");
+        assert!(stderr(&out).contains("LOW:HIGH"), "{bad}: {}", stderr(&out));
+    }
+    let root = TempDir::new("range-root");
+    let content = pattern(5000, 51);
+    fs::write(root.join("f.bin"), &content).unwrap();
+    let low = free_port_run();
+    let range = format!("{low}:{}", low + 2);
+    let serve = Serve::start(
+        root.path(),
+        &["--bind", "127.0.0.1:0", "--port-range", &range, "--threads", "1"],
+    );
+    let rrq = b"\x00\x01f.bin\x00octet\x00";
+    // Three clients take the three ports (each acknowledges block 1, then stalls).
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.send_to(rrq, serve.addr()).unwrap();
+        let mut buf = [0u8; 600];
+        let (n, tid) = s.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..4], &[0, 3, 0, 1], "{:?}", &buf[..n]);
+        assert!((low..=low + 2).contains(&tid.port()), "TID {tid} outside {range}");
+        s.send_to(&[0, 4, 0, 1], tid).unwrap();
+        let (_, from) = s.recv_from(&mut buf).unwrap();
+        assert_eq!((from, &buf[..4]), (tid, &[0, 3, 0, 2][..]));
+        held.push((s, tid));
+    }
+    let mut ports: Vec<u16> = held.iter().map(|(_, t)| t.port()).collect();
+    ports.sort_unstable();
+    assert_eq!(ports, [low, low + 1, low + 2]);
+    // The fourth is told the range is exhausted.
+    let err = raw_fetch(serve.addr(), "127.0.0.1:0", b"f.bin").unwrap_err();
+    assert!(err.contains("no free port"), "{err}");
+    // One client leaves; its port serves the next request, which completes.
+    let (s, tid) = held.remove(0);
+    s.send_to(b"\x00\x05\x00\x00bye\x00", tid).unwrap();
+    let _ = serve.wait_line("the first client's end", |l| l.contains("failed"));
+    let local = TempDir::new("range-local");
+    let out = run(&["get", &serve.host(), "f.bin", path(&local.join("f.bin"))], None);
+    ok(&out);
+    assert_eq!(fs::read(local.join("f.bin")).unwrap(), content);
+    // The two stalled transfers were never disturbed: each still answers its client's ACK.
+    for (s, tid) in &held {
+        s.send_to(&[0, 4, 0, 2], tid).unwrap();
+        let mut buf = [0u8; 600];
+        let (_, from) = s.recv_from(&mut buf).unwrap();
+        assert_eq!((from, &buf[..4]), (*tid, &[0, 3, 0, 3][..]));
+    }
+    serve.stop();
+}

@@ -63,6 +63,10 @@ pub struct ServerConfig {
     /// Downloads are looked for beneath `root/<client IP>/` first (see
     /// [`Root::with_per_client_root`]).
     pub per_client_root: bool,
+    /// The ports transfers' sockets (TIDs) are bound to, `(low, high)` inclusive; `None`: any
+    /// the system picks. When every port of the range is taken, a request gets ERROR 0 (and
+    /// the transfers in progress carry on). Unused in single-port mode.
+    pub port_range: Option<(u16, u16)>,
     /// Bind the listening sockets with `SO_REUSEPORT`, so that several servers (the threads
     /// of [`ServerThreads`], or processes of the same user) share the ports and the kernel
     /// spreads requests over them by source address and port. Set by [`ServerThreads`].
@@ -82,6 +86,7 @@ impl Default for ServerConfig {
             single_port: false,
             ignore_case: false,
             per_client_root: false,
+            port_range: None,
             reuse_port: false,
         }
     }
@@ -110,7 +115,6 @@ pub struct Server {
     sockets: Vec<Option<SessionSocket>>,
     table: VecTable<ServedFile>,
     root: Root,
-    single_port: bool,
     clock: StdClock,
     /// Datagrams on their way out: a run to one peer from one session socket.
     batch: SendBatch,
@@ -127,6 +131,8 @@ pub struct Server {
     siblings: Option<(Arc<[Sibling]>, usize)>,
     /// Listeners left with datagrams unread after their turn's share ([`listener_turn`]).
     backlog: Vec<bool>,
+    /// Where transfers' sockets are bound.
+    ports: Ports,
     /// Datagrams read from a listener per turn.
     listener_turn: usize,
 }
@@ -336,7 +342,6 @@ impl Server {
             sockets: Vec::new(),
             table,
             root,
-            single_port: config.single_port,
             clock: StdClock::new(),
             batch: SendBatch::new(),
             rx: vec![0u8; RECV_BUFFER],
@@ -346,6 +351,20 @@ impl Server {
             siblings: None,
             backlog: vec![false; n_listeners],
             listener_turn: listener_turn(config.max_sessions),
+            ports: match (config.single_port, config.port_range) {
+                (true, _) => Ports::Listening,
+                (false, None) => Ports::Any,
+                (false, Some((low, high))) => {
+                    let (low, high) = (low.max(1), high.max(low.max(1)));
+                    let span = u32::from(high - low) + 1;
+                    Ports::Range {
+                        low,
+                        high,
+                        // Threads (and restarts) start at different places in the range.
+                        next: low + (random_seed() % u64::from(span)) as u16,
+                    }
+                }
+            },
         })
     }
 
@@ -562,7 +581,7 @@ impl Server {
                         &self.poll,
                         &mut self.sockets,
                         self.listeners.len(),
-                        self.single_port,
+                        &mut self.ports,
                         now,
                         &incoming,
                     );
@@ -850,7 +869,7 @@ fn accept_request(
     poll: &Poll,
     sockets: &mut Vec<Option<SessionSocket>>,
     first_token: usize,
-    single_port: bool,
+    ports: &mut Ports,
     now: crate::time::Instant,
     incoming: &Incoming<'_>,
 ) {
@@ -869,20 +888,23 @@ fn accept_request(
             return;
         }
     };
-    if single_port {
+    if matches!(ports, Ports::Listening) {
         if let Err(Full(file)) = table.accept(now, incoming, file, incoming.local) {
             let _ = root.finish(file, false);
         }
         return;
     }
     // The request's local address with a new port (keeping a link-local address's scope).
-    let mut bind_addr = incoming.local;
-    bind_addr.set_port(0);
-    let std_sock = match bind_udp(bind_addr, false) {
+    let std_sock = match ports.bind(incoming.local) {
         Ok(s) => s,
-        Err(_) => {
+        Err(e) => {
             let _ = root.finish(file, false);
-            table.refuse(incoming, ErrorCode::NotDefined, "Server out of sockets");
+            let message = if e.kind() == io::ErrorKind::AddrInUse {
+                "Server busy: no free port in its transfer port range, try again later"
+            } else {
+                "Server out of sockets"
+            };
+            table.refuse(incoming, ErrorCode::NotDefined, message);
             return;
         }
     };
@@ -937,6 +959,51 @@ fn accept_request(
         socket,
         gso: cfg!(target_os = "linux"),
     });
+}
+
+/// Where a server binds its transfers' sockets.
+#[derive(Debug)]
+enum Ports {
+    /// Nowhere: single-port mode serves every transfer from the listening socket.
+    Listening,
+    /// Any port the system picks.
+    Any,
+    /// A port of `low..=high`, tried in turn from `next`.
+    Range { low: u16, high: u16, next: u16 },
+}
+
+impl Ports {
+    /// Most ports of a range tried for one request: a request never costs more than this many
+    /// `bind` calls, even when the range is exhausted.
+    const TRIES: u32 = 512;
+
+    /// A socket on `local`'s address and a port of the range (or any port); `AddrInUse` when
+    /// no port of the range was free among those tried.
+    fn bind(&mut self, local: SocketAddr) -> io::Result<StdUdpSocket> {
+        let mut addr = local;
+        match self {
+            Ports::Listening | Ports::Any => {
+                addr.set_port(0);
+                bind_udp(addr, false)
+            }
+            Ports::Range { low, high, next } => {
+                let span = u32::from(*high - *low) + 1;
+                for _ in 0..span.min(Self::TRIES) {
+                    let port = *next;
+                    *next = if *next >= *high { *low } else { *next + 1 };
+                    addr.set_port(port);
+                    match bind_udp(addr, false) {
+                        Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+                        r => return r,
+                    }
+                }
+                Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("no free port in {low}:{high}"),
+                ))
+            }
+        }
+    }
 }
 
 /// `SO_REUSEPORT` with Linux's meaning: the sockets share the port and each datagram goes to

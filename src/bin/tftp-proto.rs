@@ -78,6 +78,10 @@ struct ServeArgs {
     /// (per path component; the first in byte order when several do).
     #[arg(long)]
     ignore_case: bool,
+    /// Bind every transfer's port (TID) within LOW:HIGH (firewalls, NAT); when all are in use,
+    /// a request gets ERROR 0. Unused with --single-port.
+    #[arg(long, value_name = "LOW:HIGH", value_parser = parse_port_range)]
+    port_range: Option<(u16, u16)>,
     /// Look for a download beneath ROOT/<client IP>/ first, then beneath ROOT (per-machine
     /// files beside shared ones).
     #[arg(long)]
@@ -225,6 +229,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         single_port: a.single_port,
         ignore_case: a.ignore_case,
         per_client_root: a.per_client_root,
+        port_range: a.port_range,
         reuse_port: false,
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -317,6 +322,18 @@ fn raise_open_file_limit(wanted: u64) -> u64 {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, wanted.min(hard), hard);
     }
     getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s)
+}
+
+/// `LOW:HIGH`, `1 <= LOW <= HIGH <= 65535`.
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("expected LOW:HIGH with 1 <= LOW <= HIGH <= 65535, e.g. 50000:50999 (got {s:?})");
+    let (low, high) = s.split_once(':').ok_or_else(bad)?;
+    let low: u16 = low.trim().parse().map_err(|_| bad())?;
+    let high: u16 = high.trim().parse().map_err(|_| bad())?;
+    if low == 0 || low > high {
+        return Err(bad());
+    }
+    Ok((low, high))
 }
 
 fn parse_bind(s: &str) -> Result<SocketAddr, String> {
