@@ -109,8 +109,29 @@ pub enum Datagram<'d> {
     /// A new request: accept it with [`ServerTable::accept`] or refuse it with
     /// [`ServerTable::refuse`].
     Request(Incoming<'d>),
+    /// A request the table refused itself (a mode no transfer runs: `mail`, or unknown); its
+    /// ERROR is queued. For the application's log.
+    Refused(Refused<'d>),
     /// Delivered to an existing session, answered (e.g. ERROR 5) or dropped: nothing to do.
     Handled,
+}
+
+/// A request the table refused by itself, and why (see [`Datagram::Refused`]).
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Refused<'d> {
+    /// The client's address and port.
+    pub peer: SocketAddr,
+    /// The local address the request arrived on.
+    pub local: SocketAddr,
+    /// Read or write.
+    pub kind: RequestKind,
+    /// The request.
+    pub request: Request<'d>,
+    /// The ERROR code sent.
+    pub code: ErrorCode,
+    /// The ERROR text sent.
+    pub message: heapless::String<REPLY_TEXT_LEN>,
 }
 
 /// A datagram to send from a given local address.
@@ -174,6 +195,8 @@ pub struct TransferReport<S> {
     /// The name of an option the request left without a value at its end, which was ignored
     /// ([`Request::ignored_option`], truncated to [`REPORT_OPTION_LEN`] bytes); empty if none.
     pub ignored_option: Vec<u8, REPORT_OPTION_LEN>,
+    /// The known options the request asked for (decoded leniently, as [`Incoming::options`]).
+    pub requested: Options,
     /// The parameters negotiated.
     pub params: TransferParams,
     /// Counters, including the start time.
@@ -196,6 +219,7 @@ impl<S> TransferReport<S> {
             kind,
             filename,
             ignored_option,
+            requested,
             params,
             stats,
             ended,
@@ -209,6 +233,7 @@ impl<S> TransferReport<S> {
             kind,
             filename,
             ignored_option,
+            requested,
             params,
             stats,
             ended,
@@ -228,6 +253,8 @@ pub(crate) struct Session<S> {
     ignored_option: Vec<u8, REPORT_OPTION_LEN>,
     /// Fingerprint of the request that started it, to tell a repeat from a new request.
     request: u64,
+    /// The options it asked for.
+    requested: Options,
     /// The peer's hash in the peer index.
     hash: u64,
     /// In the peer index and counted in the table's `live`: not ended yet.
@@ -268,7 +295,7 @@ fn request_fingerprint(kind: RequestKind, request: &Request<'_>) -> u64 {
 }
 
 /// Longest text of an immediate reply (an ERROR not tied to a session).
-const REPLY_TEXT_LEN: usize = 120;
+pub const REPLY_TEXT_LEN: usize = 120;
 
 /// An immediate ERROR not tied to a session: from `local` to `to`.
 struct Reply {
@@ -707,8 +734,15 @@ impl<S: Storage, T: SlotStorage<S>> ServerTable<S, T> {
                 // The mode is checked before anything else, so an unknown mode is reported as
                 // such whatever the file (and nothing is looked up for it).
                 if let Some(text) = mode_refusal_text(request.mode) {
-                    self.reply_text(local, from, ErrorCode::IllegalOperation, text, None);
-                    return Datagram::Handled;
+                    self.reply_text(local, from, ErrorCode::IllegalOperation, text.clone(), None);
+                    return Datagram::Refused(Refused {
+                        peer: from,
+                        local,
+                        kind,
+                        request,
+                        code: ErrorCode::IllegalOperation,
+                        message: text,
+                    });
                 }
                 let fingerprint = request_fingerprint(kind, &request);
                 if let Some(i) = self.find(None, from) {
@@ -873,6 +907,7 @@ impl<S: Storage, T: SlotStorage<S>> ServerTable<S, T> {
             filename,
             ignored_option,
             request: request_fingerprint(incoming.kind, &incoming.request),
+            requested: incoming.options,
             hash: peer_hash(self.seed, &incoming.peer),
             indexed: true,
             young: true,
@@ -1088,6 +1123,7 @@ impl<S: Storage, T: SlotStorage<S>> ServerTable<S, T> {
             kind: s.kind,
             filename: s.filename,
             ignored_option: s.ignored_option,
+            requested: s.requested,
             params: s.transfer.params(),
             stats: s.transfer.stats(),
             ended: now,

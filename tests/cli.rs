@@ -123,7 +123,7 @@ impl Serve {
     /// Waits for the server's report line of a transfer of `name` (`read` or `write`).
     fn wait_report(&self, dir: &str, name: &str) -> String {
         let needle = format!("{dir} \"{name}\"");
-        self.wait_line(&needle, |l| l.contains(&needle))
+        self.wait_line(&needle, |l| l.contains(&needle) && !l.contains(" refused "))
     }
 
     /// Sends SIGTERM and waits for a clean exit.
@@ -1192,4 +1192,124 @@ fn serve_port_range_binds_transfers_within_it_and_says_when_it_is_exhausted() {
         assert_eq!((from, &buf[..4]), (*tid, &[0, 3, 0, 3][..]));
     }
     serve.stop();
+}
+
+/// Every request is logged, refusals included: a missing file (ERROR 1), an upload to a
+/// read-only server (ERROR 2), an unknown mode (ERROR 4) each get one line naming the client, the
+/// operation, the file, the options asked and the ERROR; a transfer's line names the options
+/// asked as well as those granted. `--log-format json` makes each line one JSON object with the
+/// same facts.
+#[test]
+fn serve_logs_every_request_refusals_included_as_text_or_json() {
+    let root = TempDir::new("log-root");
+    let content = pattern(3000, 61);
+    fs::write(root.join("f.bin"), &content).unwrap();
+    let local = TempDir::new("log-local");
+    fs::write(local.join("up.bin"), b"up").unwrap();
+    for json in [false, true] {
+        let args: &[&str] = if json {
+            &["--bind", "127.0.0.1:0", "--log-format", "json"]
+        } else {
+            &["--bind", "127.0.0.1:0"]
+        };
+        let serve = Serve::start(root.path(), args);
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let me = client.local_addr().unwrap();
+        let out = run(
+            &[
+                "get",
+                "--blksize",
+                "1468",
+                "--tsize",
+                &serve.host(),
+                "missing.bin",
+                path(&local.join("m")),
+            ],
+            None,
+        );
+        assert!(!out.status.success());
+        let missing = serve.wait_line("the missing file", |l| l.contains("missing.bin"));
+        let out = run(
+            &["put", &serve.host(), path(&local.join("up.bin")), "up.bin"],
+            None,
+        );
+        assert!(!out.status.success());
+        let upload = serve.wait_line("the refused upload", |l| l.contains("up.bin"));
+        client
+            .send_to(b"\x00\x01f.bin\x00binary\x00", serve.addr())
+            .unwrap();
+        let mode = serve.wait_line("the unknown mode", |l| l.contains(&me.to_string()));
+        let out = run(
+            &[
+                "get",
+                "--blksize",
+                "1468",
+                &serve.host(),
+                "f.bin",
+                path(&local.join("f.bin")),
+            ],
+            None,
+        );
+        ok(&out);
+        let done = serve.wait_line("the transfer", |l| {
+            l.contains("f.bin") && !l.contains(&me.to_string())
+        });
+        if json {
+            for l in [&missing, &upload, &mode, &done] {
+                assert!(l.starts_with("{\"event\":") && l.ends_with('}'), "{l}");
+            }
+            assert!(
+                missing.contains("\"event\":\"refused\"") && missing.contains("\"op\":\"read\""),
+                "{missing}"
+            );
+            assert!(
+                missing.contains("\"asked\":{\"blksize\":1468,\"tsize\":0}"),
+                "{missing}"
+            );
+            assert!(
+                missing.contains("\"error_code\":1,\"error\":\"File not found\""),
+                "{missing}"
+            );
+            assert!(
+                upload.contains("\"op\":\"write\"") && upload.contains("\"error_code\":2"),
+                "{upload}"
+            );
+            assert!(
+                mode.contains("\"error_code\":4") && mode.contains("binary"),
+                "{mode}"
+            );
+            assert!(
+                done.contains("\"event\":\"transfer\"") && done.contains("\"outcome\":\"ok\""),
+                "{done}"
+            );
+            assert!(done.contains("\"asked\":{\"blksize\":1468}"), "{done}");
+            assert!(
+                done.contains("\"granted\":{\"blksize\":1468,\"windowsize\":1"),
+                "{done}"
+            );
+            assert!(done.contains(&format!("\"bytes\":{}", content.len())), "{done}");
+            assert!(done.contains("\"error_code\":null,\"error\":null"), "{done}");
+        } else {
+            assert!(
+                missing.contains(
+                    " refused read \"missing.bin\" asked=blksize:1468,tsize:0 ERROR 1 (File not found)"
+                ),
+                "{missing}"
+            );
+            assert!(
+                upload.contains(" refused write \"up.bin\"") && upload.contains("ERROR 2"),
+                "{upload}"
+            );
+            assert!(
+                mode.starts_with(&format!("{me} refused read \"f.bin\" asked=none ERROR 4")),
+                "{mode}"
+            );
+            assert!(
+                done.contains(" read \"f.bin\" blksize=1468 windowsize=1 "),
+                "{done}"
+            );
+            assert!(done.ends_with(" asked=blksize:1468 ok"), "{done}");
+        }
+        serve.stop();
+    }
 }

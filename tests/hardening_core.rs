@@ -92,7 +92,7 @@ impl<S: Storage, const N: usize> Rig<S, N> {
                 let _ = self.table.accept(now, &incoming, storage(), tid);
                 true
             }
-            Datagram::Handled => false,
+            Datagram::Handled | Datagram::Refused(_) => false,
         };
         assert!(
             self.table.len() <= N,
@@ -327,7 +327,7 @@ fn a_500_byte_filename_is_a_request_like_any_other() {
     let now = rig.now;
     match rig.table.handle_datagram(now, addr(LISTEN), addr(PEER), true, &d) {
         Datagram::Request(incoming) => assert_eq!(incoming.filename().len(), 500),
-        Datagram::Handled => panic!("dropped"),
+        Datagram::Handled | Datagram::Refused(_) => panic!("dropped"),
     }
     // Accepted with a storage that keeps nothing, reported with its name cut to 128 bytes.
     let mut rig: Rig<Failing, 4> = Rig::new(ServerPolicy::default(), Config::default());
@@ -591,7 +591,7 @@ fn oack_and_lookalike_options_sent_to_the_server() {
                 .accept(now, &incoming, content, addr("10.0.0.1:50000"))
                 .unwrap();
         }
-        Datagram::Handled => panic!("dropped"),
+        Datagram::Handled | Datagram::Refused(_) => panic!("dropped"),
     }
     let out = rig.transmit();
     assert!(matches!(
@@ -1327,7 +1327,7 @@ fn request_option_without_value_at_end_is_ignored_and_served() {
             assert_eq!(incoming.options.tsize, Some(0));
             assert_eq!(incoming.options.blksize, None);
         }
-        Datagram::Handled => panic!("refused"),
+        Datagram::Handled | Datagram::Refused(_) => panic!("refused"),
     }
     let file: &'static [u8] = b"0123456789";
     let (req, out) = rig.deliver(addr(LISTEN), addr(PEER), true, d, || file);

@@ -867,10 +867,10 @@ impl OurServer {
         );
         let mut reports = BTreeMap::new();
         // `PEER read|write "NAME" blksize=B windowsize=W bytes=N time=Ts retransmissions=R
-        // spurious=S RESULT`
+        // spurious=S asked=OPTIONS RESULT` (refusals, `PEER refused ...`, are skipped)
         for line in log.lines() {
             let t: Vec<&str> = line.split_whitespace().collect();
-            if t.len() < 10 || !(t[1] == "read" || t[1] == "write") {
+            if t.len() < 11 || !(t[1] == "read" || t[1] == "write") {
                 continue;
             }
             let field = |i: usize, key: &str| -> u64 {
@@ -887,7 +887,7 @@ impl OurServer {
                     bytes: field(5, "bytes="),
                     retransmissions: field(7, "retransmissions="),
                     spurious: field(8, "spurious="),
-                    result: t[9..].join(" "),
+                    result: t[10..].join(" "),
                 },
             );
         }

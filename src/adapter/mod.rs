@@ -13,6 +13,7 @@ pub(crate) mod batch;
 pub mod client;
 pub mod fs;
 pub mod io;
+pub mod log;
 pub mod server;
 
 use std::io as stdio;

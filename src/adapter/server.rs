@@ -27,9 +27,11 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::batch::SendBatch;
 use super::fs::{Root, ServedFile};
+pub use super::log::{format_refusal, format_refusal_json, format_report, format_report_json};
 use super::{is_transient, size_buffers, StdClock, RECV_BUFFER};
 use crate::engine::{Config, ServerPolicy};
 use crate::error_code::ErrorCode;
+use crate::options::Options;
 use crate::server::{Datagram, Full, Incoming, SessionHandle, TransferReport, TransferResult, VecTable};
 use crate::wire::RequestKind;
 
@@ -92,6 +94,39 @@ impl Default for ServerConfig {
     }
 }
 
+/// A request the server refused, for the log: who asked for what, and the ERROR it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The client.
+    pub peer: SocketAddr,
+    /// The local address the request arrived on.
+    pub local: SocketAddr,
+    /// Read or write.
+    pub kind: RequestKind,
+    /// The name asked for, as sent (at most 512 bytes).
+    pub filename: Vec<u8>,
+    /// The known options asked for.
+    pub requested: Options,
+    /// The ERROR code sent.
+    pub code: ErrorCode,
+    /// The ERROR text sent.
+    pub message: String,
+}
+
+impl Refusal {
+    fn of(incoming: &Incoming<'_>, code: ErrorCode, message: &str) -> Refusal {
+        Refusal {
+            peer: incoming.peer,
+            local: incoming.local,
+            kind: incoming.kind,
+            filename: incoming.filename().to_vec(),
+            requested: incoming.options,
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
 struct Listener {
     socket: UdpSocket,
     addr: SocketAddr,
@@ -135,7 +170,12 @@ pub struct Server {
     ports: Ports,
     /// Datagrams read from a listener per turn.
     listener_turn: usize,
+    /// Requests refused since the last turn's end, for the log.
+    refusals: Vec<Refusal>,
 }
+
+/// Most refusals kept for the log per turn.
+const MAX_REFUSALS: usize = 4096;
 
 /// Most datagrams read from one listening socket per turn: a quarter of the session limit,
 /// from 16 to 1,024. Sessions' sockets are read every turn in between: under a flood of
@@ -225,8 +265,20 @@ impl ServerThreads {
     /// reported to `on_report`, from the thread that served it. A server that fails stops the
     /// others; the first failure is returned once every thread has stopped.
     pub fn run(self, stop: &AtomicBool, on_report: impl Fn(&TransferReport<()>) + Sync) -> io::Result<()> {
+        self.run_logged(stop, on_report, |_| {})
+    }
+
+    /// [`run`](Self::run), also reporting every refused request to `on_refusal` (a missing
+    /// file, a denied upload, an unknown mode, a busy server...): with `on_report`, one call
+    /// per request.
+    pub fn run_logged(
+        self,
+        stop: &AtomicBool,
+        on_report: impl Fn(&TransferReport<()>) + Sync,
+        on_refusal: impl Fn(&Refusal) + Sync,
+    ) -> io::Result<()> {
         let failed = AtomicBool::new(false);
-        let (failed, on_report) = (&failed, &on_report);
+        let (failed, on_report, on_refusal) = (&failed, &on_report, &on_refusal);
         std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .servers
@@ -236,6 +288,7 @@ impl ServerThreads {
                         let r = server.run_until(
                             || stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed),
                             on_report,
+                            on_refusal,
                         );
                         if r.is_err() {
                             failed.store(true, Ordering::Relaxed);
@@ -351,6 +404,7 @@ impl Server {
             siblings: None,
             backlog: vec![false; n_listeners],
             listener_turn: listener_turn(config.max_sessions),
+            refusals: Vec::new(),
             ports: match (config.single_port, config.port_range) {
                 (true, _) => Ports::Listening,
                 (false, None) => Ports::Any,
@@ -380,7 +434,13 @@ impl Server {
 
     /// Serves until `stop` becomes true, reporting every finished transfer to `on_report`.
     pub fn run(&mut self, stop: &AtomicBool, on_report: impl FnMut(&TransferReport<()>)) -> io::Result<()> {
-        self.run_until(|| stop.load(Ordering::Relaxed), on_report)
+        self.run_until(|| stop.load(Ordering::Relaxed), on_report, |_| {})
+    }
+
+    /// The requests refused since the last call (the server keeps at most one turn's worth:
+    /// call it after each [`turn`](Self::turn)).
+    pub fn take_refusals(&mut self) -> Vec<Refusal> {
+        std::mem::take(&mut self.refusals)
     }
 
     /// Serves until `stopped()` says so.
@@ -388,10 +448,14 @@ impl Server {
         &mut self,
         stopped: impl Fn() -> bool,
         mut on_report: impl FnMut(&TransferReport<()>),
+        on_refusal: impl Fn(&Refusal),
     ) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
         while !stopped() {
             self.turn(&mut events, Duration::from_millis(200), &mut on_report)?;
+            for r in self.refusals.drain(..) {
+                on_refusal(&r);
+            }
         }
         self.table
             .abort_all(ErrorCode::NotDefined, "Server shutting down");
@@ -472,6 +536,14 @@ impl Server {
         Ok(())
     }
 
+    /// Keeps a refused request for the log (a bounded number per turn: beyond, a flood of
+    /// refusals is not logged one by one).
+    fn note_refusal(&mut self, incoming: &Incoming<'_>, code: ErrorCode, message: &str) {
+        if self.refusals.len() < MAX_REFUSALS {
+            self.refusals.push(Refusal::of(incoming, code, message));
+        }
+    }
+
     /// Tells the sibling threads how many of this thread's sessions could be displaced.
     fn publish(&self) {
         if let Some((siblings, me)) = &self.siblings {
@@ -549,8 +621,27 @@ impl Server {
             };
             let now = self.clock.now();
             let datagram = &rx[..n];
-            if let Datagram::Request(incoming) = self.table.handle_datagram(now, local, from, true, datagram)
-            {
+            let incoming = match self.table.handle_datagram(now, local, from, true, datagram) {
+                Datagram::Request(incoming) => Some(incoming),
+                Datagram::Refused(r) => {
+                    if self.refusals.len() < MAX_REFUSALS {
+                        let mut filename = r.request.filename.to_vec();
+                        filename.truncate(512);
+                        self.refusals.push(Refusal {
+                            peer: r.peer,
+                            local: r.local,
+                            kind: r.kind,
+                            filename,
+                            requested: Options::parse_request(&r.request.options).options,
+                            code: r.code,
+                            message: r.message.to_string(),
+                        });
+                    }
+                    None
+                }
+                Datagram::Handled => None,
+            };
+            if let Some(incoming) = incoming {
                 // A request that supersedes its client's old session ended that one: free it.
                 self.collect();
                 let mut admitted = self.budget.try_take();
@@ -571,11 +662,12 @@ impl Server {
                     admitted = self.borrow_room();
                 }
                 if !admitted {
-                    self.table
-                        .refuse(&incoming, ErrorCode::NotDefined, "Server busy, try again later");
+                    const BUSY: &str = "Server busy, try again later";
+                    self.table.refuse(&incoming, ErrorCode::NotDefined, BUSY);
+                    self.note_refusal(&incoming, ErrorCode::NotDefined, BUSY);
                 } else {
                     let before = self.table.len();
-                    accept_request(
+                    let refused = accept_request(
                         &mut self.table,
                         &self.root,
                         &self.poll,
@@ -588,6 +680,9 @@ impl Server {
                     if self.table.len() == before {
                         // Refused after all (no such file, out of sockets): the budget is not used.
                         self.budget.release();
+                    }
+                    if let Some((code, message)) = refused {
+                        self.note_refusal(&incoming, code, message);
                     }
                 }
                 self.publish();
@@ -872,7 +967,8 @@ fn accept_request(
     ports: &mut Ports,
     now: crate::time::Instant,
     incoming: &Incoming<'_>,
-) {
+) -> Option<(ErrorCode, &'static str)> {
+    const BUSY: &str = "Server busy, try again later";
     let file = match incoming.kind {
         RequestKind::Read => root.open_read_for(
             Some(incoming.peer.ip()),
@@ -885,14 +981,15 @@ fn accept_request(
         Ok(f) => f,
         Err(e) => {
             table.refuse(incoming, e.error_code(), e.message());
-            return;
+            return Some((e.error_code(), e.message()));
         }
     };
     if matches!(ports, Ports::Listening) {
         if let Err(Full(file)) = table.accept(now, incoming, file, incoming.local) {
             let _ = root.finish(file, false);
+            return Some((ErrorCode::NotDefined, BUSY));
         }
-        return;
+        return None;
     }
     // The request's local address with a new port (keeping a link-local address's scope).
     let std_sock = match ports.bind(incoming.local) {
@@ -905,7 +1002,7 @@ fn accept_request(
                 "Server out of sockets"
             };
             table.refuse(incoming, ErrorCode::NotDefined, message);
-            return;
+            return Some((ErrorCode::NotDefined, message));
         }
     };
     let window = usize::from(
@@ -930,14 +1027,14 @@ fn accept_request(
     let Ok(tid) = std_sock.local_addr() else {
         let _ = root.finish(file, false);
         table.refuse(incoming, ErrorCode::NotDefined, "Server out of sockets");
-        return;
+        return Some((ErrorCode::NotDefined, "Server out of sockets"));
     };
     let mut socket = UdpSocket::from_std(std_sock);
     let session = match table.accept(now, incoming, file, tid) {
         Ok(session) => session,
         Err(Full(file)) => {
             let _ = root.finish(file, false);
-            return;
+            return Some((ErrorCode::NotDefined, BUSY));
         }
     };
     // The socket's poll token is its session's slot: datagrams reach the session directly.
@@ -959,6 +1056,7 @@ fn accept_request(
         socket,
         gso: cfg!(target_os = "linux"),
     });
+    None
 }
 
 /// Where a server binds its transfers' sockets.
@@ -1145,38 +1243,4 @@ fn send_from(socket: &UdpSocket, data: &[u8], to: SocketAddr, source: SocketAddr
         _ => sendmsg(fd, &iov, &[], MsgFlags::empty(), Some(&dest)),
     };
     r.map(|_| ()).map_err(io::Error::from)
-}
-
-/// A one-line log record of a finished transfer.
-pub fn format_report(report: &TransferReport<()>) -> String {
-    let name = String::from_utf8_lossy(&report.filename);
-    let dir = match report.kind {
-        RequestKind::Read => "read",
-        RequestKind::Write => "write",
-    };
-    let secs = (report.ended - report.stats.started).as_secs_f64();
-    let p = report.params;
-    let result = match &report.result {
-        TransferResult::Completed(_) => "ok".to_string(),
-        TransferResult::Declined => "declined (options probe)".to_string(),
-        TransferResult::Displaced => "displaced (no answer from the client; the server was full)".to_string(),
-        TransferResult::Failed(e) => format!("failed: {e}"),
-    };
-    let ignored = if report.ignored_option.is_empty() {
-        String::new()
-    } else {
-        format!(
-            " (ignored option \"{}\" without a value)",
-            String::from_utf8_lossy(&report.ignored_option).escape_debug()
-        )
-    };
-    format!(
-        "{peer} {dir} \"{name}\" blksize={bs} windowsize={ws} bytes={bytes} time={secs:.3}s retransmissions={rt} spurious={sp} {result}{ignored}",
-        peer = report.peer,
-        bs = p.blksize,
-        ws = p.windowsize,
-        bytes = report.stats.bytes,
-        rt = report.stats.retransmissions,
-        sp = report.stats.spurious_retransmissions,
-    )
 }

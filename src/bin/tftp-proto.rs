@@ -17,7 +17,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tftp_proto::adapter::client::{Client, ClientError, Summary};
-use tftp_proto::adapter::server::{format_report, ServerConfig, ServerThreads, MAX_SESSIONS};
+use tftp_proto::adapter::server::{
+    format_refusal, format_refusal_json, format_report, format_report_json, Refusal, ServerConfig,
+    ServerThreads, MAX_SESSIONS,
+};
 use tftp_proto::engine::{Config, Event, ServerPolicy, TransferMode};
 use tftp_proto::options::{MAX_BLKSIZE, MIN_BLKSIZE};
 use tftp_proto::server::TransferReport;
@@ -109,6 +112,17 @@ struct ServeArgs {
     /// Log more (startup details).
     #[arg(short, long)]
     verbose: bool,
+    /// How each request is logged on stderr: `text` (one line for people) or `json` (one JSON
+    /// object per line: event, peer, local, op, file, asked, granted, outcome, error_code,
+    /// error, bytes, duration_s, retransmissions, spurious). Refused requests are logged too.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -279,10 +293,27 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         );
     }
     let stderr = std::io::stderr();
+    let json = matches!(a.log_format, LogFormat::Json);
     servers
-        .run(&stop, |report: &TransferReport<()>| {
-            let _ = writeln!(stderr.lock(), "{}", format_report(report));
-        })
+        .run_logged(
+            &stop,
+            |report: &TransferReport<()>| {
+                let line = if json {
+                    format_report_json(report)
+                } else {
+                    format_report(report)
+                };
+                let _ = writeln!(stderr.lock(), "{line}");
+            },
+            |refusal: &Refusal| {
+                let line = if json {
+                    format_refusal_json(refusal)
+                } else {
+                    format_refusal(refusal)
+                };
+                let _ = writeln!(stderr.lock(), "{line}");
+            },
+        )
         .map_err(|e| format!("server failed: {e}"))?;
     eprintln!("tftp-proto: stopped");
     Ok(())

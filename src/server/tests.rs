@@ -267,7 +267,7 @@ fn request_with<S: Storage, T: SlotStorage<S>>(
     let r = rrq(&mut req, options);
     match table.handle_datagram(now, addr("10.0.0.1:69"), peer, true, r) {
         Datagram::Request(incoming) => Some(table.accept(now, &incoming, storage, tid)),
-        Datagram::Handled => None,
+        Datagram::Handled | Datagram::Refused(_) => None,
     }
 }
 
