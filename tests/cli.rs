@@ -1313,3 +1313,75 @@ fn serve_logs_every_request_refusals_included_as_text_or_json() {
         serve.stop();
     }
 }
+
+/// A network namespace of the test's own, deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("tftp-{tag}-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip");
+        assert!(ok.success(), "ip netns add {name}");
+        Netns(name)
+    }
+
+    fn exec(&self, bin: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, bin]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// By default the block size granted fits the MTU of the interface the request arrived on: in
+/// a namespace whose loopback has a 1500-byte MTU, a client asking for 65464 gets 1468 over IPv4
+/// and 1448 over IPv6 (and the download completes); with `--max-blksize 4000` the operator's cap
+/// applies instead. (Root only: it makes the namespace.)
+#[test]
+fn serve_caps_blksize_at_the_links_mtu_by_default() {
+    if !is_root() {
+        eprintln!("!!! NOTE: not root: the MTU cap is checked only by its unit tests");
+        return;
+    }
+    let ns = Netns::new("mtu");
+    let up = Command::new("ip")
+        .args(["-n", &ns.0, "link", "set", "lo", "mtu", "1500", "up"])
+        .status()
+        .unwrap();
+    assert!(up.success());
+    let root = TempDir::new("mtu-root");
+    let content = pattern(20_000, 71);
+    fs::write(root.join("f.bin"), &content).unwrap();
+    let local = TempDir::new("mtu-local");
+    for (extra, v4, v6) in [(None, 1468, 1448), (Some("4000"), 4000, 4000)] {
+        let mut args = vec!["--bind", "127.0.0.1:6969", "--bind", "[::1]:6969"];
+        if let Some(cap) = extra {
+            args.extend(["--max-blksize", cap]);
+        }
+        let serve = Serve::start_with(ns.exec(BIN), root.path(), &args);
+        for (host, want) in [("127.0.0.1:6969", v4), ("[::1]:6969", v6)] {
+            let to = local.join("f.bin");
+            let out = ns
+                .exec(BIN)
+                .args(["get", "--blksize", "65464", host, "f.bin", path(&to)])
+                .output()
+                .unwrap();
+            ok(&out);
+            assert_eq!(fs::read(&to).unwrap(), content);
+            let line = serve.wait_report("read", "f.bin");
+            assert!(
+                line.contains(&format!(" blksize={want} ")),
+                "{host} {extra:?}: {line}"
+            );
+        }
+        serve.stop();
+    }
+}

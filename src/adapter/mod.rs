@@ -14,6 +14,7 @@ pub mod client;
 pub mod fs;
 pub mod io;
 pub mod log;
+pub mod mtu;
 pub mod server;
 
 use std::io as stdio;

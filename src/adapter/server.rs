@@ -59,6 +59,10 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// Serve every transfer from the listening port.
     pub single_port: bool,
+    /// Cap the block size granted at what fits the MTU of the interface each request arrived
+    /// on (see [`mtu`](super::mtu)), below `policy.max_blksize`. On by default; an operator who
+    /// sets a block-size cap of their own turns it off.
+    pub max_blksize_from_mtu: bool,
     /// A download whose name is not found is looked up again ignoring ASCII case (see
     /// [`Root::with_ignore_case`]).
     pub ignore_case: bool,
@@ -86,6 +90,7 @@ impl Default for ServerConfig {
             engine: Config::default(),
             max_sessions: 1024,
             single_port: false,
+            max_blksize_from_mtu: true,
             ignore_case: false,
             per_client_root: false,
             port_range: None,
@@ -172,6 +177,8 @@ pub struct Server {
     listener_turn: usize,
     /// Requests refused since the last turn's end, for the log.
     refusals: Vec<Refusal>,
+    /// Block-size caps by local address ([`ServerConfig::max_blksize_from_mtu`]).
+    mtu: Option<super::mtu::MtuCache>,
 }
 
 /// Most refusals kept for the log per turn.
@@ -405,6 +412,7 @@ impl Server {
             backlog: vec![false; n_listeners],
             listener_turn: listener_turn(config.max_sessions),
             refusals: Vec::new(),
+            mtu: config.max_blksize_from_mtu.then(super::mtu::MtuCache::default),
             ports: match (config.single_port, config.port_range) {
                 (true, _) => Ports::Listening,
                 (false, None) => Ports::Any,
@@ -674,6 +682,7 @@ impl Server {
                         &mut self.sockets,
                         self.listeners.len(),
                         &mut self.ports,
+                        self.mtu.as_mut(),
                         now,
                         &incoming,
                     );
@@ -965,15 +974,21 @@ fn accept_request(
     sockets: &mut Vec<Option<SessionSocket>>,
     first_token: usize,
     ports: &mut Ports,
+    mtu: Option<&mut super::mtu::MtuCache>,
     now: crate::time::Instant,
     incoming: &Incoming<'_>,
 ) -> Option<(ErrorCode, &'static str)> {
     const BUSY: &str = "Server busy, try again later";
+    // This request's policy: the server's, with the block size capped to the link's MTU.
+    let mut policy = *table.policy();
+    if let Some(cap) = mtu.and_then(|m| m.blksize_cap(incoming.local.ip())) {
+        policy.max_blksize = policy.max_blksize.min(cap);
+    }
     let file = match incoming.kind {
         RequestKind::Read => root.open_read_for(
             Some(incoming.peer.ip()),
             incoming.filename(),
-            read_ahead(incoming, table.policy()),
+            read_ahead(incoming, &policy),
         ),
         RequestKind::Write => root.create_upload(incoming.filename()),
     };
@@ -985,7 +1000,7 @@ fn accept_request(
         }
     };
     if matches!(ports, Ports::Listening) {
-        if let Err(Full(file)) = table.accept(now, incoming, file, incoming.local) {
+        if let Err(Full(file)) = table.accept_with(now, incoming, file, incoming.local, &policy) {
             let _ = root.finish(file, false);
             return Some((ErrorCode::NotDefined, BUSY));
         }
@@ -1010,15 +1025,9 @@ fn accept_request(
             .options
             .windowsize
             .unwrap_or(1)
-            .min(table.policy().max_windowsize),
+            .min(policy.max_windowsize),
     );
-    let block = usize::from(
-        incoming
-            .options
-            .blksize
-            .unwrap_or(512)
-            .min(table.policy().max_blksize),
-    ) + 64;
+    let block = usize::from(incoming.options.blksize.unwrap_or(512).min(policy.max_blksize)) + 64;
     size_buffers(&std_sock, (window * block * 2).max(64 * 1024));
     // Coalesced receives: an upload's window (sent with segmentation, as this crate's client
     // does) arrives in one system call; `drain_session` splits it.
@@ -1030,7 +1039,7 @@ fn accept_request(
         return Some((ErrorCode::NotDefined, "Server out of sockets"));
     };
     let mut socket = UdpSocket::from_std(std_sock);
-    let session = match table.accept(now, incoming, file, tid) {
+    let session = match table.accept_with(now, incoming, file, tid, &policy) {
         Ok(session) => session,
         Err(Full(file)) => {
             let _ = root.finish(file, false);

@@ -64,9 +64,11 @@ struct ServeArgs {
     /// Largest upload accepted, in bytes.
     #[arg(long, value_name = "BYTES")]
     max_upload: Option<u64>,
-    /// Cap on the block size granted (e.g. 1468 for ROMs that cannot reassemble fragments).
-    #[arg(long, value_name = "N", default_value_t = MAX_BLKSIZE, value_parser = clap::value_parser!(u16).range(i64::from(MIN_BLKSIZE)..=i64::from(MAX_BLKSIZE)))]
-    max_blksize: u16,
+    /// Cap on the block size granted. Default: what fits the MTU of the interface each
+    /// request arrives on (1468 on a 1500-byte Ethernet, 65464 on loopback), so ROMs that
+    /// cannot reassemble IP fragments work; a value given here applies everywhere instead.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(i64::from(MIN_BLKSIZE)..=i64::from(MAX_BLKSIZE)))]
+    max_blksize: Option<u16>,
     /// Cap on the window size granted.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     max_windowsize: u16,
@@ -233,7 +235,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         allow_write: a.allow_write,
         allow_overwrite: a.allow_overwrite,
         policy: ServerPolicy {
-            max_blksize: a.max_blksize,
+            max_blksize: a.max_blksize.unwrap_or(MAX_BLKSIZE),
             max_windowsize: a.max_windowsize,
             max_write_size: a.max_upload,
             ..ServerPolicy::default()
@@ -241,6 +243,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         engine,
         max_sessions: a.max_sessions as usize,
         single_port: a.single_port,
+        max_blksize_from_mtu: a.max_blksize.is_none(),
         ignore_case: a.ignore_case,
         per_client_root: a.per_client_root,
         port_range: a.port_range,
@@ -281,7 +284,8 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     if a.verbose {
         eprintln!(
             "tftp-proto: max blksize {}, max windowsize {}, max sessions {}, {}, {} thread(s)",
-            a.max_blksize,
+            a.max_blksize
+                .map_or_else(|| "the link's MTU less headers".to_string(), |b| b.to_string()),
             a.max_windowsize,
             a.max_sessions,
             if a.single_port {
