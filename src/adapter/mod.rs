@@ -15,6 +15,7 @@ pub mod fs;
 pub mod io;
 pub mod log;
 pub mod mtu;
+pub mod remap;
 pub mod server;
 
 use std::io as stdio;

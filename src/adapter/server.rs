@@ -69,6 +69,9 @@ pub struct ServerConfig {
     /// Downloads are looked for beneath `root/<client IP>/` first (see
     /// [`Root::with_per_client_root`]).
     pub per_client_root: bool,
+    /// Rules that rewrite each requested name before it is looked up (tftp-hpa's `-m`; see
+    /// [`Remap`](super::remap::Remap)). The root policy applies to the result.
+    pub remap: Option<super::remap::Remap>,
     /// The ports transfers' sockets (TIDs) are bound to, `(low, high)` inclusive; `None`: any
     /// the system picks. When every port of the range is taken, a request gets ERROR 0 (and
     /// the transfers in progress carry on). Unused in single-port mode.
@@ -94,6 +97,7 @@ impl Default for ServerConfig {
             ignore_case: false,
             per_client_root: false,
             port_range: None,
+            remap: None,
             reuse_port: false,
         }
     }
@@ -179,6 +183,8 @@ pub struct Server {
     refusals: Vec<Refusal>,
     /// Block-size caps by local address ([`ServerConfig::max_blksize_from_mtu`]).
     mtu: Option<super::mtu::MtuCache>,
+    /// Name rewriting rules.
+    remap: Option<super::remap::Remap>,
 }
 
 /// Most refusals kept for the log per turn.
@@ -413,6 +419,7 @@ impl Server {
             listener_turn: listener_turn(config.max_sessions),
             refusals: Vec::new(),
             mtu: config.max_blksize_from_mtu.then(super::mtu::MtuCache::default),
+            remap: config.remap.clone().filter(|r| !r.is_empty()),
             ports: match (config.single_port, config.port_range) {
                 (true, _) => Ports::Listening,
                 (false, None) => Ports::Any,
@@ -683,6 +690,7 @@ impl Server {
                         self.listeners.len(),
                         &mut self.ports,
                         self.mtu.as_mut(),
+                        self.remap.as_ref(),
                         now,
                         &incoming,
                     );
@@ -975,22 +983,31 @@ fn accept_request(
     first_token: usize,
     ports: &mut Ports,
     mtu: Option<&mut super::mtu::MtuCache>,
+    remap: Option<&super::remap::Remap>,
     now: crate::time::Instant,
     incoming: &Incoming<'_>,
 ) -> Option<(ErrorCode, &'static str)> {
+    use super::remap::Remapped;
     const BUSY: &str = "Server busy, try again later";
     // This request's policy: the server's, with the block size capped to the link's MTU.
     let mut policy = *table.policy();
     if let Some(cap) = mtu.and_then(|m| m.blksize_cap(incoming.local.ip())) {
         policy.max_blksize = policy.max_blksize.min(cap);
     }
+    let name = match remap.map(|r| r.apply(incoming.filename(), incoming.kind, incoming.peer.ip())) {
+        None => std::borrow::Cow::Borrowed(incoming.filename()),
+        Some(Remapped::Name(name)) => name,
+        Some(Remapped::Refused) => {
+            const DENIED: &str = "Access violation";
+            table.refuse(incoming, ErrorCode::AccessViolation, DENIED);
+            return Some((ErrorCode::AccessViolation, DENIED));
+        }
+    };
     let file = match incoming.kind {
-        RequestKind::Read => root.open_read_for(
-            Some(incoming.peer.ip()),
-            incoming.filename(),
-            read_ahead(incoming, &policy),
-        ),
-        RequestKind::Write => root.create_upload(incoming.filename()),
+        RequestKind::Read => {
+            root.open_read_for(Some(incoming.peer.ip()), &name, read_ahead(incoming, &policy))
+        }
+        RequestKind::Write => root.create_upload(&name),
     };
     let file = match file {
         Ok(f) => f,

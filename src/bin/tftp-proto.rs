@@ -83,6 +83,11 @@ struct ServeArgs {
     /// (per path component; the first in byte order when several do).
     #[arg(long)]
     ignore_case: bool,
+    /// Rewrite requested names with the rules in FILE before looking them up (tftp-hpa's -m
+    /// format: `FLAGS REGEX [REPLACEMENT]` per line, flags r g i e s a G P 4 6 ~, \0-\9 in
+    /// replacements). A file that does not parse stops the server at startup.
+    #[arg(long, value_name = "FILE")]
+    map_file: Option<std::path::PathBuf>,
     /// Bind every transfer's port (TID) within LOW:HIGH (firewalls, NAT); when all are in use,
     /// a request gets ERROR 0. Unused with --single-port.
     #[arg(long, value_name = "LOW:HIGH", value_parser = parse_port_range)]
@@ -229,6 +234,12 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         total_timeout: total_timeout(a.total_timeout)?,
         ..Config::default()
     };
+    let remap = match &a.map_file {
+        Some(path) => {
+            Some(tftp_proto::adapter::remap::Remap::load(path).map_err(|e| format!("--map-file {e}"))?)
+        }
+        None => None,
+    };
     let config = ServerConfig {
         root: a.root.clone(),
         binds,
@@ -247,6 +258,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         ignore_case: a.ignore_case,
         per_client_root: a.per_client_root,
         port_range: a.port_range,
+        remap,
         reuse_port: false,
     };
     let stop = Arc::new(AtomicBool::new(false));
