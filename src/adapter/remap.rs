@@ -164,55 +164,52 @@ impl Remap {
                     f.len()
                 )));
             }
-            let mut rule = Rule {
-                regex: Regex::new("").expect("the empty regex"),
-                replacement: None,
-                global: false,
-                end: false,
-                restart: false,
-                abort: false,
-                get_only: false,
-                put_only: false,
-                v4_only: false,
-                v6_only: false,
-                invert: false,
-            };
             let mut rewrite = false;
             let mut ignore_case = false;
-            for c in flags.chars() {
+            let mut flag = |c: char| -> Result<(), RemapError> {
                 match c {
                     'r' => rewrite = true,
-                    'g' => rule.global = true,
                     'i' => ignore_case = true,
-                    'e' => rule.end = true,
-                    's' => rule.restart = true,
-                    'a' => rule.abort = true,
-                    'G' => rule.get_only = true,
-                    'P' => rule.put_only = true,
-                    '4' => rule.v4_only = true,
-                    '6' => rule.v6_only = true,
-                    '~' => rule.invert = true,
+                    'g' | 'e' | 's' | 'a' | 'G' | 'P' | '4' | '6' | '~' => {}
                     other => {
                         return Err(bad(format!(
                             "unknown flag {other:?} in {flags:?} (known: r g i e s a G P 4 6 ~)"
                         )))
                     }
                 }
+                Ok(())
+            };
+            for c in flags.chars() {
+                flag(c)?;
             }
-            rule.regex = RegexBuilder::new(pattern)
+            let has = |c: char| flags.contains(c);
+            let regex = RegexBuilder::new(pattern)
                 .case_insensitive(ignore_case)
                 .unicode(false)
                 .build()
                 .map_err(|e| bad(format!("regular expression {pattern:?}: {e}")))?;
-            match (rewrite, f.get(2)) {
-                (true, Some(r)) => rule.replacement = Some(r.as_bytes().to_vec()),
+            let replacement = match (rewrite, f.get(2)) {
+                (true, Some(r)) => Some(r.as_bytes().to_vec()),
                 (true, None) => return Err(bad("flag r needs a replacement".into())),
                 (false, Some(r)) => return Err(bad(format!("a replacement ({r:?}) without flag r"))),
-                (false, None) => {}
+                (false, None) => None,
+            };
+            if let Some(r) = &replacement {
+                check_replacement(r, regex.captures_len()).map_err(bad)?;
             }
-            if let Some(r) = &rule.replacement {
-                check_replacement(r, rule.regex.captures_len()).map_err(bad)?;
-            }
+            let rule = Rule {
+                regex,
+                replacement,
+                global: has('g'),
+                end: has('e'),
+                restart: has('s'),
+                abort: has('a'),
+                get_only: has('G'),
+                put_only: has('P'),
+                v4_only: has('4'),
+                v6_only: has('6'),
+                invert: has('~'),
+            };
             rules.push(rule);
         }
         Ok(Remap { rules })
