@@ -1475,3 +1475,89 @@ fn serve_map_file_rewrites_names_before_lookup() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("/nonexistent/rules"), "{}", stderr(&out));
 }
+
+/// Starts `serve` (through `bash -c script`, `$0` the binary, `$1` the root) with a bound UDP
+/// socket as its standard input; returns the child, its stderr lines and the socket's address.
+fn spawn_with_socket_stdin(script: &str, root: &Path) -> (Child, mpsc::Receiver<String>, SocketAddr) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    let mut child = Command::new("bash")
+        .args(["-c", script, BIN])
+        .arg(root)
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(sock)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, lines, addr)
+}
+
+/// Waits (bounded) for `child` to exit by itself.
+fn exits_by_itself(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// `serve --inetd` serves the UDP socket it gets as standard input (inetd's "wait" mode) and
+/// exits by itself once idle (`--idle-exit`); systemd socket activation (`LISTEN_PID`,
+/// `LISTEN_FDS`, the socket as descriptor 3) serves the inherited socket when no `--bind` is
+/// given. Standard input that is not a socket, or `--inetd` with `--bind`, is a startup error.
+#[test]
+fn serve_inetd_and_systemd_socket_activation() {
+    let root = TempDir::new("inetd-root");
+    let content = pattern(40_000, 81);
+    fs::write(root.join("f.bin"), &content).unwrap();
+    let local = TempDir::new("inetd-local");
+    for (what, script) in [
+        ("inetd", "exec \"$0\" serve --root \"$1\" --inetd --idle-exit 2"),
+        (
+            "systemd",
+            "exec 3<&0 0</dev/null; export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" serve --root \"$1\" --idle-exit 2",
+        ),
+    ] {
+        let (mut child, lines, addr) = spawn_with_socket_stdin(script, root.path());
+        let serving = lines.recv_timeout(WAIT).expect("the serving line");
+        assert_eq!(parse_serving(&serving), [addr], "{what}: {serving}");
+        let to = local.join(what);
+        let out = run(&["get", &addr.to_string(), "f.bin", path(&to)], None);
+        ok(&out);
+        assert_eq!(fs::read(&to).unwrap(), content, "{what}");
+        let status = exits_by_itself(&mut child, Duration::from_secs(20)).unwrap_or_else(|| panic!("{what}: still running after its idle time"));
+        assert!(status.success(), "{what}: {status}");
+    }
+    let out = run(&["serve", "--root", path(root.path()), "--inetd"], Some(b""));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--inetd: standard input"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        &[
+            "serve",
+            "--root",
+            path(root.path()),
+            "--inetd",
+            "--bind",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("give no --bind"), "{}", stderr(&out));
+}

@@ -72,6 +72,9 @@ pub struct ServerConfig {
     /// Rules that rewrite each requested name before it is looked up (tftp-hpa's `-m`; see
     /// [`Remap`](super::remap::Remap)). The root policy applies to the result.
     pub remap: Option<super::remap::Remap>,
+    /// Stop serving (return from `run`) once no transfer has been in progress and no datagram
+    /// has arrived for this long: inetd's "wait" mode, where inetd takes the socket back.
+    pub idle_exit: Option<Duration>,
     /// The ports transfers' sockets (TIDs) are bound to, `(low, high)` inclusive; `None`: any
     /// the system picks. When every port of the range is taken, a request gets ERROR 0 (and
     /// the transfers in progress carry on). Unused in single-port mode.
@@ -98,6 +101,7 @@ impl Default for ServerConfig {
             per_client_root: false,
             port_range: None,
             remap: None,
+            idle_exit: None,
             reuse_port: false,
         }
     }
@@ -185,6 +189,10 @@ pub struct Server {
     mtu: Option<super::mtu::MtuCache>,
     /// Name rewriting rules.
     remap: Option<super::remap::Remap>,
+    /// See [`ServerConfig::idle_exit`].
+    idle_exit: Option<Duration>,
+    /// When a datagram last arrived or a transfer was last in progress.
+    last_active: std::time::Instant,
 }
 
 /// Most refusals kept for the log per turn.
@@ -267,6 +275,14 @@ impl ServerThreads {
             }
         }
         Ok(ServerThreads { servers })
+    }
+
+    /// One server on sockets already bound (see [`Server::from_sockets`]): one event loop, as
+    /// inherited sockets cannot be shared out between loops by the kernel.
+    pub fn from_sockets(config: &ServerConfig, sockets: Vec<StdUdpSocket>) -> io::Result<ServerThreads> {
+        Ok(ServerThreads {
+            servers: vec![Server::from_sockets(config, sockets)?],
+        })
     }
 
     /// The bound listening addresses, the same for every thread.
@@ -367,22 +383,41 @@ impl Server {
         Server::bind_with(config, Arc::new(SessionBudget::new(config.max_sessions)))
     }
 
+    /// Serves on sockets already bound (`config.binds` is not used): inherited from systemd's
+    /// socket activation or inetd, say. Each must be a bound UDP socket.
+    pub fn from_sockets(config: &ServerConfig, sockets: Vec<StdUdpSocket>) -> io::Result<Server> {
+        Server::from_sockets_with(config, sockets, Arc::new(SessionBudget::new(config.max_sessions)))
+    }
+
     /// [`bind`](Self::bind), counting sessions against a budget shared with other servers.
     fn bind_with(config: &ServerConfig, budget: Arc<SessionBudget>) -> io::Result<Server> {
+        let sockets = config
+            .binds
+            .iter()
+            .map(|&addr| bind_udp(addr, config.reuse_port))
+            .collect::<io::Result<Vec<_>>>()?;
+        Server::from_sockets_with(config, sockets, budget)
+    }
+
+    fn from_sockets_with(
+        config: &ServerConfig,
+        sockets: Vec<StdUdpSocket>,
+        budget: Arc<SessionBudget>,
+    ) -> io::Result<Server> {
         let root = Root::open(&config.root, config.allow_write, config.allow_overwrite)
             .map_err(|e| io::Error::new(e.kind(), format!("root {}: {e}", config.root.display())))?
             .with_ignore_case(config.ignore_case)
             .with_per_client_root(config.per_client_root);
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
-        for (i, &addr) in config.binds.iter().enumerate() {
-            let std_sock = bind_udp(addr, config.reuse_port)?;
+        for (i, std_sock) in sockets.into_iter().enumerate() {
+            std_sock.set_nonblocking(true)?;
+            let addr = std_sock.local_addr()?;
             let wildcard = addr.ip().is_unspecified();
             if wildcard {
                 enable_pktinfo(&std_sock, addr.is_ipv4())?;
             }
             size_buffers(&std_sock, 4 << 20);
-            let addr = std_sock.local_addr()?;
             let mut socket = UdpSocket::from_std(std_sock);
             poll.registry()
                 .register(&mut socket, Token(i), Interest::READABLE)?;
@@ -420,6 +455,8 @@ impl Server {
             refusals: Vec::new(),
             mtu: config.max_blksize_from_mtu.then(super::mtu::MtuCache::default),
             remap: config.remap.clone().filter(|r| !r.is_empty()),
+            idle_exit: config.idle_exit,
+            last_active: std::time::Instant::now(),
             ports: match (config.single_port, config.port_range) {
                 (true, _) => Ports::Listening,
                 (false, None) => Ports::Any,
@@ -471,6 +508,15 @@ impl Server {
             for r in self.refusals.drain(..) {
                 on_refusal(&r);
             }
+            if !self.table.is_empty() {
+                self.last_active = std::time::Instant::now();
+            }
+            if self
+                .idle_exit
+                .is_some_and(|idle| self.last_active.elapsed() >= idle)
+            {
+                break;
+            }
         }
         self.table
             .abort_all(ErrorCode::NotDefined, "Server shutting down");
@@ -509,6 +555,9 @@ impl Server {
         // that waits in its socket while the loop was busy must not be answered by a
         // retransmission. A full batch of events may leave readable sockets for the next poll,
         // so poll again at once (boundedly) until a batch comes back short.
+        if !events.is_empty() {
+            self.last_active = std::time::Instant::now();
+        }
         for round in 0.. {
             let full = events.iter().count() >= events.capacity();
             for event in events.iter() {

@@ -83,6 +83,15 @@ struct ServeArgs {
     /// (per path component; the first in byte order when several do).
     #[arg(long)]
     ignore_case: bool,
+    /// inetd "wait" mode: serve on the UDP socket given as standard input, and exit once idle
+    /// (see --idle-exit, default 900 s here). Without --bind and --inetd, sockets passed by
+    /// systemd socket activation (LISTEN_FDS) are served if there are any.
+    #[arg(long)]
+    inetd: bool,
+    /// Exit once no transfer has been in progress and no datagram has arrived for SECS seconds
+    /// (inetd takes the socket back; systemd can start the server again on the next request).
+    #[arg(long, value_name = "SECS")]
+    idle_exit: Option<u64>,
     /// Rewrite requested names with the rules in FILE before looking them up (tftp-hpa's -m
     /// format: `FLAGS REGEX [REPLACEMENT]` per line, flags r g i e s a G P 4 6 ~, \0-\9 in
     /// replacements). A file that does not parse stops the server at startup.
@@ -223,11 +232,23 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     if !(a.timeout > 0.0 && a.timeout <= 255.0) {
         return Err("--timeout must be between 0 and 255 seconds".into());
     }
+    if a.inetd && !a.binds.is_empty() {
+        return Err("--inetd serves the socket on standard input: give no --bind".into());
+    }
+    // Sockets handed over by inetd (standard input) or systemd (LISTEN_FDS).
+    let inherited = if a.inetd {
+        Some(vec![inetd_socket()?])
+    } else if a.binds.is_empty() {
+        systemd_sockets()?
+    } else {
+        None
+    };
     let binds = if a.binds.is_empty() {
         vec![SocketAddr::from(([0, 0, 0, 0], 69))]
     } else {
         a.binds.iter().map(|b| parse_bind(b)).collect::<Result<_, _>>()?
     };
+    let idle_exit = a.idle_exit.or(a.inetd.then_some(900)).map(Duration::from_secs);
     let engine = Config {
         initial_rto: Duration::from_secs_f64(a.timeout),
         max_retries: a.retries,
@@ -259,6 +280,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         per_client_root: a.per_client_root,
         port_range: a.port_range,
         remap,
+        idle_exit,
         reuse_port: false,
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -270,7 +292,11 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     let per_session = if a.single_port { 1 } else { 2 };
     let wanted = a.max_sessions.saturating_mul(per_session).saturating_add(64);
     let limit = raise_open_file_limit(wanted);
-    let servers = ServerThreads::bind(&config, threads).map_err(|e| format!("cannot start server: {e}"))?;
+    let servers = match inherited {
+        Some(sockets) => ServerThreads::from_sockets(&config, sockets),
+        None => ServerThreads::bind(&config, threads),
+    }
+    .map_err(|e| format!("cannot start server: {e}"))?;
     if let Some(name) = &a.user {
         drop_privileges(name)?;
     }
@@ -333,6 +359,54 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("server failed: {e}"))?;
     eprintln!("tftp-proto: stopped");
     Ok(())
+}
+
+/// Checks that `fd` is a datagram socket and makes it a `UdpSocket`.
+fn udp_socket(fd: std::os::fd::OwnedFd, what: &str) -> Result<std::net::UdpSocket, String> {
+    use nix::sys::socket::{getsockopt, sockopt, SockType};
+    match getsockopt(&fd, sockopt::SockType) {
+        Ok(SockType::Datagram) => Ok(std::net::UdpSocket::from(fd)),
+        Ok(other) => Err(format!("{what} is a {other:?} socket, not a UDP one")),
+        Err(e) => Err(format!("{what} is not a socket ({e})")),
+    }
+}
+
+/// inetd's socket: standard input.
+fn inetd_socket() -> Result<std::net::UdpSocket, String> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("--inetd: standard input: {e}"))?;
+    udp_socket(fd, "--inetd: standard input")
+}
+
+/// The sockets systemd passed (socket activation: `LISTEN_PID` is this process and
+/// `LISTEN_FDS` counts the descriptors from 3), if any.
+fn systemd_sockets() -> Result<Option<Vec<std::net::UdpSocket>>, String> {
+    use std::os::fd::FromRawFd;
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok());
+    let (true, Some(n)) = (for_us, count) else {
+        return Ok(None);
+    };
+    if !(1..=64).contains(&n) {
+        return Err(format!("LISTEN_FDS={n}: expected 1 to 64 sockets"));
+    }
+    (3..3 + n)
+        .map(|fd| {
+            // SAFETY: systemd passes descriptors 3 .. 3 + LISTEN_FDS open to this process
+            // (LISTEN_PID is ours), and each is taken exactly once, here.
+            let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+            udp_socket(owned, &format!("LISTEN_FDS descriptor {fd}"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// Switches the whole process (no thread runs yet) to user `name`: its group, no supplementary
