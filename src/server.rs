@@ -982,7 +982,7 @@ impl<S: Storage, T: SlotStorage<S>> ServerTable<S, T> {
     }
 
     /// Refuses `incoming` with an ERROR sent from the address it arrived on.
-    pub fn refuse(&mut self, incoming: &Incoming<'_>, code: ErrorCode, message: &'static str) {
+    pub fn refuse(&mut self, incoming: &Incoming<'_>, code: ErrorCode, message: &str) {
         self.reply(incoming.local, incoming.peer, code, message);
     }
 

@@ -126,6 +126,25 @@ impl<S: Storage + ?Sized> Storage for &mut S {
     }
 }
 
+#[cfg(feature = "alloc")]
+impl<S: Storage + ?Sized> Storage for alloc::boxed::Box<S> {
+    fn size(&mut self) -> Option<u64> {
+        (**self).size()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
+        (**self).read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        (**self).write_at(offset, data)
+    }
+    fn finish(&mut self) -> Result<(), StorageError> {
+        (**self).finish()
+    }
+    fn idle(&mut self) {
+        (**self).idle()
+    }
+}
+
 /// Copies from `src` at `offset` into `buf`.
 fn read_slice(src: &[u8], offset: u64, buf: &mut [u8]) -> usize {
     let start = usize::try_from(offset).unwrap_or(usize::MAX).min(src.len());

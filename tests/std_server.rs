@@ -2328,3 +2328,115 @@ fn session_cap_displaces_the_oldest_silent_session_on_any_thread() {
         server.join().unwrap().expect("server stops cleanly");
     }
 }
+
+/// The request hook sees every request (peer, local address, name, mode, options) before the
+/// server's own policy and decides: it serves generated content (with `tsize` from the
+/// storage's size), receives an upload into its own storage (which gets `finish` with the whole
+/// file), refuses with its own ERROR code and text, or falls through to the root (where the
+/// remap rules and the root apply as usual).
+#[test]
+fn request_hook_serves_receives_refuses_or_falls_through() {
+    use tftp_proto::adapter::server::{HookDecision, ServerThreads};
+    use tftp_proto::storage::{Storage, StorageError};
+    let root = TempDir::new("root");
+    let on_disk = pattern(3000, 91);
+    fs::write(root.join("disk.bin"), &on_disk).unwrap();
+    fs::write(root.join("mapped.bin"), b"mapped").unwrap();
+    #[derive(Default)]
+    struct Seen(Vec<(SocketAddr, Vec<u8>, String, Option<u16>)>);
+    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    struct Inbox(Vec<u8>, Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+    impl Storage for Inbox {
+        fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+            let end = offset as usize + data.len();
+            if self.0.len() < end {
+                self.0.resize(end, 0);
+            }
+            self.0[offset as usize..end].copy_from_slice(data);
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<(), StorageError> {
+            self.1.lock().unwrap().push(std::mem::take(&mut self.0));
+            Ok(())
+        }
+    }
+    let generated = pattern(10_000, 92);
+    let mut config = server_config(root.path(), &["127.0.0.1:0"]);
+    config.allow_write = false;
+    config.remap = Some(tftp_proto::adapter::remap::Remap::parse("r ^alias$ mapped.bin").unwrap());
+    let (seen_in, inbox, gen) = (Arc::clone(&seen), Arc::clone(&received), generated.clone());
+    let config = config.with_request_hook(move |req| {
+        seen_in.lock().unwrap().0.push((
+            req.peer,
+            req.filename.to_vec(),
+            String::from_utf8_lossy(req.mode.as_bytes()).into_owned(),
+            req.options.blksize,
+        ));
+        match req.filename {
+            b"generated.bin" => HookDecision::Serve(Box::new(gen.clone())),
+            b"inbox.bin" => HookDecision::Serve(Box::new(Inbox(Vec::new(), Arc::clone(&inbox)))),
+            b"forbidden.bin" => HookDecision::Refuse {
+                code: ErrorCode::from_u16(7),
+                message: "ask the admin".into(),
+            },
+            _ => HookDecision::FallThrough,
+        }
+    });
+    let servers = ServerThreads::bind(&config, 1).expect("bind");
+    let addr = servers.local_addrs()[0];
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let server = std::thread::spawn(move || servers.run(&flag, |_| {}));
+    let client = Client::new(addr).options(Options {
+        blksize: Some(1024),
+        tsize: Some(0),
+        ..Options::NONE
+    });
+    let (got, summary) = client.get(b"generated.bin", Vec::new(), |_| {}).unwrap();
+    assert_eq!(got, generated);
+    assert_eq!(
+        summary.params.tsize,
+        Some(generated.len() as u64),
+        "tsize from the storage"
+    );
+    let upload = pattern(5000, 93);
+    client.put(b"inbox.bin", &upload[..], |_| {}).unwrap();
+    assert_eq!(
+        *received.lock().unwrap(),
+        [upload],
+        "finished with the whole file"
+    );
+    match client.get(b"forbidden.bin", Vec::new(), |_| {}) {
+        Err(ClientError::Transfer(TransferError::Peer(p))) => {
+            assert_eq!(p.code.as_u16(), 7);
+            assert_eq!(p.message(), b"ask the admin");
+        }
+        other => panic!("{other:?}"),
+    }
+    let (got, _) = client.get(b"disk.bin", Vec::new(), |_| {}).unwrap();
+    assert_eq!(got, on_disk, "fell through to the root");
+    let (got, _) = client.get(b"alias", Vec::new(), |_| {}).unwrap();
+    assert_eq!(got, b"mapped", "the remap rules apply after the hook");
+    // A write the hook lets through meets the root's read-only policy.
+    assert!(client.put(b"other.bin", &b"x"[..], |_| {}).is_err());
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap().unwrap();
+    let seen = seen.lock().unwrap();
+    let names: Vec<&[u8]> = seen.0.iter().map(|(_, n, _, _)| n.as_slice()).collect();
+    assert_eq!(
+        names,
+        [
+            &b"generated.bin"[..],
+            b"inbox.bin",
+            b"forbidden.bin",
+            b"disk.bin",
+            b"alias",
+            b"other.bin"
+        ]
+    );
+    assert!(seen
+        .0
+        .iter()
+        .all(|(p, _, m, b)| p.ip() == addr.ip() && m == "octet" && *b == Some(1024)));
+}

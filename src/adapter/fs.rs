@@ -43,12 +43,23 @@ pub struct Root {
 }
 
 /// A file being served: a download's source or an upload's temporary file.
-#[derive(Debug)]
 pub enum ServedFile {
     /// A file read by a client.
     Read(ReadAheadFile),
     /// An upload in progress.
     Upload(Upload),
+    /// What a request hook chose to serve or receive into (memory, a generated stream...).
+    Custom(Box<dyn Storage + Send>),
+}
+
+impl std::fmt::Debug for ServedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServedFile::Read(r) => f.debug_tuple("Read").field(r).finish(),
+            ServedFile::Upload(u) => f.debug_tuple("Upload").field(u).finish(),
+            ServedFile::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
 }
 
 /// An upload in progress: data goes to `temp`, which becomes `target` on success.
@@ -159,12 +170,14 @@ impl Storage for ServedFile {
         match self {
             ServedFile::Read(f) => f.size(),
             ServedFile::Upload(_) => None,
+            ServedFile::Custom(s) => s.size(),
         }
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
         match self {
             ServedFile::Read(f) => f.read_at(offset, buf),
             ServedFile::Upload(_) => Err(StorageError::AccessDenied),
+            ServedFile::Custom(s) => s.read_at(offset, buf),
         }
     }
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
@@ -174,6 +187,7 @@ impl Storage for ServedFile {
                 None => Err(StorageError::Io),
             },
             ServedFile::Read(_) => Err(StorageError::AccessDenied),
+            ServedFile::Custom(s) => s.write_at(offset, data),
         }
     }
     fn finish(&mut self) -> Result<(), StorageError> {
@@ -185,6 +199,7 @@ impl Storage for ServedFile {
                 u.commit()
             }
             ServedFile::Read(_) => Ok(()),
+            ServedFile::Custom(s) => s.finish(),
         }
     }
     fn idle(&mut self) {
@@ -195,6 +210,7 @@ impl Storage for ServedFile {
                     f.idle();
                 }
             }
+            ServedFile::Custom(s) => s.idle(),
         }
     }
 }

@@ -69,6 +69,8 @@ pub struct ServerConfig {
     /// Downloads are looked for beneath `root/<client IP>/` first (see
     /// [`Root::with_per_client_root`]).
     pub per_client_root: bool,
+    /// Called for every request before the server's own policy (see [`RequestHook`]).
+    pub hook: Option<RequestHook>,
     /// Rules that rewrite each requested name before it is looked up (tftp-hpa's `-m`; see
     /// [`Remap`](super::remap::Remap)). The root policy applies to the result.
     pub remap: Option<super::remap::Remap>,
@@ -83,6 +85,31 @@ pub struct ServerConfig {
     /// of [`ServerThreads`], or processes of the same user) share the ports and the kernel
     /// spreads requests over them by source address and port. Set by [`ServerThreads`].
     pub reuse_port: bool,
+}
+
+impl ServerConfig {
+    /// This config with `hook` called for every request: it may serve any storage, refuse
+    /// with its own ERROR, or let the root policy decide.
+    ///
+    /// ```no_run
+    /// use tftp_proto::adapter::server::{HookDecision, ServerConfig, ServerThreads};
+    /// let config = ServerConfig::default().with_request_hook(|req| {
+    ///     if req.filename == b"hello.txt" {
+    ///         HookDecision::Serve(Box::new(b"hello\n".to_vec()))
+    ///     } else {
+    ///         HookDecision::FallThrough
+    ///     }
+    /// });
+    /// let server = ServerThreads::bind(&config, 1)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_request_hook(
+        mut self,
+        hook: impl Fn(&RequestInfo<'_>) -> HookDecision + Send + Sync + 'static,
+    ) -> Self {
+        self.hook = Some(RequestHook::new(hook));
+        self
+    }
 }
 
 impl Default for ServerConfig {
@@ -102,8 +129,76 @@ impl Default for ServerConfig {
             port_range: None,
             remap: None,
             idle_exit: None,
+            hook: None,
             reuse_port: false,
         }
+    }
+}
+
+/// A request as a [`RequestHook`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    /// The client.
+    pub peer: SocketAddr,
+    /// The local address the request arrived on.
+    pub local: SocketAddr,
+    /// Read (the client downloads) or write (it uploads).
+    pub kind: RequestKind,
+    /// The name asked for, as sent (before any `--map-file` rule).
+    pub filename: &'a [u8],
+    /// The transfer mode (octet or netascii; the server refuses others before the hook).
+    pub mode: crate::wire::Mode<'a>,
+    /// The known options asked for.
+    pub options: Options,
+}
+
+/// What a [`RequestHook`] decides for a request.
+pub enum HookDecision {
+    /// Serve this storage (a read) or receive into it (a write): memory, a generated stream,
+    /// anything that implements [`Storage`](crate::storage::Storage). An upload's storage gets
+    /// [`Storage::finish`](crate::storage::Storage::finish) when the last block is in.
+    Serve(Box<dyn crate::storage::Storage + Send>),
+    /// Refuse with this ERROR code and text.
+    Refuse {
+        /// The ERROR code.
+        code: ErrorCode,
+        /// The ERROR text (up to 120 bytes are sent).
+        message: String,
+    },
+    /// Apply the server's usual policy: the remap rules, then the root.
+    FallThrough,
+}
+
+impl std::fmt::Debug for HookDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HookDecision::Serve(_) => f.write_str("Serve(..)"),
+            HookDecision::Refuse { code, message } => f
+                .debug_struct("Refuse")
+                .field("code", code)
+                .field("message", message)
+                .finish(),
+            HookDecision::FallThrough => f.write_str("FallThrough"),
+        }
+    }
+}
+
+/// A handler the server calls for every request before its own policy
+/// ([`ServerConfig::with_request_hook`]). It runs on the event loop's thread: keep it quick
+/// (generate content lazily in the storage it returns, not up front).
+#[derive(Clone)]
+pub struct RequestHook(Arc<dyn Fn(&RequestInfo<'_>) -> HookDecision + Send + Sync>);
+
+impl RequestHook {
+    /// Wraps `f`.
+    pub fn new(f: impl Fn(&RequestInfo<'_>) -> HookDecision + Send + Sync + 'static) -> Self {
+        RequestHook(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for RequestHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestHook(..)")
     }
 }
 
@@ -189,6 +284,8 @@ pub struct Server {
     mtu: Option<super::mtu::MtuCache>,
     /// Name rewriting rules.
     remap: Option<super::remap::Remap>,
+    /// The request hook.
+    hook: Option<RequestHook>,
     /// See [`ServerConfig::idle_exit`].
     idle_exit: Option<Duration>,
     /// When a datagram last arrived or a transfer was last in progress.
@@ -456,6 +553,7 @@ impl Server {
             mtu: config.max_blksize_from_mtu.then(super::mtu::MtuCache::default),
             remap: config.remap.clone().filter(|r| !r.is_empty()),
             idle_exit: config.idle_exit,
+            hook: config.hook.clone(),
             last_active: std::time::Instant::now(),
             ports: match (config.single_port, config.port_range) {
                 (true, _) => Ports::Listening,
@@ -740,6 +838,7 @@ impl Server {
                         &mut self.ports,
                         self.mtu.as_mut(),
                         self.remap.as_ref(),
+                        self.hook.as_ref(),
                         now,
                         &incoming,
                     );
@@ -748,7 +847,7 @@ impl Server {
                         self.budget.release();
                     }
                     if let Some((code, message)) = refused {
-                        self.note_refusal(&incoming, code, message);
+                        self.note_refusal(&incoming, code, &message);
                     }
                 }
                 self.publish();
@@ -1033,9 +1132,10 @@ fn accept_request(
     ports: &mut Ports,
     mtu: Option<&mut super::mtu::MtuCache>,
     remap: Option<&super::remap::Remap>,
+    hook: Option<&RequestHook>,
     now: crate::time::Instant,
     incoming: &Incoming<'_>,
-) -> Option<(ErrorCode, &'static str)> {
+) -> Option<(ErrorCode, std::borrow::Cow<'static, str>)> {
     use super::remap::Remapped;
     const BUSY: &str = "Server busy, try again later";
     // This request's policy: the server's, with the block size capped to the link's MTU.
@@ -1043,32 +1143,52 @@ fn accept_request(
     if let Some(cap) = mtu.and_then(|m| m.blksize_cap(incoming.local.ip())) {
         policy.max_blksize = policy.max_blksize.min(cap);
     }
-    let name = match remap.map(|r| r.apply(incoming.filename(), incoming.kind, incoming.peer.ip())) {
-        None => std::borrow::Cow::Borrowed(incoming.filename()),
-        Some(Remapped::Name(name)) => name,
-        Some(Remapped::Refused) => {
-            const DENIED: &str = "Access violation";
-            table.refuse(incoming, ErrorCode::AccessViolation, DENIED);
-            return Some((ErrorCode::AccessViolation, DENIED));
+    // The application's hook first, then the remap rules and the root.
+    let decision = hook.map(|h| {
+        (h.0)(&RequestInfo {
+            peer: incoming.peer,
+            local: incoming.local,
+            kind: incoming.kind,
+            filename: incoming.filename(),
+            mode: incoming.mode(),
+            options: incoming.options,
+        })
+    });
+    let file = match decision {
+        Some(HookDecision::Serve(storage)) => Ok(ServedFile::Custom(storage)),
+        Some(HookDecision::Refuse { code, message }) => {
+            table.refuse(incoming, code, &message);
+            return Some((code, message.into()));
         }
-    };
-    let file = match incoming.kind {
-        RequestKind::Read => {
-            root.open_read_for(Some(incoming.peer.ip()), &name, read_ahead(incoming, &policy))
+        Some(HookDecision::FallThrough) | None => {
+            let name = match remap.map(|r| r.apply(incoming.filename(), incoming.kind, incoming.peer.ip())) {
+                None => std::borrow::Cow::Borrowed(incoming.filename()),
+                Some(Remapped::Name(name)) => name,
+                Some(Remapped::Refused) => {
+                    const DENIED: &str = "Access violation";
+                    table.refuse(incoming, ErrorCode::AccessViolation, DENIED);
+                    return Some((ErrorCode::AccessViolation, DENIED.into()));
+                }
+            };
+            match incoming.kind {
+                RequestKind::Read => {
+                    root.open_read_for(Some(incoming.peer.ip()), &name, read_ahead(incoming, &policy))
+                }
+                RequestKind::Write => root.create_upload(&name),
+            }
         }
-        RequestKind::Write => root.create_upload(&name),
     };
     let file = match file {
         Ok(f) => f,
         Err(e) => {
             table.refuse(incoming, e.error_code(), e.message());
-            return Some((e.error_code(), e.message()));
+            return Some((e.error_code(), e.message().into()));
         }
     };
     if matches!(ports, Ports::Listening) {
         if let Err(Full(file)) = table.accept_with(now, incoming, file, incoming.local, &policy) {
             let _ = root.finish(file, false);
-            return Some((ErrorCode::NotDefined, BUSY));
+            return Some((ErrorCode::NotDefined, BUSY.into()));
         }
         return None;
     }
@@ -1083,7 +1203,7 @@ fn accept_request(
                 "Server out of sockets"
             };
             table.refuse(incoming, ErrorCode::NotDefined, message);
-            return Some((ErrorCode::NotDefined, message));
+            return Some((ErrorCode::NotDefined, message.into()));
         }
     };
     let window = usize::from(
@@ -1102,14 +1222,14 @@ fn accept_request(
     let Ok(tid) = std_sock.local_addr() else {
         let _ = root.finish(file, false);
         table.refuse(incoming, ErrorCode::NotDefined, "Server out of sockets");
-        return Some((ErrorCode::NotDefined, "Server out of sockets"));
+        return Some((ErrorCode::NotDefined, "Server out of sockets".into()));
     };
     let mut socket = UdpSocket::from_std(std_sock);
     let session = match table.accept_with(now, incoming, file, tid, &policy) {
         Ok(session) => session,
         Err(Full(file)) => {
             let _ = root.finish(file, false);
-            return Some((ErrorCode::NotDefined, BUSY));
+            return Some((ErrorCode::NotDefined, BUSY.into()));
         }
     };
     // The socket's poll token is its session's slot: datagrams reach the session directly.

@@ -281,6 +281,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         port_range: a.port_range,
         remap,
         idle_exit,
+        hook: None,
         reuse_port: false,
     };
     let stop = Arc::new(AtomicBool::new(false));
