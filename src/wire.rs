@@ -295,7 +295,16 @@ impl<'a> Packet<'a> {
                     return Err(ParseError::RequestTooLong { len: datagram.len() });
                 }
                 let (filename, rest) = split_nul(&datagram[2..], Field::Filename)?;
-                let (mode, rest) = split_nul(rest, Field::Mode)?;
+                let (mut mode, mut rest) = split_nul(rest, Field::Mode)?;
+                // A junk NUL after the file name (some old PXE ROMs send one): an empty mode
+                // followed by a real one is read as that mode.
+                if mode.is_empty() {
+                    if let Ok((next, after)) = split_nul(rest, Field::Mode) {
+                        if !matches!(Mode::from_bytes(next), Mode::Unknown(_)) {
+                            (mode, rest) = (next, after);
+                        }
+                    }
+                }
                 let (options, ignored_option) = OptionList::parse_request(rest)?;
                 let req = Request {
                     filename,

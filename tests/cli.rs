@@ -1070,8 +1070,8 @@ fn serve_per_client_root_prefers_the_clients_own_folder() {
     plain.stop();
 }
 
-/// A junk 0xFF byte at the end of a requested name (old PXE ROMs) is dropped: the file is
-/// served; a 0xFF anywhere else is part of the name.
+/// A junk 0xFF byte at the end of a requested name, or a junk NUL after it (old PXE ROMs), is
+/// dropped: the file is served; a 0xFF anywhere else is part of the name.
 #[test]
 fn serve_drops_a_trailing_0xff_from_a_requested_name() {
     let root = TempDir::new("ff-root");
@@ -1083,6 +1083,11 @@ fn serve_drops_a_trailing_0xff_from_a_requested_name() {
     );
     assert_eq!(
         raw_fetch(serve.addr(), "127.0.0.1:0", b"pxelinux.0").unwrap(),
+        b"pxe"
+    );
+    // A junk NUL after the name (the request reads `pxelinux.0 NUL NUL octet NUL`).
+    assert_eq!(
+        raw_fetch(serve.addr(), "127.0.0.1:0", b"pxelinux.0\0").unwrap(),
         b"pxe"
     );
     let err = raw_fetch(serve.addr(), "127.0.0.1:0", b"pxe\xfflinux.0").unwrap_err();

@@ -531,6 +531,30 @@ fn bad_requests_without_final_nul() {
     );
 }
 
+/// A junk NUL after the file name (`f NUL NUL octet NUL`, sent by some old PXE ROMs) is
+/// skipped: the empty field is followed by a real mode, which is taken; options after it are
+/// read as usual. An empty mode followed by anything else is still an unknown, empty mode.
+#[test]
+fn junk_nul_after_the_file_name_is_skipped() {
+    let Ok(Packet::Rrq(r)) = Packet::parse(b"\x00\x01pxelinux.0\x00\x00octet\x00blksize\x001468\x00") else {
+        panic!("not parsed")
+    };
+    assert_eq!((r.filename, r.mode), (&b"pxelinux.0"[..], Mode::Octet));
+    assert_eq!(r.options.as_bytes(), b"blksize\x001468\x00");
+    let Ok(Packet::Wrq(r)) = Packet::parse(b"\x00\x02f\x00\x00NETASCII\x00") else {
+        panic!("not parsed")
+    };
+    assert_eq!(r.mode, Mode::Netascii);
+    let Ok(Packet::Rrq(r)) = Packet::parse(b"\x00\x01f\x00\x00blksize\x00512\x00") else {
+        panic!("not parsed")
+    };
+    assert_eq!(
+        r.mode,
+        Mode::Unknown(b""),
+        "no mode after the empty field: still unknown"
+    );
+}
+
 /// A request whose last option name has no value (`blksize NUL`, then the end) is served with
 /// that option ignored (RFC 2347: ignore what is not understood; tftpd-hpa and py3tftp do the
 /// same), and the ignored name is kept for the log. In an OACK the same bytes stay an error.
