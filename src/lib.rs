@@ -15,7 +15,11 @@
 //! * [`time`]: the caller-supplied clock value;
 //! * [`storage`]: where file data comes from and goes to;
 //! * [`engine`]: the transfer state machines and option negotiation;
-//! * [`boot`]: a minimal download client for boot loaders, a fraction of the engine's code.
+//! * [`boot`]: a minimal download client for boot loaders, a fraction of the engine's code;
+//! * [`server`]: the server's session table (handles, routing, deadlines, admission) over a
+//!   fixed array or, with `alloc`, a growable `Vec`;
+//! * `adapter` (feature `std`): UDP sockets, the blocking client, the multi-session server, the
+//!   file policy, name remapping, the MTU lookup and the request log.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

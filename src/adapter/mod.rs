@@ -7,6 +7,9 @@
 //! * [`client`]: blocking `get` and `put` to and from files, byte buffers, readers and writers.
 //! * [`server`]: the multi-session std server with its root-confined file policy ([`fs`]).
 //! * [`io`]: [`Storage`] adapters for `Read` and `Write` streams.
+//! * [`remap`]: tftp-hpa-style file-name rewriting rules (`--map-file`).
+//! * [`mtu`]: the block size that fits the link a request arrived on.
+//! * [`log`]: the server's per-request log lines, as text or JSON.
 
 use std::prelude::rust_2021::*;
 pub(crate) mod batch;
