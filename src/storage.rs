@@ -108,42 +108,32 @@ pub trait Storage {
     fn idle(&mut self) {}
 }
 
-impl<S: Storage + ?Sized> Storage for &mut S {
-    fn size(&mut self) -> Option<u64> {
-        (**self).size()
-    }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
-        (**self).read_at(offset, buf)
-    }
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        (**self).write_at(offset, data)
-    }
-    fn finish(&mut self) -> Result<(), StorageError> {
-        (**self).finish()
-    }
-    fn idle(&mut self) {
-        (**self).idle()
-    }
+/// Implements [`Storage`] for a pointer type by forwarding every call to the pointee.
+macro_rules! forward_storage {
+    ($($ty:ty),*) => {$(
+        impl<S: Storage + ?Sized> Storage for $ty {
+            fn size(&mut self) -> Option<u64> {
+                (**self).size()
+            }
+            fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
+                (**self).read_at(offset, buf)
+            }
+            fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+                (**self).write_at(offset, data)
+            }
+            fn finish(&mut self) -> Result<(), StorageError> {
+                (**self).finish()
+            }
+            fn idle(&mut self) {
+                (**self).idle()
+            }
+        }
+    )*};
 }
 
+forward_storage!(&mut S);
 #[cfg(feature = "alloc")]
-impl<S: Storage + ?Sized> Storage for alloc::boxed::Box<S> {
-    fn size(&mut self) -> Option<u64> {
-        (**self).size()
-    }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
-        (**self).read_at(offset, buf)
-    }
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        (**self).write_at(offset, data)
-    }
-    fn finish(&mut self) -> Result<(), StorageError> {
-        (**self).finish()
-    }
-    fn idle(&mut self) {
-        (**self).idle()
-    }
-}
+forward_storage!(alloc::boxed::Box<S>);
 
 /// Copies from `src` at `offset` into `buf`.
 fn read_slice(src: &[u8], offset: u64, buf: &mut [u8]) -> usize {

@@ -217,6 +217,13 @@ fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
     }
 }
 
+/// Runs `serve --root ROOT ARGS` (bounded, like [`run`]): for startup errors, which exit.
+fn serve_once(root: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["serve", "--root", path(root)];
+    all.extend_from_slice(args);
+    run(&all, None)
+}
+
 fn ok(out: &Output) {
     assert!(
         out.status.success(),
@@ -252,17 +259,7 @@ fn serve_prints_the_bound_ports_and_stops_on_sigterm() {
 #[test]
 fn serve_refuses_overwrite_without_write() {
     let root = TempDir::new("root");
-    let out = run(
-        &[
-            "serve",
-            "--root",
-            path(root.path()),
-            "--bind",
-            "127.0.0.1:0",
-            "--allow-overwrite",
-        ],
-        None,
-    );
+    let out = serve_once(root.path(), &["--bind", "127.0.0.1:0", "--allow-overwrite"]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("--allow-overwrite needs --allow-write"),
@@ -501,18 +498,7 @@ fn total_timeout_must_be_a_sane_number_of_seconds() {
         );
     }
     let root = TempDir::new("root");
-    let out = run(
-        &[
-            "serve",
-            "--root",
-            path(root.path()),
-            "--bind",
-            "127.0.0.1:0",
-            "--total-timeout",
-            "9999",
-        ],
-        None,
-    );
+    let out = serve_once(root.path(), &["--bind", "127.0.0.1:0", "--total-timeout", "9999"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--total-timeout"), "{}", stderr(&out));
 }
@@ -677,13 +663,10 @@ fn serve_fails_cleanly_on_a_bad_root_or_a_busy_port() {
     assert!(stderr(&out).contains("cannot start server"), "{}", stderr(&out));
     let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
-    let out = run(&["serve", "--root", path(root.path()), "--bind", &addr], None);
+    let out = serve_once(root.path(), &["--bind", &addr]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("cannot start server"), "{}", stderr(&out));
-    let out = run(
-        &["serve", "--root", path(root.path()), "--bind", "not an address"],
-        None,
-    );
+    let out = serve_once(root.path(), &["--bind", "not an address"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("invalid --bind"), "{}", stderr(&out));
 }
@@ -723,7 +706,7 @@ fn serve_with_two_threads_serves_gets_and_puts() {
 #[test]
 fn serve_threads_zero_is_a_usage_error() {
     let root = TempDir::new("root");
-    let out = run(&["serve", "--root", path(root.path()), "--threads", "0"], None);
+    let out = serve_once(root.path(), &["--threads", "0"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--threads"), "{}", stderr(&out));
 }
@@ -897,17 +880,9 @@ fn serve_user_drops_root_after_binding() {
     fs::set_permissions(root.join("secret.bin"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
 
-    let out = run(
-        &[
-            "serve",
-            "--root",
-            path(root.path()),
-            "--bind",
-            "127.0.0.1:0",
-            "--user",
-            "no-such-user-xyz",
-        ],
-        None,
+    let out = serve_once(
+        root.path(),
+        &["--bind", "127.0.0.1:0", "--user", "no-such-user-xyz"],
     );
     assert!(!out.status.success());
     assert!(
@@ -919,18 +894,7 @@ fn serve_user_drops_root_after_binding() {
 
     if !is_root() {
         // Without the right to switch users, --user is refused at startup.
-        let out = run(
-            &[
-                "serve",
-                "--root",
-                path(root.path()),
-                "--bind",
-                "127.0.0.1:0",
-                "--user",
-                "nobody",
-            ],
-            None,
-        );
+        let out = serve_once(root.path(), &["--bind", "127.0.0.1:0", "--user", "nobody"]);
         assert!(!out.status.success());
         assert!(stderr(&out).contains("cannot switch to uid"), "{}", stderr(&out));
         eprintln!("!!! NOTE: not root: --user is checked only for its refusal");
@@ -1448,34 +1412,15 @@ fn serve_map_file_rewrites_names_before_lookup() {
         ("r (unclosed x\n", "line 1: regular expression"),
     ] {
         fs::write(&map, text).unwrap();
-        let out = run(
-            &[
-                "serve",
-                "--root",
-                path(root.path()),
-                "--bind",
-                "127.0.0.1:0",
-                "--map-file",
-                path(&map),
-            ],
-            None,
-        );
+        let out = serve_once(root.path(), &["--bind", "127.0.0.1:0", "--map-file", path(&map)]);
         assert!(!out.status.success());
         let err = stderr(&out);
         assert!(err.contains("--map-file") && err.contains(want), "{err}");
         assert!(!err.contains("serving"), "{err}");
     }
-    let out = run(
-        &[
-            "serve",
-            "--root",
-            path(root.path()),
-            "--bind",
-            "127.0.0.1:0",
-            "--map-file",
-            "/nonexistent/rules",
-        ],
-        None,
+    let out = serve_once(
+        root.path(),
+        &["--bind", "127.0.0.1:0", "--map-file", "/nonexistent/rules"],
     );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("/nonexistent/rules"), "{}", stderr(&out));
@@ -1552,17 +1497,7 @@ fn serve_inetd_and_systemd_socket_activation() {
         "{}",
         stderr(&out)
     );
-    let out = run(
-        &[
-            "serve",
-            "--root",
-            path(root.path()),
-            "--inetd",
-            "--bind",
-            "127.0.0.1:0",
-        ],
-        None,
-    );
+    let out = serve_once(root.path(), &["--inetd", "--bind", "127.0.0.1:0"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("give no --bind"), "{}", stderr(&out));
 }

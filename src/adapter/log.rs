@@ -25,24 +25,22 @@ fn op(kind: RequestKind) -> &'static str {
     }
 }
 
+/// The options present, by name, in a fixed order.
+fn present(o: &Options) -> impl Iterator<Item = (&'static str, u64)> {
+    [
+        ("blksize", o.blksize.map(u64::from)),
+        ("windowsize", o.windowsize.map(u64::from)),
+        ("timeout", o.timeout.map(u64::from)),
+        ("tsize", o.tsize),
+        ("rollover", o.rollover.map(u64::from)),
+    ]
+    .into_iter()
+    .filter_map(|(name, v)| Some((name, v?)))
+}
+
 /// The known options asked, as `name:value` pairs (`none` when there were none).
 fn asked_text(o: &Options) -> String {
-    let mut parts = Vec::new();
-    if let Some(v) = o.blksize {
-        parts.push(format!("blksize:{v}"));
-    }
-    if let Some(v) = o.windowsize {
-        parts.push(format!("windowsize:{v}"));
-    }
-    if let Some(v) = o.timeout {
-        parts.push(format!("timeout:{v}"));
-    }
-    if let Some(v) = o.tsize {
-        parts.push(format!("tsize:{v}"));
-    }
-    if let Some(v) = o.rollover {
-        parts.push(format!("rollover:{v}"));
-    }
+    let parts: Vec<String> = present(o).map(|(n, v)| format!("{n}:{v}")).collect();
     if parts.is_empty() {
         "none".to_string()
     } else {
@@ -132,22 +130,7 @@ fn json_str(out: &mut String, s: &str) {
 
 /// The options as a JSON object (only those present).
 fn json_options(out: &mut String, o: &Options) {
-    let mut fields = Vec::new();
-    if let Some(v) = o.blksize {
-        fields.push(format!("\"blksize\":{v}"));
-    }
-    if let Some(v) = o.windowsize {
-        fields.push(format!("\"windowsize\":{v}"));
-    }
-    if let Some(v) = o.timeout {
-        fields.push(format!("\"timeout\":{v}"));
-    }
-    if let Some(v) = o.tsize {
-        fields.push(format!("\"tsize\":{v}"));
-    }
-    if let Some(v) = o.rollover {
-        fields.push(format!("\"rollover\":{v}"));
-    }
+    let fields: Vec<String> = present(o).map(|(n, v)| format!("\"{n}\":{v}")).collect();
     out.push('{');
     out.push_str(&fields.join(","));
     out.push('}');

@@ -274,6 +274,8 @@ pub struct Server {
     siblings: Option<(Arc<[Sibling]>, usize)>,
     /// Listeners left with datagrams unread after their turn's share ([`listener_turn`]).
     backlog: Vec<bool>,
+    /// Which listeners a turn has read (kept to reuse its allocation).
+    read_this_turn: Vec<bool>,
     /// Where transfers' sockets are bound.
     ports: Ports,
     /// Datagrams read from a listener per turn.
@@ -548,6 +550,7 @@ impl Server {
             finished: Vec::new(),
             siblings: None,
             backlog: vec![false; n_listeners],
+            read_this_turn: Vec::new(),
             listener_turn: listener_turn(config.max_sessions),
             refusals: Vec::new(),
             mtu: config.max_blksize_from_mtu.then(super::mtu::MtuCache::default),
@@ -640,7 +643,9 @@ impl Server {
             wait = Duration::ZERO;
         }
         // Listeners read this turn (a backlog is read at most once per turn).
-        let mut read = vec![false; self.listeners.len()];
+        let mut read = std::mem::take(&mut self.read_this_turn);
+        read.clear();
+        read.resize(self.listeners.len(), false);
         if let Some(timer) = &self.timer {
             wait = timer.arm(wait);
         }
@@ -685,11 +690,12 @@ impl Server {
             }
         }
         // Listeners with datagrams left from an earlier turn (edge-triggered: no new event).
-        for (i, read) in read.into_iter().enumerate() {
-            if self.backlog[i] && !read {
+        for (i, &was_read) in read.iter().enumerate() {
+            if self.backlog[i] && !was_read {
                 self.drain_listener(i)?;
             }
         }
+        self.read_this_turn = read;
         self.make_room_for_siblings();
         self.table.handle_timeout(self.clock.now());
         self.flush();
@@ -810,13 +816,7 @@ impl Server {
                 if !admitted && self.table.displace_unanswered() {
                     // At the cap: the oldest session whose client never answered makes room.
                     // Its ERROR leaves from its socket before the socket is closed.
-                    send_all(
-                        &mut self.table,
-                        &mut self.batch,
-                        &self.listeners,
-                        &mut self.sockets,
-                        &self.clock,
-                    );
+                    self.flush();
                     self.collect();
                     admitted = self.budget.try_take();
                 }
