@@ -20,12 +20,15 @@ pub mod log;
 pub mod mtu;
 pub mod remap;
 pub mod server;
+pub(crate) mod socket;
 
 use std::io as stdio;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use self::batch::SendBatch;
+pub use self::socket::size_buffers;
+use self::socket::{is_transient, recv_retrying, RECV_BUFFER};
 use crate::engine::{Event, Transfer, TransferError};
 use crate::storage::Storage;
 use crate::time::Instant;
@@ -146,12 +149,12 @@ pub struct UdpTransport {
 impl UdpTransport {
     /// Wraps a bound socket (blocking mode).
     pub fn new(socket: UdpSocket) -> Self {
-        let gro = gro::enable(&socket);
+        let gro = socket::enable_gro(&socket);
         UdpTransport {
             socket,
             timeout: None,
             gro,
-            gso: cfg!(target_os = "linux"),
+            gso: socket::GSO_AVAILABLE,
             pending: Vec::new(),
             pending_at: 0,
             pending_end: 0,
@@ -184,21 +187,24 @@ impl UdpTransport {
         if !self.gro {
             return self.socket.recv_from(buf);
         }
+        // The local address is not asked for: only the coalesced size is read.
+        let local = SocketAddr::from(([0, 0, 0, 0], 0));
         if buf.len() < RECV_BUFFER {
             // Too small for a coalesced receive: receive into our own buffer (allocated once,
             // kept at full size), hand out the first datagram.
             if self.pending.len() < RECV_BUFFER {
                 self.pending.resize(RECV_BUFFER, 0);
             }
-            let (n, from, segment) = gro::recv(&self.socket, &mut self.pending)?;
+            let got = socket::recv(&self.socket, &mut self.pending, local, true)?;
             self.pending_at = 0;
-            self.pending_end = n;
-            self.segment = segment.unwrap_or(n).max(1);
-            self.pending_from = Some(from);
-            return Ok(self.next_pending(buf).unwrap_or((0, from)));
+            self.pending_end = got.len;
+            self.segment = got.segment.unwrap_or(got.len).max(1);
+            self.pending_from = Some(got.source);
+            return Ok(self.next_pending(buf).unwrap_or((0, got.source)));
         }
-        let (n, from, segment) = gro::recv(&self.socket, buf)?;
-        match segment {
+        let got = socket::recv(&self.socket, buf, local, true)?;
+        let (n, from) = (got.len, got.source);
+        match got.segment {
             Some(size) if size > 0 && size < n => {
                 if self.pending.len() < n - size {
                     self.pending.resize(RECV_BUFFER, 0);
@@ -221,7 +227,7 @@ impl Transport for UdpTransport {
     }
 
     fn send_run(&mut self, datagrams: &[u8], lens: &[usize], to: SocketAddr) -> stdio::Result<()> {
-        batch::send_run(&self.socket, datagrams, lens, to, &mut self.gso)
+        socket::send_run(&self.socket, datagrams, lens, to, None, &mut self.gso)
     }
 
     fn recv_from(
@@ -247,107 +253,8 @@ impl Transport for UdpTransport {
     }
 }
 
-/// UDP receive offload (Linux 5.0+): the kernel may deliver several datagrams of one size from
-/// one sender in one receive, with the size in a control message.
-#[cfg(target_os = "linux")]
-pub(crate) mod gro {
-    use std::io;
-    use std::net::SocketAddr;
-    use std::os::fd::{AsFd, AsRawFd};
-
-    use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage};
-
-    /// Turns coalesced receives on, if the kernel has them.
-    pub fn enable(socket: &impl AsFd) -> bool {
-        setsockopt(socket, sockopt::UdpGroSegment, &true).is_ok()
-    }
-
-    /// Receives into `buf`: the bytes, the source, and the datagram size when several
-    /// datagrams were coalesced.
-    pub fn recv(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<usize>)> {
-        let mut iov = [io::IoSliceMut::new(buf)];
-        let mut cmsg = nix::cmsg_space!(i32);
-        let msg =
-            recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
-                .map_err(io::Error::from)?;
-        let from = super::source_of(msg.address.as_ref())?;
-        let mut segment = None;
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::UdpGroSegments(size) = c {
-                    segment = usize::try_from(size).ok();
-                }
-            }
-        }
-        Ok((msg.bytes, from, segment))
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-mod gro {
-    use std::io;
-    use std::net::{SocketAddr, UdpSocket};
-
-    pub fn enable(_: &UdpSocket) -> bool {
-        false
-    }
-
-    pub fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<usize>)> {
-        socket.recv_from(buf).map(|(n, from)| (n, from, None))
-    }
-}
-
-/// A received datagram's source address, from the kernel's form.
-pub(crate) fn source_of(a: Option<&nix::sys::socket::SockaddrStorage>) -> stdio::Result<SocketAddr> {
-    a.and_then(|a| {
-        a.as_sockaddr_in()
-            .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
-            .or_else(|| {
-                a.as_sockaddr_in6()
-                    .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
-            })
-    })
-    .ok_or_else(|| stdio::Error::new(stdio::ErrorKind::InvalidData, "datagram without source"))
-}
-
-/// Runs a blocking receive until it yields a datagram (`Some`), times out (`None`) or fails
-/// for real: interruptions and errors left by earlier datagrams (ICMP) are retried.
-fn recv_retrying(
-    mut recv: impl FnMut() -> stdio::Result<(usize, SocketAddr)>,
-) -> stdio::Result<Option<(usize, SocketAddr)>> {
-    loop {
-        match recv() {
-            Ok(got) => return Ok(Some(got)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    stdio::ErrorKind::WouldBlock | stdio::ErrorKind::TimedOut
-                ) =>
-            {
-                return Ok(None)
-            }
-            Err(e) if e.kind() == stdio::ErrorKind::Interrupted || is_transient(&e) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Errors a UDP socket reports for earlier datagrams (ICMP) or momentary pressure.
-pub(crate) fn is_transient(e: &stdio::Error) -> bool {
-    matches!(
-        e.kind(),
-        stdio::ErrorKind::ConnectionRefused
-            | stdio::ErrorKind::ConnectionReset
-            | stdio::ErrorKind::WouldBlock
-    ) || e.raw_os_error() == Some(105) // ENOBUFS
-}
-
 /// Largest datagram any transfer can produce (blksize 65464 + 4).
 pub const MAX_DATAGRAM: usize = 65468;
-
-/// Size of receive buffers: any UDP payload fits whole, so a datagram longer than any valid
-/// packet (a DATA past blksize 65464) is judged by its real length, never cut to a valid one.
-pub(crate) const RECV_BUFFER: usize = 65536;
 
 /// Runs `transfer` over `transport` until it is finished, passing every event to `on_event`.
 ///
@@ -438,30 +345,6 @@ impl std::fmt::Display for DriveError {
 }
 
 impl std::error::Error for DriveError {}
-
-/// Sets a socket's receive and send buffers to at least `bytes` (best effort). The kernel caps
-/// the request at `net.core.rmem_max` / `wmem_max`; a process allowed to (Linux, `CAP_NET_ADMIN`,
-/// e.g. a server running as root) goes past the cap, so a large window fits whatever the sysctl.
-pub fn size_buffers(socket: &UdpSocket, bytes: usize) {
-    let s = socket2::SockRef::from(socket);
-    let bytes = bytes.min(64 << 20);
-    if s.recv_buffer_size().is_ok_and(|cur| cur < bytes) {
-        let _ = s.set_recv_buffer_size(bytes);
-        #[cfg(target_os = "linux")]
-        if s.recv_buffer_size().is_ok_and(|cur| cur < bytes) {
-            let v = bytes.min(i32::MAX as usize / 2);
-            let _ = nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::RcvBufForce, &v);
-        }
-    }
-    if s.send_buffer_size().is_ok_and(|cur| cur < bytes) {
-        let _ = s.set_send_buffer_size(bytes);
-        #[cfg(target_os = "linux")]
-        if s.send_buffer_size().is_ok_and(|cur| cur < bytes) {
-            let v = bytes.min(i32::MAX as usize / 2);
-            let _ = nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::SndBufForce, &v);
-        }
-    }
-}
 
 #[cfg(test)]
 mod buffer_tests {

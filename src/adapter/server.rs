@@ -14,8 +14,7 @@
 //! session has an answering client are requests refused with an ERROR.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::path::PathBuf;
 use std::prelude::rust_2021::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -28,7 +27,8 @@ use mio::{Events, Interest, Poll, Token};
 use super::batch::SendBatch;
 use super::fs::{Root, ServedFile};
 pub use super::log::{format_refusal, format_refusal_json, format_report, format_report_json};
-use super::{is_transient, size_buffers, StdClock, RECV_BUFFER};
+use super::socket::{self, bind_udp, is_transient, size_buffers, PollTimer, RECV_BUFFER};
+use super::StdClock;
 use crate::engine::{Config, ServerPolicy};
 use crate::error_code::ErrorCode;
 use crate::options::Options;
@@ -239,6 +239,8 @@ struct Listener {
     socket: UdpSocket,
     addr: SocketAddr,
     wildcard: bool,
+    /// Whether receives report their destination address (packet info, on a wildcard socket).
+    pktinfo: bool,
 }
 
 /// A transfer's own socket (its TID).
@@ -246,8 +248,12 @@ struct SessionSocket {
     /// The session it serves (its index is the slot in `Server::sockets` and the poll token).
     session: SessionHandle,
     socket: UdpSocket,
+    /// Its address.
+    tid: SocketAddr,
     /// Whether segmented sends (UDP GSO) may be tried on it.
     gso: bool,
+    /// Whether coalesced receives (UDP GRO) are on.
+    gro: bool,
 }
 
 /// A running std server.
@@ -263,7 +269,7 @@ pub struct Server {
     batch: SendBatch,
     rx: Vec<u8>,
     /// Wakes the loop at deadlines closer than the poll's millisecond resolution allows.
-    timer: Option<PreciseTimer>,
+    timer: Option<PollTimer>,
     /// The session limit, shared by all the threads of a [`ServerThreads`].
     budget: Arc<SessionBudget>,
     /// Finished transfers collected outside a turn (to free a displaced session's slot),
@@ -513,9 +519,7 @@ impl Server {
             std_sock.set_nonblocking(true)?;
             let addr = std_sock.local_addr()?;
             let wildcard = addr.ip().is_unspecified();
-            if wildcard {
-                enable_pktinfo(&std_sock, addr.is_ipv4())?;
-            }
+            let pktinfo = wildcard && socket::enable_pktinfo(&std_sock, addr.is_ipv4())?;
             size_buffers(&std_sock, 4 << 20);
             let mut socket = UdpSocket::from_std(std_sock);
             poll.registry()
@@ -524,6 +528,7 @@ impl Server {
                 socket,
                 addr,
                 wildcard,
+                pktinfo,
             });
         }
         let mut policy = config.policy;
@@ -534,7 +539,7 @@ impl Server {
         // The budget enforces the cap (across threads); the table's own limit only bounds it.
         table.set_session_limit(config.max_sessions.clamp(1, MAX_SESSIONS));
         table.set_hash_seed(random_seed());
-        let timer = PreciseTimer::new(&poll);
+        let timer = PollTimer::new(&poll, TIMER_TOKEN);
         let n_listeners = listeners.len();
         Ok(Server {
             poll,
@@ -773,13 +778,8 @@ impl Server {
     fn drain_listener_into(&mut self, i: usize, rx: &mut [u8]) -> io::Result<()> {
         for _ in 0..self.listener_turn {
             let l = &self.listeners[i];
-            let received = if l.wildcard {
-                recv_pktinfo(&l.socket, rx, l.addr)
-            } else {
-                l.socket.recv_from(rx).map(|(n, from)| (n, from, l.addr))
-            };
-            let (n, from, local) = match received {
-                Ok(r) => r,
+            let (n, from, local) = match socket::recv(&l.socket, rx, l.addr, l.pktinfo) {
+                Ok(got) => (got.len, got.source, got.destination),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.backlog[i] = false;
                     return Ok(());
@@ -867,15 +867,9 @@ impl Server {
             let handle = session.session;
             // Session sockets receive coalesced runs (see `accept_request`): one receive may
             // hold several datagrams of `segment` bytes from one peer (the last maybe shorter).
-            #[cfg(target_os = "linux")]
-            let received = super::gro::recv(&session.socket, &mut self.rx);
-            #[cfg(not(target_os = "linux"))]
-            let received = session
-                .socket
-                .recv_from(&mut self.rx)
-                .map(|(n, from)| (n, from, None));
+            let received = socket::recv(&session.socket, &mut self.rx, session.tid, session.gro);
             let (n, from, segment) = match received {
-                Ok(r) => r,
+                Ok(got) => (got.len, got.source, got.segment),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted || is_transient(&e) => continue,
                 Err(e) => return Err(e),
@@ -972,11 +966,8 @@ fn send_all(
             // another socket than the run's, so order between them does not matter.
             let data = &batch.slot()[..tx.len];
             if let Some(l) = listener_for(listeners, tx.local) {
-                let _ = if l.wildcard {
-                    send_from(&l.socket, data, tx.destination, tx.local)
-                } else {
-                    l.socket.send_to(data, tx.destination).map(|_| ())
-                };
+                let source = l.wildcard.then_some(tx.local);
+                let _ = socket::send_run(&l.socket, data, &[tx.len], tx.destination, source, &mut false);
             }
             continue;
         };
@@ -1010,11 +1001,9 @@ fn send_run(
         batch.clear();
         return;
     };
-    let _ = if keep_last {
-        batch.send_all_but_last(&s.socket, peer, &mut s.gso)
-    } else {
-        batch.send(&s.socket, peer, &mut s.gso)
-    };
+    let _ = batch.send_with(keep_last, |data, lens| {
+        socket::send_run(&s.socket, data, lens, peer, None, &mut s.gso)
+    });
 }
 
 /// A per-process random key for the session table's peer index.
@@ -1025,69 +1014,11 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
-/// The poll token of the [`PreciseTimer`].
+/// The poll token of the [`PollTimer`].
 const TIMER_TOKEN: Token = Token(usize::MAX);
 
 /// The poll token of the waker other threads use to ask for room ([`Sibling`]).
 const WAKER_TOKEN: Token = Token(usize::MAX - 1);
-
-/// A `timerfd` in the poll: `epoll_wait` counts in milliseconds, too coarse for paced sends
-/// and sub-millisecond retransmission deadlines on fast links. Linux only; elsewhere the poll's
-/// own timeout is used.
-struct PreciseTimer {
-    #[cfg(target_os = "linux")]
-    fd: nix::sys::timerfd::TimerFd,
-}
-
-impl PreciseTimer {
-    /// Waits shorter than this use the timer.
-    const BELOW: Duration = Duration::from_millis(5);
-
-    #[cfg(target_os = "linux")]
-    fn new(poll: &Poll) -> Option<PreciseTimer> {
-        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
-        use std::os::fd::AsFd;
-        let fd = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )
-        .ok()?;
-        poll.registry()
-            .register(
-                &mut mio::unix::SourceFd(&fd.as_fd().as_raw_fd()),
-                TIMER_TOKEN,
-                Interest::READABLE,
-            )
-            .ok()?;
-        Some(PreciseTimer { fd })
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn new(_: &Poll) -> Option<PreciseTimer> {
-        None
-    }
-
-    /// Arms the timer for a wait shorter than the poll can express, returning the poll timeout
-    /// to use (a backstop a millisecond later).
-    fn arm(&self, wait: Duration) -> Duration {
-        #[cfg(target_os = "linux")]
-        if !wait.is_zero() && wait < Self::BELOW {
-            use nix::sys::time::TimeSpec;
-            use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
-            let when = Expiration::OneShot(TimeSpec::from_duration(wait));
-            if self.fd.set(when, TimerSetTimeFlags::empty()).is_ok() {
-                return wait + Duration::from_millis(1);
-            }
-        }
-        wait
-    }
-
-    /// Consumes an expiry.
-    fn clear(&self) {
-        #[cfg(target_os = "linux")]
-        let _ = self.fd.wait();
-    }
-}
 
 /// The listener a datagram from `local` leaves by: the one bound to exactly that address, else
 /// the wildcard one of the same port and family (the request arrived there, addressed to `local`).
@@ -1217,8 +1148,7 @@ fn accept_request(
     size_buffers(&std_sock, (window * block * 2).max(64 * 1024));
     // Coalesced receives: an upload's window (sent with segmentation, as this crate's client
     // does) arrives in one system call; `drain_session` splits it.
-    #[cfg(target_os = "linux")]
-    super::gro::enable(&std_sock);
+    let gro = socket::enable_gro(&std_sock);
     let Ok(tid) = std_sock.local_addr() else {
         let _ = root.finish(file, false);
         table.refuse(incoming, ErrorCode::NotDefined, "Server out of sockets");
@@ -1249,7 +1179,9 @@ fn accept_request(
     sockets[session.index()] = Some(SessionSocket {
         session,
         socket,
-        gso: cfg!(target_os = "linux"),
+        tid,
+        gso: socket::GSO_AVAILABLE,
+        gro,
     });
     None
 }
@@ -1297,145 +1229,4 @@ impl Ports {
             }
         }
     }
-}
-
-/// `SO_REUSEPORT` with Linux's meaning: the sockets share the port and each datagram goes to
-/// one of them, chosen by a hash of its source and destination (so a client's repeated request
-/// reaches the same server).
-fn set_reuse_port(socket: &socket2::Socket) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    return socket.set_reuse_port(true);
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = socket;
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "sharing a port between servers (SO_REUSEPORT load balancing) needs Linux",
-        ))
-    }
-}
-
-/// Binds a UDP socket (IPv6 sockets are v6-only so `[::]` and `0.0.0.0` can both be bound),
-/// non-blocking, for mio; with `SO_REUSEPORT` when `reuse_port`.
-fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<StdUdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if addr.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    if reuse_port {
-        set_reuse_port(&socket)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-fn enable_pktinfo(socket: &StdUdpSocket, v4: bool) -> io::Result<()> {
-    use nix::sys::socket::{setsockopt, sockopt};
-    let r = if v4 {
-        setsockopt(socket, sockopt::Ipv4PacketInfo, &true)
-    } else {
-        setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)
-    };
-    r.map_err(io::Error::from)
-}
-
-/// Receives a datagram and the local address it was sent to (from the packet-info control
-/// message), so the reply can leave from that address.
-fn recv_pktinfo(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-    listen: SocketAddr,
-) -> io::Result<(usize, SocketAddr, SocketAddr)> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
-    let mut iov = [io::IoSliceMut::new(buf)];
-    let mut cmsg = nix::cmsg_space!(nix::libc::in6_pktinfo);
-    let msg = recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
-        .map_err(io::Error::from)?;
-    let from = super::source_of(msg.address.as_ref())?;
-    let mut local = listen;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            match c {
-                ControlMessageOwned::Ipv4PacketInfo(info) => {
-                    let ip = std::net::Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
-                    // The kernel's reply address differs from the destination only when that is
-                    // a broadcast or multicast address (e.g. 192.0.2.255, 127.255.255.255):
-                    // report it as the broadcast address, which the table ignores (RFC 1123).
-                    let spec = std::net::Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
-                    let ip = if ip != spec && !spec.is_unspecified() {
-                        std::net::Ipv4Addr::BROADCAST
-                    } else {
-                        ip
-                    };
-                    local = SocketAddr::new(IpAddr::V4(ip), listen.port());
-                }
-                ControlMessageOwned::Ipv6PacketInfo(info) => {
-                    let ip = std::net::Ipv6Addr::from(info.ipi6_addr.s6_addr);
-                    // A link-local address means nothing without its interface: keep it as the
-                    // scope, or the transfer's socket cannot be bound to it.
-                    let scope = if ip.is_unicast_link_local() {
-                        info.ipi6_ifindex
-                    } else {
-                        0
-                    };
-                    local = SocketAddr::V6(std::net::SocketAddrV6::new(ip, listen.port(), 0, scope));
-                }
-                _ => {}
-            }
-        }
-    }
-    let n = msg.bytes;
-    Ok((n, from, local))
-}
-
-/// Sends from a wildcard-bound socket with `source`'s address (and scope) as the source.
-fn send_from(socket: &UdpSocket, data: &[u8], to: SocketAddr, source: SocketAddr) -> io::Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrStorage};
-    let iov = [io::IoSlice::new(data)];
-    let dest = SockaddrStorage::from(to);
-    let fd = socket.as_raw_fd();
-    let r = match source {
-        SocketAddr::V4(a) if !a.ip().is_unspecified() => {
-            let ip = *a.ip();
-            let info = nix::libc::in_pktinfo {
-                ipi_ifindex: 0,
-                ipi_spec_dst: nix::libc::in_addr {
-                    s_addr: u32::from(ip).to_be(),
-                },
-                ipi_addr: nix::libc::in_addr { s_addr: 0 },
-            };
-            sendmsg(
-                fd,
-                &iov,
-                &[ControlMessage::Ipv4PacketInfo(&info)],
-                MsgFlags::empty(),
-                Some(&dest),
-            )
-        }
-        SocketAddr::V6(a) if !a.ip().is_unspecified() => {
-            let info = nix::libc::in6_pktinfo {
-                ipi6_addr: nix::libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                // The interface of a link-local source (0, any, otherwise).
-                ipi6_ifindex: a.scope_id(),
-            };
-            sendmsg(
-                fd,
-                &iov,
-                &[ControlMessage::Ipv6PacketInfo(&info)],
-                MsgFlags::empty(),
-                Some(&dest),
-            )
-        }
-        _ => sendmsg(fd, &iov, &[], MsgFlags::empty(), Some(&dest)),
-    };
-    r.map(|_| ()).map_err(io::Error::from)
 }
