@@ -5,9 +5,9 @@
 //! download can use (`blksize` 1428, `windowsize` 8, `timeout` 1, `tsize`), and accepts any
 //! subset of them a server grants; block numbers roll over past 65535. `BootClient` is the
 //! crate's minimal download client (a fixed retransmission interval, no event queue, 16-bit
-//! block arithmetic); the general engine's `Transfer::octet_read_client` does the same with an
-//! adaptive timer, pacing and events, in about twice the code (6,760 B `.text` + 540 B
-//! `.rodata` in this example before it moved to `BootClient`).
+//! block arithmetic); the general engine's `Transfer::client` does the same with an adaptive
+//! timer, pacing and events, in about twice the code (6,760 B `.text` + 540 B `.rodata` in
+//! this example before it moved to `BootClient`, with the engine narrowed to octet downloads).
 //!
 //! Build it for a Cortex-M4F and measure it:
 //!

@@ -14,7 +14,7 @@
 //!   [`BootConfig::retransmit`]) and a retry cap, instead of an adaptive estimator;
 //! * 16-bit block arithmetic and byte counts bounded by the destination.
 //!
-//! # Differences from the engine's `OctetReadClient`
+//! # Differences from the engine's octet download
 //!
 //! On a clean network both send the same datagrams (the same request, the same ACKs for the same
 //! blocks). Otherwise:
@@ -34,23 +34,22 @@ use crate::error_code::ErrorCode;
 use crate::options::{parse_decimal, split_nul};
 use crate::time::Instant;
 
-/// Longest request RFC 2347 allows, in octets.
-const MAX_REQUEST_LEN: usize = 512;
-/// Block size when none is negotiated (RFC 1350).
-const DEFAULT_BLKSIZE: u16 = 512;
+// The protocol's numbers, from `wire` and `options` (constants: they cost no flash).
+use crate::options::{OptionName, DEFAULT_BLKSIZE};
+use crate::wire::{Opcode, MAX_REQUEST_LEN};
 
 // Option names, as requested (in this order) and matched case-insensitively in an OACK.
-const BLKSIZE: &[u8] = b"blksize";
-const TIMEOUT: &[u8] = b"timeout";
-const TSIZE: &[u8] = b"tsize";
-const WINDOWSIZE: &[u8] = b"windowsize";
+const BLKSIZE: &[u8] = OptionName::Blksize.as_str().as_bytes();
+const TIMEOUT: &[u8] = OptionName::Timeout.as_str().as_bytes();
+const TSIZE: &[u8] = OptionName::Tsize.as_str().as_bytes();
+const WINDOWSIZE: &[u8] = OptionName::Windowsize.as_str().as_bytes();
 
-// Opcodes.
-const RRQ: u8 = 1;
-const DATA: u8 = 3;
-const ACK: u8 = 4;
-const ERROR: u8 = 5;
-const OACK: u8 = 6;
+// Opcodes, as the low byte of the big-endian field (all are below 256).
+const RRQ: u8 = Opcode::Rrq as u8;
+const DATA: u8 = Opcode::Data as u8;
+const ACK: u8 = Opcode::Ack as u8;
+const ERROR: u8 = Opcode::Error as u8;
+const OACK: u8 = Opcode::Oack as u8;
 
 /// What a [`BootClient`] asks the server for, and how patient it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

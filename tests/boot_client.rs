@@ -1,4 +1,4 @@
-//! `boot::BootClient` against the engine's `OctetReadClient`: each downloads the same file from
+//! `boot::BootClient` against the engine's octet download (`Transfer::client`, RRQ): each downloads the same file from
 //! the crate's own server engine over the same kind of network (lossless, or dropping,
 //! duplicating and reordering datagrams, with strangers butting in), in many random scenarios.
 //!
@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::Rng;
 use proptest::prelude::*;
 use tftp_proto::boot::{BootClient, BootConfig, Status};
-use tftp_proto::engine::{Config, OctetReadClient, ServerPolicy, Transfer, Transmit};
+use tftp_proto::engine::{ClientRequest, Config, ServerPolicy, Transfer, TransferMode, Transmit};
 use tftp_proto::{Instant, Options, Packet, RequestKind};
 
 const SERVER: &str = "192.0.2.1:69";
@@ -49,7 +49,7 @@ trait Client {
     fn result(&self) -> Option<Result<usize, String>>;
 }
 
-struct Engine(Transfer<'static, Vec<u8>, OctetReadClient>);
+struct Engine(Transfer<'static, Vec<u8>>);
 
 impl Engine {
     fn drain(&mut self, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
@@ -276,8 +276,19 @@ fn both(file: &'static [u8], options: Options, policy: ServerPolicy, faults: Fau
         ..Config::default()
     };
     let mut engine = Engine(
-        Transfer::octet_read_client(Instant::ZERO, server, b"image.bin", options, Vec::new(), config)
-            .unwrap(),
+        Transfer::client(
+            Instant::ZERO,
+            server,
+            ClientRequest {
+                kind: RequestKind::Read,
+                filename: b"image.bin",
+                mode: TransferMode::Octet,
+                options,
+            },
+            Vec::new(),
+            config,
+        )
+        .unwrap(),
     );
     let e = simulate(&mut engine, file, policy, faults, seed);
 

@@ -6,7 +6,6 @@
 //! start of the oldest block that may still be resent, so a retransmission re-encodes at most one
 //! window from that mark; no data is buffered.
 
-use super::transfer::Role;
 use crate::netascii::{NetasciiDecoder, NetasciiEncoder};
 use crate::storage::{Storage, StorageError};
 
@@ -111,16 +110,15 @@ impl DataPath {
         }
     }
 
-    /// Writes a received payload; `written` is the file offset so far and is advanced. A role
-    /// without netascii ([`Role::NETASCII`]) never holds a text path, and leaves its code out.
-    pub(crate) fn write_block<R: Role, S: Storage>(
+    /// Writes a received payload; `written` is the file offset so far and is advanced.
+    pub(crate) fn write_block<S: Storage>(
         &mut self,
         s: &mut S,
         written: &mut u64,
         payload: &[u8],
     ) -> Result<(), StorageError> {
         match self {
-            DataPath::TextIn(dec) if R::NETASCII => {
+            DataPath::TextIn(dec) => {
                 let mut rest = payload;
                 let mut out = [0u8; CHUNK];
                 while !rest.is_empty() {
@@ -144,12 +142,12 @@ impl DataPath {
     }
 
     /// End of a received stream: flushes a pending netascii CR.
-    pub(crate) fn finish_write<R: Role, S: Storage>(
+    pub(crate) fn finish_write<S: Storage>(
         &mut self,
         s: &mut S,
         written: &mut u64,
     ) -> Result<(), StorageError> {
-        if let (DataPath::TextIn(dec), true) = (self, R::NETASCII) {
+        if let DataPath::TextIn(dec) = self {
             let mut out = [0u8; 2];
             let n = dec.finish(&mut out);
             if n > 0 {
@@ -222,11 +220,9 @@ mod tests {
         let mut out: heapless::Vec<u8, 64> = heapless::Vec::new();
         let mut written = 0;
         for b in &blocks {
-            recv.write_block::<super::super::AnyRole, _>(&mut out, &mut written, b)
-                .unwrap();
+            recv.write_block(&mut out, &mut written, b).unwrap();
         }
-        recv.finish_write::<super::super::AnyRole, _>(&mut out, &mut written)
-            .unwrap();
+        recv.finish_write(&mut out, &mut written).unwrap();
         assert_eq!(&out[..], text);
     }
 }

@@ -6,11 +6,9 @@
 //! socket, no clock and no buffer: file data goes straight between the caller's datagram buffer
 //! and the caller's [`Storage`](crate::storage::Storage).
 //!
-//! A [`Transfer`]'s [`Role`] type parameter says which of those cases it may run: every one by
-//! default ([`AnyRole`]), or only a client download ([`ReadClient`], made by
-//! [`Transfer::read_client`], and [`OctetReadClient`] without netascii, made by
-//! [`Transfer::octet_read_client`]). The state machine is the same; a firmware that only fetches
-//! an image names a download role and its build leaves out the code it can never run.
+//! For a firmware that only downloads and counts every byte of flash, [`crate::boot::BootClient`]
+//! is a separate, deliberately minimal download client (a fraction of this engine's code); the
+//! engine is the one state machine for everything else.
 //!
 //! # Windows and losses
 //!
@@ -126,9 +124,7 @@ pub use event::{Event, PeerError, ProtocolError, Stats, TransferError};
 pub use negotiate::{
     client_accept_oack, server_negotiate, OackError, Refusal, ServerNegotiation, ServerPolicy, TransferParams,
 };
-pub use transfer::{
-    AnyRole, ClientRequest, OctetReadClient, ReadClient, Role, Transfer, TransferMode, Transmit,
-};
+pub use transfer::{ClientRequest, Transfer, TransferMode, Transmit};
 
 /// Timing and limits of a transfer. Every transfer ends: by success, by the retry cap, or by the
 /// idle deadline.

@@ -4,7 +4,6 @@
 //! server write); the roles differ only in the handshake, so the data path is written once. All
 //! decisions live here: TID checks, the handshake, window and ACK logic, timers, and events.
 
-use core::marker::PhantomData;
 use core::net::SocketAddr;
 
 use super::blocks::Numbering;
@@ -50,16 +49,6 @@ impl TransferMode {
         match self {
             TransferMode::Octet => Mode::Octet,
             TransferMode::Netascii => Mode::Netascii,
-        }
-    }
-
-    /// The mode's name in a request of a transfer of role `R`: always octet's when the role
-    /// leaves out netascii (only [`Transfer::octet_read_client`] makes those, in octet mode).
-    fn name_for<R: Role>(self) -> &'static [u8] {
-        if R::NETASCII {
-            self.wire().as_bytes()
-        } else {
-            Mode::Octet.as_bytes()
         }
     }
 }
@@ -112,11 +101,10 @@ enum Phase {
     Done,
 }
 
-/// Sending side of the data path. Public only to name it in [`Role::SendSide`]; not reachable from
-/// outside the crate.
+/// Sending side of the data path.
 #[derive(Debug, Clone, Copy, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct SendState {
+struct SendState {
     /// Highest block index acknowledged.
     acked: u64,
     /// Next block index to send.
@@ -192,104 +180,11 @@ enum Outcome {
     Failed(TransferError),
 }
 
-mod sealed {
-    use super::SendState;
-
-    pub trait Sealed {}
-
-    /// The sending side's storage in a transfer of a role: one [`SendState`] for the roles
-    /// that may send, none (no RAM) for the others.
-    pub trait SendSlot: Copy + core::fmt::Debug + AsRef<[SendState]> + AsMut<[SendState]> {
-        /// A fresh sending side for a file of `size` bytes, if known.
-        fn with_size(size: Option<u64>) -> Self;
-    }
-    impl SendSlot for [SendState; 1] {
-        fn with_size(size: Option<u64>) -> Self {
-            [SendState {
-                size,
-                ..SendState::default()
-            }]
-        }
-    }
-    impl SendSlot for [SendState; 0] {
-        fn with_size(_: Option<u64>) -> Self {
-            []
-        }
-    }
-}
-
-/// Which transfers a [`Transfer`] type can run, fixed at compile time.
-///
-/// [`AnyRole`], the default, runs every role and direction. [`ReadClient`] only downloads, as a
-/// client: a boot loader that only fetches an image names it, and the code for sending data and
-/// for the server's side of the handshake is left out of its build. [`OctetReadClient`] also
-/// leaves out netascii. All run the same state machine; the role only tells the compiler which
-/// of its branches can never be taken, and the download roles' transfers hold no state for
-/// sending.
-///
-/// For the smallest download client of all, see [`BootClient`](crate::boot::BootClient): a
-/// separate, deliberately minimal design (about half the code of an [`OctetReadClient`] build).
-///
-/// The trait is sealed: these three are its only implementations.
-pub trait Role: sealed::Sealed {
-    /// Whether a transfer of this type may send data (client write, server read).
-    const SENDS: bool;
-    /// Whether a transfer of this type may be a server's.
-    const SERVES: bool;
-    /// Whether a transfer of this type may use the netascii mode.
-    const NETASCII: bool;
-    /// The storage of the sending side: none when [`Role::SENDS`] is false.
-    #[doc(hidden)]
-    type SendSide: sealed::SendSlot;
-}
-
-/// Every role and direction: the default [`Role`] of a [`Transfer`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct AnyRole;
-
-impl sealed::Sealed for AnyRole {}
-impl Role for AnyRole {
-    const SENDS: bool = true;
-    const SERVES: bool = true;
-    const NETASCII: bool = true;
-    type SendSide = [SendState; 1];
-}
-
-/// A client download only (RRQ): the [`Role`] of a transfer made by
-/// [`Transfer::read_client`], for builds where flash is scarce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct ReadClient;
-
-impl sealed::Sealed for ReadClient {}
-impl Role for ReadClient {
-    const SENDS: bool = false;
-    const SERVES: bool = false;
-    const NETASCII: bool = true;
-    type SendSide = [SendState; 0];
-}
-
-/// A client download in octet mode only: the [`Role`] of a transfer made by
-/// [`Transfer::octet_read_client`], for the smallest builds (no netascii converter either).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct OctetReadClient;
-
-impl sealed::Sealed for OctetReadClient {}
-impl Role for OctetReadClient {
-    const SENDS: bool = false;
-    const SERVES: bool = false;
-    const NETASCII: bool = false;
-    type SendSide = [SendState; 0];
-}
-
 /// One TFTP transfer (client or server, read or write) as a sans-IO state machine.
 ///
-/// See the [module documentation](super) for the driving loop. `R` says which transfers the
-/// type can run ([`Role`]); the default runs them all.
+/// See the [module documentation](super) for the driving loop.
 #[derive(Debug)]
-pub struct Transfer<'a, S, R: Role = AnyRole> {
+pub struct Transfer<'a, S> {
     storage: S,
     peer: SocketAddr,
     /// Client before the first answer: the server's TID (port) is not known yet.
@@ -320,7 +215,7 @@ pub struct Transfer<'a, S, R: Role = AnyRole> {
     last_heard: Instant,
     data: DataPath,
     /// The sending side, in roles that send: only ever used when [`Self::sends`].
-    send: R::SendSide,
+    send: SendState,
     recv: RecvState,
     /// Client: the request to (re)send.
     request: Option<PendingRequest<'a>>,
@@ -335,7 +230,6 @@ pub struct Transfer<'a, S, R: Role = AnyRole> {
     outcome: Option<Outcome>,
     outcome_reported: bool,
     stats: Stats,
-    role: PhantomData<R>,
 }
 
 impl<'a, S: Storage> Transfer<'a, S> {
@@ -423,52 +317,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
     }
 }
 
-impl<'a, S: Storage> Transfer<'a, S, ReadClient> {
-    /// Starts a client download of `filename`, as [`Transfer::client`] does for a
-    /// [`RequestKind::Read`] request, in a transfer typed to run nothing else: a build that
-    /// makes no other transfer leaves out the code for sending data and for serving.
-    pub fn read_client(
-        now: Instant,
-        server: SocketAddr,
-        filename: &'a [u8],
-        mode: TransferMode,
-        options: Options,
-        storage: S,
-        config: Config,
-    ) -> Result<Self, EncodeError> {
-        let request = ClientRequest {
-            kind: RequestKind::Read,
-            filename,
-            mode,
-            options,
-        };
-        Self::start_client(now, server, request, storage, config)
-    }
-}
-
-impl<'a, S: Storage> Transfer<'a, S, OctetReadClient> {
-    /// Starts a client download of `filename` in octet mode, as [`Transfer::read_client`] does,
-    /// in a transfer typed to run nothing else: a build that makes no other transfer also
-    /// leaves out the netascii converter.
-    pub fn octet_read_client(
-        now: Instant,
-        server: SocketAddr,
-        filename: &'a [u8],
-        options: Options,
-        storage: S,
-        config: Config,
-    ) -> Result<Self, EncodeError> {
-        let request = ClientRequest {
-            kind: RequestKind::Read,
-            filename,
-            mode: TransferMode::Octet,
-            options,
-        };
-        Self::start_client(now, server, request, storage, config)
-    }
-}
-
-impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
+impl<'a, S: Storage> Transfer<'a, S> {
     /// A transfer in its first state: a client's (`request` given, with the `options` it asks
     /// for) about to send its request, or a server's in the data phase, which the caller then
     /// sets up. Built as one value, straight where the caller wants it: a transfer is large,
@@ -484,7 +333,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         request: Option<PendingRequest<'a>>,
         options: Options,
     ) -> Self {
-        let size = if R::SENDS && sending { storage.size() } else { None };
+        let size = if sending { storage.size() } else { None };
         let rto = Rto::new(&config);
         Transfer {
             storage,
@@ -510,8 +359,11 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             timer_rexmit: None,
             deadline: request.map(|_| now.add_micros(rto.current_micros())),
             last_heard: now,
-            data: DataPath::new(R::NETASCII && netascii, sending),
-            send: sealed::SendSlot::with_size(size),
+            data: DataPath::new(netascii, sending),
+            send: SendState {
+                size,
+                ..SendState::default()
+            },
             recv: RecvState::default(),
             request,
             options,
@@ -531,7 +383,6 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                 dropped: 0,
                 spurious_retransmissions: 0,
             },
-            role: PhantomData,
         }
     }
 
@@ -559,7 +410,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
             &mut [],
             request.kind,
             request.filename,
-            request.mode.name_for::<R>(),
+            request.mode.wire().as_bytes(),
             &options,
             OptionList::EMPTY,
         ) {
@@ -880,24 +731,24 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
 
     // ---- internals ------------------------------------------------------------------------
 
-    /// Whether this transfer sends data; always false when the role rules it out.
+    /// Whether this transfer sends data.
     fn sends(&self) -> bool {
-        R::SENDS && self.sending
+        self.sending
     }
 
-    /// Whether this is a server's transfer; always false when the role rules it out.
+    /// Whether this is a server's transfer.
     fn serves(&self) -> bool {
-        R::SERVES && self.request.is_none()
+        self.request.is_none()
     }
 
-    /// The sending side. Only for a transfer that [`sends`](Self::sends): other roles have none.
+    /// The sending side (meaningful for a transfer that [`sends`](Self::sends)).
     fn snd(&self) -> &SendState {
-        &self.send.as_ref()[0]
+        &self.send
     }
 
-    /// The sending side, mutably. Only for a transfer that [`sends`](Self::sends).
+    /// The sending side, mutably.
     fn snd_mut(&mut self) -> &mut SendState {
-        &mut self.send.as_mut()[0]
+        &mut self.send
     }
 
     fn to_peer(&self, len: usize) -> Transmit {
@@ -1198,7 +1049,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         let bs64 = bs as u64;
         let acked = self.snd().acked;
         // Field by field: the sending side, the storage and the data path are borrowed at once.
-        let text = &mut self.send.as_mut()[0].text;
+        let text = &mut self.send.text;
         let read = self
             .data
             .read_block(text, &mut self.storage, (i - 1) * bs64, acked * bs64, slot);
@@ -1378,12 +1229,12 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
         }
         let written = self
             .data
-            .write_block::<R, _>(&mut self.storage, &mut self.recv.written, payload);
+            .write_block(&mut self.storage, &mut self.recv.written, payload);
         let last = payload.len() < bs;
         let done = match written {
             Ok(()) if last => self
                 .data
-                .finish_write::<R, _>(&mut self.storage, &mut self.recv.written)
+                .finish_write(&mut self.storage, &mut self.recv.written)
                 .and_then(|()| self.storage.finish()),
             other => other,
         };
@@ -1431,7 +1282,7 @@ impl<'a, S: Storage, R: Role> Transfer<'a, S, R> {
                     buf,
                     r.kind,
                     r.filename,
-                    r.mode.name_for::<R>(),
+                    r.mode.wire().as_bytes(),
                     &self.options,
                     OptionList::EMPTY,
                 )
