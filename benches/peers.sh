@@ -5,7 +5,7 @@
 #   bash benches/peers.sh [--bytes N] [--quick] [options]
 #
 # What it does
-#   1. `cargo build --release` (the repo's target dir, or $CARGO_TARGET_DIR) and checks the peers
+#   1. `cargo build --release --features cli` (the repo's target dir, or $CARGO_TARGET_DIR) and checks the peers
 #      (tests/interop/peers.sh; `bash tests/interop/peers.sh peers_install` installs them, as root).
 #   2. Creates random test files on tmpfs (/dev/shm unless --dir): one of --bytes (default 1 GiB)
 #      and a smaller one of --lockstep-bytes for the lock-step small-block sets (see below).
@@ -161,7 +161,7 @@ SRC_DIGEST=$(find Cargo.toml src -type f -print0 | sort -z | xargs -0 cat | sha2
 SRC_NEWEST=$(find Cargo.toml src -type f -printf '%TF %TT %p\n' | sort | tail -n 1 | cut -c1-19,31-)
 if [ "$BUILD" = 1 ]; then
   log "cargo build --release (load $(loadavg))"
-  timeout 1800 cargo build --release --quiet || die "cargo build failed"
+  timeout 1800 cargo build --release --quiet --features cli || die "cargo build failed"
   if [ "$CEILING" = 1 ]; then
     timeout 1800 cargo bench --quiet --no-run --bench udp_ceiling || die "cargo bench --no-run failed"
   fi

@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-cargo build --release -q
+cargo build --release -q --features cli
 TARGET=${CARGO_TARGET_DIR:-target}
 case $TARGET in /*) ;; *) TARGET=$PWD/$TARGET ;; esac
 BIN=$TARGET/release/tftp-proto

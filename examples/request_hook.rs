@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tftp_proto::adapter::client::Client;
-use tftp_proto::adapter::server::{HookDecision, ServerConfig, ServerThreads};
+use tftp_proto::adapter::mio_server::{HookDecision, ServerConfig, ServerThreads};
 use tftp_proto::storage::{Storage, StorageError};
 use tftp_proto::{ErrorCode, RequestKind};
 
@@ -100,7 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let flag = Arc::clone(&stop);
     let server = std::thread::spawn(move || {
         servers.run(&flag, |r| {
-            println!("server: {}", tftp_proto::adapter::server::format_report(r))
+            println!("server: {}", tftp_proto::adapter::mio_server::format_report(r))
         })
     });
 

@@ -3,7 +3,7 @@
 # with another, then checks the copy. Needs only cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin tftp-proto
+cargo build --release --features cli --bin tftp-proto
 bin=target/release/tftp-proto
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT

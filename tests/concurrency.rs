@@ -31,7 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tftp_proto::adapter::client::Client;
-use tftp_proto::adapter::server::{Server, ServerConfig};
+use tftp_proto::adapter::mio_server::{Server, ServerConfig};
 use tftp_proto::engine::{Config, Event};
 use tftp_proto::server::TransferResult;
 use tftp_proto::Options;

@@ -619,7 +619,7 @@ fn oack_and_lookalike_options_sent_to_the_server() {
 #[test]
 fn root_refuses_every_path_that_leaves_it() {
     use std::os::unix::fs::symlink;
-    use tftp_proto::adapter::fs::{normalize, Root};
+    use tftp_proto::adapter::root::{normalize, Root};
     /// Removes the jail however the test ends.
     struct Cleanup(std::path::PathBuf);
     impl Drop for Cleanup {

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use loopback::*;
 use tftp_proto::adapter::client::Client;
-use tftp_proto::adapter::server::{Server, ServerConfig};
+use tftp_proto::adapter::mio_server::{Server, ServerConfig};
 use tftp_proto::adapter::StdClock;
 use tftp_proto::engine::{ClientRequest, Config, ServerPolicy, Transfer, TransferError, TransferMode};
 use tftp_proto::server::{ArrayTable, Datagram, ServerTable, TransferResult};

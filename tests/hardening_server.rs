@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use loopback::*;
 use tftp_proto::adapter::client::{Client, ClientError};
-use tftp_proto::adapter::server::ServerConfig;
+use tftp_proto::adapter::mio_server::ServerConfig;
 use tftp_proto::engine::{Config, OackError, ProtocolError, TransferError};
 use tftp_proto::server::TransferResult;
 use tftp_proto::storage::{Storage, StorageError};

@@ -7,7 +7,7 @@
 //! from hanging. Tests that expect a transfer to fail give the engine small retry limits so the
 //! library's own timeouts end it within a second or two.
 //!
-//! [`Root`]: tftp_proto::adapter::fs::Root
+//! [`Root`]: tftp_proto::adapter::root::Root
 #![cfg(feature = "std")]
 
 use std::cell::RefCell;
@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tftp_proto::adapter::client::{Client, ClientError};
-use tftp_proto::adapter::server::{Server, ServerConfig};
+use tftp_proto::adapter::mio_server::{Server, ServerConfig};
 use tftp_proto::adapter::{drive, StdClock, Transport, UdpTransport};
 use tftp_proto::engine::{ClientRequest, Config, TransferError, TransferMode, TransferParams};
 use tftp_proto::engine::{ServerPolicy, Transfer};
@@ -2123,7 +2123,7 @@ fn two_threads_share_the_port_and_the_downloads() {
     let stop = Arc::new(AtomicBool::new(false));
     let (report_tx, reports) = mpsc::channel();
     let report_tx = std::sync::Mutex::new(report_tx);
-    let servers = tftp_proto::adapter::server::ServerThreads::bind(&config, 2).expect("bind");
+    let servers = tftp_proto::adapter::mio_server::ServerThreads::bind(&config, 2).expect("bind");
     let addr = servers.local_addrs()[0];
     let flag = Arc::clone(&stop);
     let server = std::thread::spawn(move || {
@@ -2176,7 +2176,7 @@ fn session_cap_is_one_budget_across_threads() {
     fs::write(root.join("f.bin"), &content).unwrap();
     let mut config = server_config(root.path(), &["127.0.0.1:0"]);
     config.max_sessions = 3;
-    let servers = tftp_proto::adapter::server::ServerThreads::bind(&config, 4).expect("bind");
+    let servers = tftp_proto::adapter::mio_server::ServerThreads::bind(&config, 4).expect("bind");
     let addr = servers.local_addrs()[0];
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -2239,7 +2239,7 @@ fn session_cap_displaces_the_oldest_silent_session_on_any_thread() {
     for threads in [1, 4] {
         let mut config = server_config(root.path(), &["127.0.0.1:0"]);
         config.max_sessions = 3;
-        let servers = tftp_proto::adapter::server::ServerThreads::bind(&config, threads).expect("bind");
+        let servers = tftp_proto::adapter::mio_server::ServerThreads::bind(&config, threads).expect("bind");
         let addr = servers.local_addrs()[0];
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
@@ -2336,7 +2336,7 @@ fn session_cap_displaces_the_oldest_silent_session_on_any_thread() {
 /// remap rules and the root apply as usual).
 #[test]
 fn request_hook_serves_receives_refuses_or_falls_through() {
-    use tftp_proto::adapter::server::{HookDecision, ServerThreads};
+    use tftp_proto::adapter::mio_server::{HookDecision, ServerThreads};
     use tftp_proto::storage::{Storage, StorageError};
     let root = TempDir::new("root");
     let on_disk = pattern(3000, 91);

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::prelude::rust_2021::*;
 use std::time::Duration;
 
-use super::io::{BufferedFile, ReadAheadFile, ReadStorage, WriteStorage};
+use super::std_storage::{BufferedFile, ReadAheadFile, ReadStorage, WriteStorage};
 use super::{drive, size_buffers, DriveError, StdClock, UdpTransport};
 use crate::engine::{
     ClientRequest, Config, Event, Stats, Transfer, TransferError, TransferMode, TransferParams,

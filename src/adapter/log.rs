@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::prelude::rust_2021::*;
 
-use super::server::Refusal;
+use super::mio_server::Refusal;
 use crate::engine::TransferError;
 use crate::error_code::ErrorCode;
 use crate::options::Options;

@@ -5,22 +5,37 @@
 //!   over it until it ends: send what it emits, wait for a datagram or the next deadline, feed it
 //!   back.
 //! * [`client`]: blocking `get` and `put` to and from files, byte buffers, readers and writers.
-//! * [`server`]: the multi-session std server with its root-confined file policy ([`fs`]).
-//! * [`io`]: [`Storage`] adapters for `Read` and `Write` streams.
+//! * [`mio_server`]: the multi-session server on a mio event loop (one per thread), with the
+//!   session table of [`crate::server`] inside.
+//! * [`root`]: the server's file policy: one root directory, nothing read or written outside it,
+//!   uploads all or nothing.
+//! * [`std_storage`]: [`Storage`] for std streams (`Read`, `Write`) and files (read-ahead,
+//!   buffered writes).
 //! * [`remap`]: tftp-hpa-style file-name rewriting rules (`--map-file`).
 //! * [`mtu`]: the block size that fits the link a request arrived on.
 //! * [`log`]: the server's per-request log lines, as text or JSON.
+//! * `socket` (internal): every UDP system call the adapter makes, with the Linux fast paths
+//!   (GSO, GRO, `sendmmsg`, packet info, `SO_REUSEPORT`) and a portable fallback; `batch`
+//!   (internal): the buffer a turn's datagrams collect in.
+//!
+//! # Platforms
+//!
+//! Linux gets every fast path. Other Unix systems (macOS, FreeBSD) reply from the address a
+//! request arrived at (packet info) but send and receive one datagram per system call, and a
+//! server cannot share its port between threads (`SO_REUSEPORT` load balancing is Linux's):
+//! [`mio_server::ServerThreads`] with more than one thread needs Linux. Windows adds one more
+//! difference: a wildcard-bound server's replies leave from the address the routing picks.
 
 use std::prelude::rust_2021::*;
 pub(crate) mod batch;
 pub mod client;
-pub mod fs;
-pub mod io;
 pub mod log;
+pub mod mio_server;
 pub mod mtu;
 pub mod remap;
-pub mod server;
+pub mod root;
 pub(crate) mod socket;
+pub mod std_storage;
 
 use std::io as stdio;
 use std::net::{SocketAddr, UdpSocket};

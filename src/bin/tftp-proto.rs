@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tftp_proto::adapter::client::{Client, ClientError, Summary};
-use tftp_proto::adapter::server::{
+use tftp_proto::adapter::mio_server::{
     format_refusal, format_refusal_json, format_report, format_report_json, Refusal, ServerConfig,
     ServerThreads, MAX_SESSIONS,
 };
@@ -363,6 +363,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
 }
 
 /// Checks that `fd` is a datagram socket and makes it a `UdpSocket`.
+#[cfg(unix)]
 fn udp_socket(fd: std::os::fd::OwnedFd, what: &str) -> Result<std::net::UdpSocket, String> {
     use nix::sys::socket::{getsockopt, sockopt, SockType};
     match getsockopt(&fd, sockopt::SockType) {
@@ -373,6 +374,7 @@ fn udp_socket(fd: std::os::fd::OwnedFd, what: &str) -> Result<std::net::UdpSocke
 }
 
 /// inetd's socket: standard input.
+#[cfg(unix)]
 fn inetd_socket() -> Result<std::net::UdpSocket, String> {
     use std::os::fd::AsFd;
     let fd = std::io::stdin()
@@ -384,6 +386,7 @@ fn inetd_socket() -> Result<std::net::UdpSocket, String> {
 
 /// The sockets systemd passed (socket activation: `LISTEN_PID` is this process and
 /// `LISTEN_FDS` counts the descriptors from 3), if any.
+#[cfg(unix)]
 fn systemd_sockets() -> Result<Option<Vec<std::net::UdpSocket>>, String> {
     use std::os::fd::FromRawFd;
     let for_us = std::env::var("LISTEN_PID")
@@ -412,8 +415,9 @@ fn systemd_sockets() -> Result<Option<Vec<std::net::UdpSocket>>, String> {
 
 /// Switches the whole process (no thread runs yet) to user `name`: its group, no supplementary
 /// groups but that one, then its user ID; fails if any step does, or if root could be regained.
+#[cfg(unix)]
 fn drop_privileges(name: &str) -> Result<(), String> {
-    use nix::unistd::{getuid, setgid, setgroups, setuid, User};
+    use nix::unistd::{getuid, setgid, setuid, User};
     let user = User::from_name(name)
         .map_err(|e| format!("--user {name}: cannot look the user up: {e}"))?
         .ok_or_else(|| format!("--user {name}: no such user"))?;
@@ -423,7 +427,7 @@ fn drop_privileges(name: &str) -> Result<(), String> {
             user.uid, user.gid
         )
     };
-    setgroups(&[user.gid]).map_err(|e| fail("setgroups", e))?;
+    set_groups(user.gid).map_err(|e| fail("setgroups", e))?;
     setgid(user.gid).map_err(|e| fail("setgid", e))?;
     setuid(user.uid).map_err(|e| fail("setuid", e))?;
     if !user.uid.is_root() && setuid(nix::unistd::Uid::from_raw(0)).is_ok() {
@@ -433,17 +437,61 @@ fn drop_privileges(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Makes `gid` the only supplementary group.
+#[cfg(all(unix, not(target_vendor = "apple")))]
+fn set_groups(gid: nix::unistd::Gid) -> nix::Result<()> {
+    nix::unistd::setgroups(&[gid])
+}
+
+/// Makes `gid` the only supplementary group (nix has no `setgroups` for macOS: libc's).
+#[cfg(target_vendor = "apple")]
+fn set_groups(gid: nix::unistd::Gid) -> nix::Result<()> {
+    let list = [gid.as_raw()];
+    // SAFETY: the pointer and count describe `list`, which outlives the call.
+    let r = unsafe { nix::libc::setgroups(1, list.as_ptr()) };
+    nix::errno::Errno::result(r).map(drop)
+}
+
 /// Raises the soft open-file limit towards `wanted`, up to the hard limit (the administrator's
 /// ceiling, left alone); returns the soft limit in force.
+#[cfg(unix)]
+#[allow(clippy::useless_conversion)] // `rlim_t` is `u64` here, `i64` on FreeBSD
 fn raise_open_file_limit(wanted: u64) -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return u64::MAX;
     };
+    // `rlim_t` is unsigned on Linux and macOS, signed on FreeBSD.
+    let wanted = nix::sys::resource::rlim_t::try_from(wanted).unwrap_or(hard);
     if soft < wanted && soft < hard {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, wanted.min(hard), hard);
     }
-    getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s)
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s);
+    u64::try_from(soft).unwrap_or(u64::MAX)
+}
+
+/// No descriptor limit to raise here (Windows has no `RLIMIT_NOFILE`).
+#[cfg(not(unix))]
+fn raise_open_file_limit(_wanted: u64) -> u64 {
+    u64::MAX
+}
+
+/// `--inetd` needs a Unix system (the socket is standard input).
+#[cfg(not(unix))]
+fn inetd_socket() -> Result<std::net::UdpSocket, String> {
+    Err("--inetd needs a Unix system (inetd passes the socket as standard input)".into())
+}
+
+/// Socket activation is systemd's (Linux): never here.
+#[cfg(not(unix))]
+fn systemd_sockets() -> Result<Option<Vec<std::net::UdpSocket>>, String> {
+    Ok(None)
+}
+
+/// `--user` needs a Unix system.
+#[cfg(not(unix))]
+fn drop_privileges(name: &str) -> Result<(), String> {
+    Err(format!("--user {name}: switching users needs a Unix system"))
 }
 
 /// `LOW:HIGH`, `1 <= LOW <= HIGH <= 65535`.

@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tftp_proto::adapter::client::{Client, ClientError};
-use tftp_proto::adapter::server::{format_report, Server, ServerConfig};
+use tftp_proto::adapter::mio_server::{format_report, Server, ServerConfig};
 use tftp_proto::engine::{Config, TransferError, TransferParams};
 use tftp_proto::server::{TransferReport, TransferResult};
 use tftp_proto::{encode_request, Mode, OptionList, Options, Packet, RequestKind};

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cap_std::fs::{Dir, OpenOptions};
 
-use super::io::{BufferedFile, ReadAheadFile};
+use super::std_storage::{BufferedFile, ReadAheadFile};
 use crate::storage::{Storage, StorageError};
 
 /// The served directory and what clients may do in it.
@@ -80,7 +80,7 @@ pub struct Upload {
 #[cfg(unix)]
 fn may_replace(meta: &cap_std::fs::Metadata) -> bool {
     use cap_std::fs::MetadataExt;
-    use nix::unistd::{getegid, geteuid, getgroups, Gid};
+    use nix::unistd::{getegid, geteuid, Gid};
     let mode = meta.mode();
     let uid = geteuid();
     if uid.is_root() {
@@ -90,7 +90,13 @@ fn may_replace(meta: &cap_std::fs::Metadata) -> bool {
         return mode & 0o200 != 0;
     }
     let gid = Gid::from_raw(meta.gid());
-    if getegid() == gid || getgroups().is_ok_and(|g| g.contains(&gid)) {
+    // macOS: nix has no `getgroups` there, so only the effective group counts (a file writable
+    // through a supplementary group alone is not replaced: the safe side).
+    #[cfg(not(target_vendor = "apple"))]
+    let member = getegid() == gid || nix::unistd::getgroups().is_ok_and(|g| g.contains(&gid));
+    #[cfg(target_vendor = "apple")]
+    let member = getegid() == gid;
+    if member {
         return mode & 0o020 != 0;
     }
     mode & 0o002 != 0
@@ -220,7 +226,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Normalises a requested name into a relative path beneath the root.
 ///
 /// ```
-/// use tftp_proto::adapter::fs::normalize;
+/// use tftp_proto::adapter::root::normalize;
 /// assert_eq!(normalize(b"/pxelinux.0").unwrap(), std::path::PathBuf::from("pxelinux.0"));
 /// assert_eq!(normalize(b"boot\\grub\\x.cfg").unwrap(), std::path::PathBuf::from("boot/grub/x.cfg"));
 /// assert!(normalize(b"../etc/passwd").is_err());

@@ -25,8 +25,8 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
 use super::batch::SendBatch;
-use super::fs::{Root, ServedFile};
 pub use super::log::{format_refusal, format_refusal_json, format_report, format_report_json};
+use super::root::{Root, ServedFile};
 use super::socket::{self, bind_udp, is_transient, size_buffers, PollTimer, RECV_BUFFER};
 use super::StdClock;
 use crate::engine::{Config, ServerPolicy};
@@ -92,7 +92,7 @@ impl ServerConfig {
     /// with its own ERROR, or let the root policy decide.
     ///
     /// ```no_run
-    /// use tftp_proto::adapter::server::{HookDecision, ServerConfig, ServerThreads};
+    /// use tftp_proto::adapter::mio_server::{HookDecision, ServerConfig, ServerThreads};
     /// let config = ServerConfig::default().with_request_hook(|req| {
     ///     if req.filename == b"hello.txt" {
     ///         HookDecision::Serve(Box::new(b"hello\n".to_vec()))
