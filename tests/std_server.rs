@@ -14,155 +14,31 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
-use std::hash::{DefaultHasher, Hasher};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tftp_proto::adapter::client::{Client, ClientError};
 use tftp_proto::adapter::mio_server::{Server, ServerConfig};
 use tftp_proto::adapter::{drive, StdClock, Transport, UdpTransport};
-use tftp_proto::engine::{ClientRequest, Config, TransferError, TransferMode, TransferParams};
+use tftp_proto::engine::{ClientRequest, Config, TransferError, TransferMode};
 use tftp_proto::engine::{ServerPolicy, Transfer};
-use tftp_proto::server::{TransferReport, TransferResult};
+use tftp_proto::server::TransferResult;
 use tftp_proto::storage::Storage;
-use tftp_proto::{encode_ack, encode_request, ErrorCode, Mode, OptionList, Options, Packet, RequestKind};
+use tftp_proto::{ErrorCode, Mode, Options, RequestKind};
 
-/// Upper bound of any single wait (a datagram, a report, a thread): only a broken test meets it.
-const WAIT: Duration = Duration::from_secs(60);
+// ---- fixtures: the shared loopback helpers (tests/common/loopback.rs) and a few of our own --
 
-// ---- fixtures -----------------------------------------------------------------------------
-
-#[path = "common/tempdir.rs"]
-mod tempdir;
-use tempdir::TempDir;
-
-/// An owned copy of a server report.
-#[derive(Debug, Clone)]
-struct Report {
-    peer: SocketAddr,
-    local: SocketAddr,
-    kind: RequestKind,
-    filename: Vec<u8>,
-    params: TransferParams,
-    result: TransferResult,
-}
-
-impl From<&TransferReport<()>> for Report {
-    fn from(r: &TransferReport<()>) -> Self {
-        Report {
-            peer: r.peer,
-            local: r.local,
-            kind: r.kind,
-            filename: r.filename.to_vec(),
-            params: r.params,
-            result: r.result.clone(),
-        }
-    }
-}
-
-/// A [`Server`] running in a background thread; stopped and joined on drop.
-struct TestServer {
-    addrs: Vec<SocketAddr>,
-    stop: Arc<AtomicBool>,
-    reports: mpsc::Receiver<Report>,
-    /// Reports received while waiting for another one.
-    unclaimed: RefCell<Vec<Report>>,
-    thread: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl TestServer {
-    fn start(config: &ServerConfig) -> TestServer {
-        TestServer::run(Server::bind(config).expect("bind the server"))
-    }
-
-    fn run(mut server: Server) -> TestServer {
-        let addrs = server.local_addrs();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, reports) = mpsc::channel();
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            server.run(&flag, |r| {
-                let _ = tx.send(Report::from(r));
-            })
-        });
-        TestServer {
-            addrs,
-            stop,
-            reports,
-            unclaimed: RefCell::new(Vec::new()),
-            thread: Some(thread),
-        }
-    }
-
-    /// The first listening address.
-    fn addr(&self) -> SocketAddr {
-        self.addrs[0]
-    }
-
-    /// Waits for the first report `pred` accepts.
-    fn report(&self, what: &str, pred: impl Fn(&Report) -> bool) -> Report {
-        let mut unclaimed = self.unclaimed.borrow_mut();
-        if let Some(i) = unclaimed.iter().position(&pred) {
-            return unclaimed.remove(i);
-        }
-        loop {
-            match self.reports.recv_timeout(WAIT) {
-                Ok(r) if pred(&r) => return r,
-                Ok(r) => unclaimed.push(r),
-                Err(e) => panic!("no report for {what} ({e}); other reports: {unclaimed:?}"),
-            }
-        }
-    }
-
-    /// Waits for the report of a transfer of `name`.
-    fn report_for(&self, kind: RequestKind, name: &[u8]) -> Report {
-        self.report(&String::from_utf8_lossy(name), |r| {
-            r.kind == kind && r.filename == name
-        })
-    }
-
-    /// Stops the server, joins it and returns every report not claimed yet.
-    fn shutdown(&mut self) -> Vec<Report> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("server thread panicked").expect("server failed");
-        }
-        let mut all = std::mem::take(&mut *self.unclaimed.borrow_mut());
-        all.extend(self.reports.try_iter());
-        all
-    }
-
-    /// Whether the server thread is still serving (it ends early only on an I/O error).
-    fn is_running(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let result = t.join();
-            if !std::thread::panicking() {
-                result.expect("server thread panicked").expect("server failed");
-            }
-        }
-    }
-}
-
-fn server_config(root: &Path, binds: &[&str]) -> ServerConfig {
-    ServerConfig {
-        root: root.to_path_buf(),
-        binds: binds.iter().map(|b| b.parse().expect("bind address")).collect(),
-        ..ServerConfig::default()
-    }
-}
+#[path = "common/loopback.rs"]
+mod loopback;
+use loopback::{
+    ack, data, digest, drain_queued, file_digest, list, names, pattern, peer_code, recv, request, rrq,
+    server_config, snapshot, socket, Harness as TestServer, Pkt, Report, TempDir,
+};
 
 /// Engine timing that gives up on a silent peer after 0.1 + 0.2 + 0.4 s.
 fn fast_fail() -> Config {
@@ -177,83 +53,6 @@ fn fast_fail() -> Config {
     }
 }
 
-// ---- data and files -----------------------------------------------------------------------
-
-/// Deterministic bytes in which every block differs (so misordered blocks are caught).
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-/// Length and hash of some bytes.
-fn digest(data: &[u8]) -> (usize, u64) {
-    let mut h = DefaultHasher::new();
-    h.write(data);
-    (data.len(), h.finish())
-}
-
-fn file_digest(path: &Path) -> (usize, u64) {
-    digest(&fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())))
-}
-
-/// The names in a directory.
-fn list(dir: &Path) -> BTreeSet<OsString> {
-    fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").file_name())
-        .collect()
-}
-
-fn names(list: &[&str]) -> BTreeSet<OsString> {
-    list.iter().map(OsString::from).collect()
-}
-
-/// What a tree holds: every path with its kind and content (symlinks by target), skipping `skip`.
-fn snapshot(dir: &Path, skip: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).expect("read dir") {
-            let p = e.expect("dir entry").path();
-            if p == skip {
-                continue;
-            }
-            let m = fs::symlink_metadata(&p).expect("metadata");
-            let what = if m.file_type().is_symlink() {
-                format!("link -> {}", fs::read_link(&p).expect("readlink").display())
-            } else if m.is_dir() {
-                stack.push(p.clone());
-                "dir".to_string()
-            } else {
-                format!(
-                    "file {:?} mtime {:?}",
-                    digest(&fs::read(&p).expect("read")),
-                    m.modified().ok()
-                )
-            };
-            out.insert(p, what);
-        }
-    }
-    out
-}
-
-// ---- client helpers -----------------------------------------------------------------------
-
-/// The ERROR code the server sent, for a client failure that must be a peer ERROR.
-fn peer_code(e: &ClientError) -> u16 {
-    match e {
-        ClientError::Transfer(TransferError::Peer(p)) => p.code.as_u16(),
-        other => panic!("expected an ERROR from the server, got {other:?}"),
-    }
-}
-
 fn opts(blksize: u16, windowsize: u16) -> Options {
     Options {
         blksize: Some(blksize),
@@ -261,87 +60,6 @@ fn opts(blksize: u16, windowsize: u16) -> Options {
         tsize: Some(0),
         ..Options::NONE
     }
-}
-
-// ---- raw packets ----------------------------------------------------------------------------
-
-/// A parsed packet, owned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Pkt {
-    Data(u16, Vec<u8>),
-    Ack(u16),
-    Error(u16, String),
-    Other(Vec<u8>),
-}
-
-fn parse(d: &[u8]) -> Pkt {
-    match Packet::parse(d) {
-        Ok(Packet::Data { block, payload }) => Pkt::Data(block, payload.to_vec()),
-        Ok(Packet::Ack { block }) => Pkt::Ack(block),
-        Ok(Packet::Error { code, message }) => {
-            Pkt::Error(code.as_u16(), String::from_utf8_lossy(message).into_owned())
-        }
-        _ => Pkt::Other(d.to_vec()),
-    }
-}
-
-fn request(kind: RequestKind, name: &[u8], mode: Mode<'_>, options: &Options) -> Vec<u8> {
-    let mut buf = [0u8; 512];
-    let n = encode_request(&mut buf, kind, name, mode, options, OptionList::EMPTY).expect("encode request");
-    buf[..n].to_vec()
-}
-
-fn rrq(name: &[u8]) -> Vec<u8> {
-    request(RequestKind::Read, name, Mode::Octet, &Options::NONE)
-}
-
-fn ack(block: u16) -> Vec<u8> {
-    let mut buf = [0u8; 4];
-    encode_ack(&mut buf, block).expect("encode ack");
-    buf.to_vec()
-}
-
-fn data(block: u16, payload: &[u8]) -> Vec<u8> {
-    let mut d = vec![0, 3];
-    d.extend_from_slice(&block.to_be_bytes());
-    d.extend_from_slice(payload);
-    d
-}
-
-fn socket(addr: &str) -> UdpSocket {
-    let s = UdpSocket::bind(addr).expect("bind client socket");
-    s.set_read_timeout(Some(WAIT)).expect("set timeout");
-    s
-}
-
-/// Receives one datagram (bounded by [`WAIT`]).
-fn recv(s: &UdpSocket) -> (Pkt, SocketAddr) {
-    let mut buf = vec![0u8; 65536];
-    loop {
-        match s.recv_from(&mut buf) {
-            Ok((n, from)) => return (parse(&buf[..n]), from),
-            // An ICMP error for an earlier datagram: not an answer.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-            Err(e) => panic!("no datagram on {:?}: {e}", s.local_addr()),
-        }
-    }
-}
-
-/// Every datagram already queued on `s` (loopback delivers synchronously, so after the sender
-/// is done everything it sent is here).
-fn drain_queued(s: &UdpSocket) -> Vec<(Pkt, SocketAddr)> {
-    s.set_nonblocking(true).expect("nonblocking");
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    loop {
-        match s.recv_from(&mut buf) {
-            Ok((n, from)) => out.push((parse(&buf[..n]), from)),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-            Err(_) => break,
-        }
-    }
-    s.set_nonblocking(false).expect("blocking");
-    out
 }
 
 /// A plain RFC 1350 download (blksize 512, windowsize 1) driven packet by packet, recording
@@ -1438,7 +1156,7 @@ fn start_on_one_port(ips: &[&str], config: impl Fn(Vec<SocketAddr>) -> ServerCon
             .map(|ip| SocketAddr::new(ip.parse().unwrap(), port))
             .collect();
         if let Ok(server) = Server::bind(&config(binds)) {
-            return TestServer::run(server);
+            return TestServer::run(server, || {});
         }
     }
     panic!("no port free on all of {ips:?}");
@@ -1455,7 +1173,7 @@ fn listeners_sharing_a_port_reply_from_their_own_address() {
             single_port,
             ..server_config(root.path(), &[])
         });
-        for &addr in &server.addrs {
+        for &addr in server.addrs() {
             check_reply_source(&server, "127.0.0.1:0", addr, single_port, &content);
         }
     }

@@ -1,4 +1,4 @@
-//! Shared fixtures for the loopback hardening tests (`hardening_server`, `hardening_fs`, `soak`):
+//! Shared fixtures for the loopback tests (`std_server`, `hardening_server`, `hardening_fs`, `soak`):
 //! a std [`Server`] driven turn by turn in a background thread ([`Harness`], which watches the
 //! session count after every turn and hands the server back when stopped), temporary
 //! directories, raw-socket packet helpers, and the checks every hostile case ends with (the
@@ -130,6 +130,11 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Length and hash of a file's bytes.
+pub fn file_digest(path: &Path) -> (usize, u64) {
+    digest(&fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())))
+}
+
 /// Length and hash of some bytes.
 pub fn digest(data: &[u8]) -> (usize, u64) {
     let mut h = DefaultHasher::new();
@@ -181,6 +186,15 @@ pub fn quick_config() -> Config {
         idle_timeout: Duration::from_secs(5),
         max_dally: Duration::from_millis(200),
         ..Config::default()
+    }
+}
+
+/// A server config on `binds` serving `root` with the default timeouts.
+pub fn server_config(root: &Path, binds: &[&str]) -> ServerConfig {
+    ServerConfig {
+        root: root.to_path_buf(),
+        binds: binds.iter().map(|b| b.parse().expect("bind address")).collect(),
+        ..ServerConfig::default()
     }
 }
 
@@ -258,6 +272,11 @@ impl Harness {
         self.addrs[0]
     }
 
+    /// Every listening address.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
     /// Sessions after the last turn.
     pub fn sessions(&self) -> usize {
         self.shared.sessions.load(Ordering::SeqCst)
@@ -322,6 +341,12 @@ impl Harness {
         let mut all = std::mem::take(&mut *self.unclaimed.lock().unwrap());
         all.extend(self.reports.try_iter());
         all
+    }
+
+    /// Stops the server, joins it and returns every report not claimed yet.
+    pub fn shutdown(&mut self) -> Vec<Report> {
+        drop(self.stop());
+        self.drain_reports()
     }
 
     /// Stops the server thread and hands the server back (its sessions not aborted).
@@ -522,6 +547,23 @@ pub fn recv_within(s: &UdpSocket, limit: Duration) -> Option<(Pkt, SocketAddr)> 
             Err(e) => panic!("recv on {:?}: {e}", s.local_addr()),
         }
     }
+}
+
+/// Every datagram already queued on `s` (loopback delivers synchronously, so after the sender
+/// is done everything it sent is here).
+pub fn drain_queued(s: &UdpSocket) -> Vec<(Pkt, SocketAddr)> {
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match s.recv_from(&mut buf) {
+            Ok((n, from)) => out.push((parse(&buf[..n]), from)),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+            Err(_) => break,
+        }
+    }
+    s.set_nonblocking(false).expect("blocking");
+    out
 }
 
 /// Everything that arrives on `s` within `quiet` of the previous datagram (bounded by [`WAIT`]).
