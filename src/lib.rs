@@ -7,7 +7,32 @@
 //! stream. Time is an [`Instant`] the caller passes in. Everything is deterministic, so any
 //! event loop can drive it and every protocol edge case can be unit-tested and fuzzed.
 //!
-//! Modules:
+//! # Layers
+//!
+//! Each layer uses only the ones below it:
+//!
+//! ```text
+//! adapter (std: sockets, files, mio)          client, mio_server, root, std_storage, socket
+//!   └─ server (no_std session table)           ServerTable, Incoming, SessionHandle
+//!        └─ engine (no_std state machines)     Transfer, negotiation, RTO, pacing
+//!             └─ wire · options · netascii · storage · time
+//! ```
+//!
+//! [`boot`] sits beside the engine, on [`wire`] and [`options`]: a separate minimal client.
+//!
+//! # Which API do I use?
+//!
+//! * A boot loader that downloads one image into RAM and counts every byte of flash:
+//!   [`boot::BootClient`] (octet downloads into a `&mut [u8]`, every option, about 3.6 KiB).
+//! * A client or one transfer in your own event loop (an embedded stack, tokio, a simulator):
+//!   [`engine::Transfer`], driven as its module documentation shows.
+//! * A server in your own event loop, with or without a heap: [`server::ServerTable`].
+//! * A std program that fetches or sends files: `adapter::client::Client` (feature `std`).
+//! * A std server: `adapter::mio_server::Server` / `ServerThreads` (feature `std`), which is what
+//!   the `tftp-proto serve` command (feature `cli`) runs.
+//!
+//! # Modules
+//!
 //! * [`wire`]: packets, parsing and encoding;
 //! * [`options`]: RFC 2347 options and their negotiation-ready decoding;
 //! * [`error_code`]: ERROR codes;
@@ -18,8 +43,12 @@
 //! * [`boot`]: a minimal download client for boot loaders, a fraction of the engine's code;
 //! * [`server`]: the server's session table (handles, routing, deadlines, admission) over a
 //!   fixed array or, with `alloc`, a growable `Vec`;
-//! * `adapter` (feature `std`): UDP sockets, the blocking client, the multi-session server, the
-//!   file policy, name remapping, the MTU lookup and the request log.
+//! * `adapter` (feature `std`): the blocking client (`client`), the mio server (`mio_server`),
+//!   the root-confined file policy (`root`), std storages (`std_storage`), name remapping
+//!   (`remap`), the MTU lookup (`mtu`), the request log (`log`), and one internal module with
+//!   every socket system call (Linux fast paths, a portable fallback).
+//!
+//! The protocol rules and the tests behind each are listed in `PROTOCOL.md` in the repository.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
