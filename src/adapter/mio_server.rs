@@ -1037,18 +1037,22 @@ fn listener_for(listeners: &[Listener], local: SocketAddr) -> Option<&Listener> 
 /// that is read ahead alone, as `ReadAheadFile` does). 2 KiB at blksize 512 in lock-step, so
 /// memory follows what a session needs, not a fixed 32 KiB.
 fn read_ahead(incoming: &Incoming<'_>, policy: &ServerPolicy) -> usize {
-    let block = usize::from(incoming.options.blksize.unwrap_or(512).min(policy.max_blksize));
-    let window = usize::from(
-        incoming
-            .options
-            .windowsize
-            .unwrap_or(1)
-            .min(policy.max_windowsize),
-    );
+    let (block, window) = block_and_window(incoming, policy);
     block
         .saturating_mul(window)
         .saturating_mul(4)
         .clamp(1024, 32 * 1024)
+}
+
+/// The block size and window a request asks for, with the policy's caps applied.
+fn block_and_window(incoming: &Incoming<'_>, policy: &ServerPolicy) -> (usize, usize) {
+    let block = incoming.options.blksize.unwrap_or(512).min(policy.max_blksize);
+    let window = incoming
+        .options
+        .windowsize
+        .unwrap_or(1)
+        .min(policy.max_windowsize);
+    (usize::from(block), usize::from(window))
 }
 
 /// Answers a new request: resolves the file under the policy, opens the session's socket, and
@@ -1137,14 +1141,8 @@ fn accept_request(
             return Some((ErrorCode::NotDefined, message.into()));
         }
     };
-    let window = usize::from(
-        incoming
-            .options
-            .windowsize
-            .unwrap_or(1)
-            .min(policy.max_windowsize),
-    );
-    let block = usize::from(incoming.options.blksize.unwrap_or(512).min(policy.max_blksize)) + 64;
+    let (block, window) = block_and_window(incoming, &policy);
+    let block = block + 64;
     size_buffers(&std_sock, (window * block * 2).max(64 * 1024));
     // Coalesced receives: an upload's window (sent with segmentation, as this crate's client
     // does) arrives in one system call; `drain_session` splits it.

@@ -90,8 +90,14 @@ pub(crate) fn recv(
     ancillary: bool,
 ) -> io::Result<Received> {
     if ancillary {
-        return sys::recv_ancillary(socket, buf, local);
+        sys::recv_ancillary(socket, buf, local)
+    } else {
+        recv_plain(socket, buf, local)
     }
+}
+
+/// One `recvfrom`: no control messages, so the destination is the socket's own address.
+fn recv_plain(socket: &impl DatagramSocket, buf: &mut [u8], local: SocketAddr) -> io::Result<Received> {
     let (len, source) = socket.recv_datagram(buf)?;
     Ok(Received {
         len,

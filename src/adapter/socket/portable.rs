@@ -20,13 +20,7 @@ pub(crate) fn recv_ancillary(
     buf: &mut [u8],
     local: SocketAddr,
 ) -> io::Result<Received> {
-    let (len, source) = socket.recv_datagram(buf)?;
-    Ok(Received {
-        len,
-        source,
-        destination: local,
-        segment: None,
-    })
+    super::recv_plain(socket, buf, local)
 }
 
 /// No packet info here.

@@ -134,7 +134,10 @@ pub(crate) fn enable_pktinfo(socket: &UdpSocket, v4: bool) -> io::Result<bool> {
 }
 
 /// Sends one datagram from a wildcard-bound socket with `source`'s address (and scope) as its
-/// source.
+/// source: IPv4 by `IP_PKTINFO` (Linux, Android, NetBSD, Apple) or `IP_SENDSRCADDR` (FreeBSD),
+/// IPv6 by `IPV6_PKTINFO`; elsewhere from the address the routing picks.
+// Each platform returns from its own branch; the plain send at the end is the fallback.
+#[allow(unreachable_code)]
 pub(crate) fn send_from(
     socket: &impl DatagramSocket,
     data: &[u8],
@@ -161,29 +164,14 @@ pub(crate) fn send_from(
                 target_os = "netbsd",
                 target_vendor = "apple"
             ))]
-            {
-                let info = libc::in_pktinfo {
-                    ipi_ifindex: 0,
-                    ipi_spec_dst: addr,
-                    ipi_addr: libc::in_addr { s_addr: 0 },
-                };
-                send(&[ControlMessage::Ipv4PacketInfo(&info)])
-            }
+            return send(&[ControlMessage::Ipv4PacketInfo(&libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: addr,
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            })]);
             #[cfg(target_os = "freebsd")]
-            {
-                send(&[ControlMessage::Ipv4SendSrcAddr(&addr)])
-            }
-            #[cfg(not(any(
-                target_os = "linux",
-                target_os = "android",
-                target_os = "netbsd",
-                target_vendor = "apple",
-                target_os = "freebsd"
-            )))]
-            {
-                let _ = addr;
-                send(&[])
-            }
+            return send(&[ControlMessage::Ipv4SendSrcAddr(&addr)]);
+            let _ = addr;
         }
         SocketAddr::V6(a) => {
             #[cfg(any(
@@ -193,29 +181,17 @@ pub(crate) fn send_from(
                 target_os = "freebsd",
                 target_vendor = "apple"
             ))]
-            {
-                let info = libc::in6_pktinfo {
-                    ipi6_addr: libc::in6_addr {
-                        s6_addr: a.ip().octets(),
-                    },
-                    // The interface of a link-local source (0, any, otherwise).
-                    ipi6_ifindex: a.scope_id(),
-                };
-                send(&[ControlMessage::Ipv6PacketInfo(&info)])
-            }
-            #[cfg(not(any(
-                target_os = "linux",
-                target_os = "android",
-                target_os = "netbsd",
-                target_os = "freebsd",
-                target_vendor = "apple"
-            )))]
-            {
-                let _ = a;
-                send(&[])
-            }
+            return send(&[ControlMessage::Ipv6PacketInfo(&libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                // The interface of a link-local source (0, any, otherwise).
+                ipi6_ifindex: a.scope_id(),
+            })]);
+            let _ = a;
         }
     }
+    send(&[])
 }
 
 /// Whether an error is the system's "no buffer space" (a full queue: the datagram is lost).
