@@ -2385,3 +2385,59 @@ fn spurious_retransmission_is_counted_when_the_answer_was_already_on_its_way() {
         );
     }
 }
+
+/// A driver that sizes its buffer once, from `max_datagram_len` right after creating the
+/// transfer (as its documentation says), must be able to send every datagram of the transfer:
+/// a client that asks for a larger `blksize` learns it is granted only from the OACK, after the
+/// buffer was sized (issue: an upload asking 1468 got `BufferTooSmall { needed: 1472 }`).
+#[test]
+fn max_datagram_len_covers_the_blksize_a_client_asks_for() {
+    let server: std::net::SocketAddr = "192.0.2.1:69".parse().unwrap();
+    let tid: std::net::SocketAddr = "192.0.2.1:50001".parse().unwrap();
+    for kind in [RequestKind::Write, RequestKind::Read] {
+        for blksize in [8u16, 512, 1468, 65464] {
+            let content = file(3 * usize::from(blksize) + 1);
+            let request = ClientRequest {
+                kind,
+                filename: b"f.bin",
+                mode: TransferMode::Octet,
+                options: opts(Some(blksize), None),
+            };
+            let storage = if kind == RequestKind::Write {
+                content.clone()
+            } else {
+                Vec::new()
+            };
+            let mut t = Transfer::client(at(ms(0)), server, request, storage, Config::default()).unwrap();
+            let mut buf = vec![0u8; t.max_datagram_len()];
+            let req = t.poll_transmit(at(ms(0)), &mut buf).expect("the request");
+            assert!(req.len <= buf.len());
+            // The server grants what was asked.
+            let oack = [
+                &[0u8, 6][..],
+                b"blksize\0",
+                blksize.to_string().as_bytes(),
+                b"\0",
+            ]
+            .concat();
+            t.handle_datagram(at(ms(1)), tid, &oack);
+            if kind == RequestKind::Read {
+                // ACK 0, then the server's first full block.
+                let ack0 = t.poll_transmit(at(ms(1)), &mut buf).expect("ACK 0");
+                assert_eq!(&buf[..ack0.len], &[0, 4, 0, 0]);
+                let mut data = vec![0, 3, 0, 1];
+                data.extend_from_slice(&content[..usize::from(blksize)]);
+                t.handle_datagram(at(ms(2)), tid, &data);
+                let ack1 = t.poll_transmit(at(ms(2)), &mut buf).expect("ACK 1");
+                assert_eq!(&buf[..ack1.len], &[0, 4, 0, 1]);
+            } else {
+                let d1 = t
+                    .poll_transmit(at(ms(1)), &mut buf)
+                    .unwrap_or_else(|| panic!("DATA 1 at blksize {blksize}: {:?}", t.outcome()));
+                assert_eq!(d1.len, 4 + usize::from(blksize), "DATA 1 at blksize {blksize}");
+                assert_eq!(&buf[4..d1.len], &content[..usize::from(blksize)]);
+            }
+            assert!(t.outcome().is_none(), "{kind:?} at {blksize}: {:?}", t.outcome());
+        }
+    }
+}
