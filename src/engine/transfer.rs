@@ -709,9 +709,17 @@ impl<'a, S: Storage> Transfer<'a, S> {
         }
     }
 
-    /// The largest datagram this transfer can emit (size `poll_transmit`'s buffer to this).
+    /// The largest datagram this transfer can emit, from its creation to its end: size
+    /// `poll_transmit`'s buffer to this once, right after creating the transfer.
+    ///
+    /// That is `4 + blksize` for the largest block size the transfer may use (for a client, the
+    /// one it asks for: the server's OACK can only lower it), and at least 516, which holds any
+    /// request, OACK, ACK or ERROR.
     pub fn max_datagram_len(&self) -> usize {
-        (DATA_HEADER_LEN + usize::from(self.params.blksize)).max(crate::wire::MAX_REQUEST_LEN + 4)
+        // A client's `options` are those it asks for; a server's, those it grants.
+        let asked = self.options.blksize.unwrap_or(0);
+        let blksize = self.params.blksize.max(asked);
+        (DATA_HEADER_LEN + usize::from(blksize)).max(crate::wire::MAX_REQUEST_LEN + 4)
     }
 
     /// The storage.
