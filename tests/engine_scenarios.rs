@@ -2441,3 +2441,75 @@ fn max_datagram_len_covers_the_blksize_a_client_asks_for() {
         }
     }
 }
+
+/// `poll_transmit_batch` writes exactly what repeated `poll_transmit` calls would, grouped by
+/// destination: a whole window in one call, and a stray's ERROR 5 in a batch of its own.
+#[test]
+fn a_window_comes_out_in_one_batch_identical_to_single_transmits() {
+    let client: std::net::SocketAddr = "10.0.0.2:40000".parse().unwrap();
+    let stray: std::net::SocketAddr = "10.0.0.9:40000".parse().unwrap();
+    let content = file(20 * 512 + 100);
+    let mut raw = vec![0u8, 1];
+    raw.extend_from_slice(b"f.bin\0octet\0windowsize\x008\0");
+    let Ok(Packet::Rrq(req)) = Packet::parse(&raw) else {
+        panic!("request")
+    };
+    let policy = ServerPolicy::default();
+    let make = || {
+        Transfer::server(
+            at(ms(0)),
+            client,
+            RequestKind::Read,
+            &req,
+            content.clone(),
+            &policy,
+            Config::default(),
+        )
+    };
+    let (mut single, mut batched) = (make(), make());
+    // Drains one transfer datagram by datagram, the other batch by batch; both as (to, bytes).
+    type Out = Vec<(std::net::SocketAddr, Vec<u8>)>;
+    fn drain_single(t: &mut Transfer<'_, Vec<u8>>, now: Instant) -> Out {
+        let mut buf = vec![0u8; t.max_datagram_len()];
+        let mut out = Vec::new();
+        while let Some(tx) = t.poll_transmit(now, &mut buf) {
+            out.push((tx.destination, buf[..tx.len].to_vec()));
+        }
+        out
+    }
+    fn drain_batched(t: &mut Transfer<'_, Vec<u8>>, now: Instant, batches: &mut Vec<usize>) -> Out {
+        let mut buf = vec![0u8; 64 * t.max_datagram_len()];
+        let mut lens = [0usize; 64];
+        let mut out = Vec::new();
+        while let Some(b) = t.poll_transmit_batch(now, &mut buf, &mut lens) {
+            let mut at = 0;
+            for &len in &lens[..b.count] {
+                out.push((b.destination, buf[at..at + len].to_vec()));
+                at += len;
+            }
+            assert_eq!(at, b.len);
+            batches.push(b.count);
+        }
+        out
+    }
+    let mut batches = Vec::new();
+    // The OACK, alone.
+    assert_eq!(drain_single(&mut single, at(ms(0))), drain_batched(&mut batched, at(ms(0)), &mut batches));
+    assert_eq!(batches, [1]);
+    // ACK 0 opens the first window: eight blocks in one batch.
+    let mut windows = Vec::new();
+    for (i, ack) in [0u16, 8, 16].into_iter().enumerate() {
+        let now = at(ms(1 + i as u64));
+        for t in [&mut single, &mut batched] {
+            t.handle_datagram(now, client, &[0, 4, (ack >> 8) as u8, ack as u8]);
+            // A stranger butts in: its ERROR 5 goes out in a batch of its own.
+            t.handle_datagram(now, stray, &[0, 4, 0, 1]);
+        }
+        batches.clear();
+        let (a, b) = (drain_single(&mut single, now), drain_batched(&mut batched, now, &mut batches));
+        assert_eq!(a, b, "window after ACK {ack}");
+        windows.push(batches.clone());
+    }
+    // The stray's ERROR 5 first (it is owed before data), then the window whole.
+    assert_eq!(windows, [vec![1, 8], vec![1, 8], vec![1, 5]]);
+}

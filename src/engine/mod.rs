@@ -124,7 +124,7 @@ pub use event::{Event, PeerError, ProtocolError, Stats, TransferError};
 pub use negotiate::{
     client_accept_oack, server_negotiate, OackError, Refusal, ServerNegotiation, ServerPolicy, TransferParams,
 };
-pub use transfer::{ClientRequest, Transfer, TransferMode, Transmit};
+pub use transfer::{ClientRequest, NextTransmit, Transfer, TransferMode, Transmit, TransmitBatch};
 
 /// Timing and limits of a transfer. Every transfer ends: by success, by the retry cap, or by the
 /// idle deadline.

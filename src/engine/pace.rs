@@ -86,6 +86,14 @@ impl Pacer {
         self.interval_us == 0 || self.tokens > 0
     }
 
+    /// What [`may_send`](Self::may_send) would say at `now`, without taking the refill.
+    pub(crate) fn would_send(&self, now: Instant) -> bool {
+        if self.interval_us == 0 || self.tokens > 0 {
+            return true;
+        }
+        self.tokens < self.burst && now.micros_since(self.refilled) >= u64::from(self.interval_us)
+    }
+
     /// A block left at `now` (after [`may_send`](Self::may_send) allowed it); `first` when it
     /// opens a window.
     pub(crate) fn on_send(&mut self, now: Instant, first: bool) {

@@ -32,6 +32,29 @@ pub struct Transmit {
     pub len: usize,
 }
 
+/// The next datagram a transfer will send, before it is written ([`Transfer::peek_transmit`]):
+/// where it goes and the most bytes it can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct NextTransmit {
+    /// Where it goes.
+    pub destination: SocketAddr,
+    /// Its length at most: a buffer of this many bytes holds it.
+    pub max_len: usize,
+}
+
+/// Datagrams written back to back by [`Transfer::poll_transmit_batch`], all to one destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TransmitBatch {
+    /// Where they all go.
+    pub destination: SocketAddr,
+    /// How many: their lengths are the first `count` entries of the caller's `lens`.
+    pub count: usize,
+    /// Their bytes in all: send `buf[..len]`, datagram by datagram.
+    pub len: usize,
+}
+
 /// The transfer mode a client asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -582,8 +605,19 @@ impl<'a, S: Storage> Transfer<'a, S> {
     /// is nothing to send now. Call until `None` after every input.
     ///
     /// `buf` must hold the largest packet of the transfer: `4 + blksize` bytes (512 + 4 covers
-    /// any request, OACK or ERROR); [`Transfer::max_datagram_len`] tells. A buffer too small for a
-    /// DATA packet fails the transfer with [`TransferError::BufferTooSmall`].
+    /// any request, OACK or ERROR); [`Transfer::max_datagram_len`] tells, right after the
+    /// transfer is created. A buffer too small for a DATA packet fails the transfer with
+    /// [`TransferError::BufferTooSmall`]. [`peek_transmit`](Self::peek_transmit) says where the
+    /// next datagram goes and how long it can be before it is written;
+    /// [`poll_transmit_batch`](Self::poll_transmit_batch) writes a whole window at once.
+    ///
+    /// Stopping early is allowed: a driver whose socket is full may leave the rest for later;
+    /// what was not polled is produced by a later call (a window's blocks, a pending ACK).
+    ///
+    /// Receive buffers: a datagram of a transfer is at most `4 + blksize` bytes, so a receive
+    /// buffer of [`max_datagram_len`](Self::max_datagram_len) holds any valid one. A longer
+    /// datagram cut to the buffer could look valid, so the std adapter receives into 65,536
+    /// bytes (any UDP payload) and lets the engine judge the real length.
     #[inline(never)] // Smaller out of line (measured on the firmware example).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if let Some(to) = self.stray.take() {
@@ -610,6 +644,81 @@ impl<'a, S: Storage> Transfer<'a, S> {
             return self.transmit_data(now, buf);
         }
         None
+    }
+
+    /// What the next [`poll_transmit`](Self::poll_transmit) at `now` will send, without
+    /// writing or changing anything: its destination and the most bytes it can take (516 for a
+    /// request, OACK, ACK or ERROR; `4 + blksize` for DATA). `None` exactly when `poll_transmit`
+    /// would return `None` (given a buffer of at least `max_len` bytes).
+    ///
+    /// For zero-copy sends: reserve `max_len` bytes in the socket's buffer for `destination`
+    /// (smoltcp's `send_with`, embassy-net's `send_to_with`), then let `poll_transmit` write
+    /// into them; it writes at most that much, to that destination. A driver that cannot send
+    /// now (a full socket) may simply stop calling `poll_transmit` and come back later:
+    /// nothing is lost, the datagram is produced then.
+    pub fn peek_transmit(&self, now: Instant) -> Option<NextTransmit> {
+        const CONTROL: usize = crate::wire::MAX_REQUEST_LEN + DATA_HEADER_LEN;
+        let to_peer = |max_len| NextTransmit {
+            destination: self.peer,
+            max_len,
+        };
+        if let Some(to) = self.stray {
+            return Some(NextTransmit {
+                destination: to,
+                max_len: CONTROL,
+            });
+        }
+        if self.error_out.is_some() || self.control.is_some() {
+            return Some(to_peer(CONTROL));
+        }
+        let data = self.sends()
+            && self.phase == Phase::Data
+            && self.window_open()
+            && self.snd().pace.would_send(now);
+        data.then(|| to_peer(DATA_HEADER_LEN + usize::from(self.params.blksize)))
+    }
+
+    /// Writes every datagram due now to one destination (a window, or a single packet) into
+    /// `buf`, back to back, with their lengths in `lens`: one call where
+    /// [`poll_transmit`](Self::poll_transmit) would be called once per datagram, ready for a
+    /// batched send (`sendmmsg`, segmentation offload). Stops before a datagram to another
+    /// destination, when `lens` is full, or when `buf` has no room left for the next one;
+    /// call again until `None`.
+    ///
+    /// `buf` must hold at least [`max_datagram_len`](Self::max_datagram_len) bytes; a window of
+    /// `n` blocks fits whole in `n * max_datagram_len()` bytes.
+    pub fn poll_transmit_batch(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        lens: &mut [usize],
+    ) -> Option<TransmitBatch> {
+        let destination = self.peek_transmit(now)?.destination;
+        let (mut count, mut len) = (0, 0);
+        while count < lens.len() {
+            let Some(next) = self.peek_transmit(now) else {
+                break;
+            };
+            if next.destination != destination {
+                break;
+            }
+            let room = &mut buf[len..];
+            if room.len() < next.max_len && count > 0 {
+                break;
+            }
+            // (The first one with too little room fails the transfer, as `poll_transmit` says.)
+            let Some(tx) = self.poll_transmit(now, room) else {
+                break;
+            };
+            lens[count] = tx.len;
+            len += tx.len;
+            count += 1;
+        }
+        (count > 0).then_some(TransmitBatch {
+            destination,
+            count,
+            len,
+        })
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called, if ever (a

@@ -535,7 +535,22 @@ impl<'a, S: Storage> Side<'a, S> {
         let error_from_peer = matches!(&trigger, Trigger::Datagram { from, packet: Pkt::Error { .. }, .. }
             if self.is_peer(*from));
         let mut guard = 0;
-        while let Some(tx) = self.transfer.poll_transmit(now, &mut self.buf) {
+        loop {
+            // What `peek_transmit` announces is what `poll_transmit` then sends.
+            let next = self.transfer.peek_transmit(now);
+            let Some(tx) = self.transfer.poll_transmit(now, &mut self.buf) else {
+                if let Some(next) = next {
+                    self.violation(format!("peek_transmit announced {next:?}, poll_transmit sent nothing"));
+                }
+                break;
+            };
+            match next {
+                None => self.violation(format!("poll_transmit sent {tx:?} after peek_transmit said nothing")),
+                Some(n) if n.destination != tx.destination || tx.len > n.max_len => {
+                    self.violation(format!("peek_transmit announced {n:?}, poll_transmit sent {tx:?}"))
+                }
+                Some(_) => {}
+            }
             guard += 1;
             if guard > 100_000 {
                 self.violation("poll_transmit never returns None".into());
