@@ -2413,13 +2413,7 @@ fn max_datagram_len_covers_the_blksize_a_client_asks_for() {
             let req = t.poll_transmit(at(ms(0)), &mut buf).expect("the request");
             assert!(req.len <= buf.len());
             // The server grants what was asked.
-            let oack = [
-                &[0u8, 6][..],
-                b"blksize\0",
-                blksize.to_string().as_bytes(),
-                b"\0",
-            ]
-            .concat();
+            let oack = [&[0u8, 6][..], b"blksize\0", blksize.to_string().as_bytes(), b"\0"].concat();
             t.handle_datagram(at(ms(1)), tid, &oack);
             if kind == RequestKind::Read {
                 // ACK 0, then the server's first full block.
@@ -2494,7 +2488,10 @@ fn a_window_comes_out_in_one_batch_identical_to_single_transmits() {
     }
     let mut batches = Vec::new();
     // The OACK, alone.
-    assert_eq!(drain_single(&mut single, at(ms(0))), drain_batched(&mut batched, at(ms(0)), &mut batches));
+    assert_eq!(
+        drain_single(&mut single, at(ms(0))),
+        drain_batched(&mut batched, at(ms(0)), &mut batches)
+    );
     assert_eq!(batches, [1]);
     // ACK 0 opens the first window: eight blocks in one batch.
     let mut windows = Vec::new();
@@ -2506,10 +2503,79 @@ fn a_window_comes_out_in_one_batch_identical_to_single_transmits() {
             t.handle_datagram(now, stray, &[0, 4, 0, 1]);
         }
         batches.clear();
-        let (a, b) = (drain_single(&mut single, now), drain_batched(&mut batched, now, &mut batches));
+        let (a, b) = (
+            drain_single(&mut single, now),
+            drain_batched(&mut batched, now, &mut batches),
+        );
         assert_eq!(a, b, "window after ACK {ack}");
         windows.push(batches.clone());
     }
     // The stray's ERROR 5 first (it is owed before data), then the window whole.
     assert_eq!(windows, [vec![1, 8], vec![1, 8], vec![1, 5]]);
+}
+
+/// A finished download hands its storage back at once (`dally`, then `into_storage`) and the dally goes on
+/// without it: a repeated final DATA is acknowledged again, a stranger gets ERROR 5, and after
+/// the dally's deadline nothing more is sent.
+#[test]
+fn a_finished_download_hands_its_storage_back_and_dallies_without_it() {
+    let server: std::net::SocketAddr = "192.0.2.1:69".parse().unwrap();
+    let tid: std::net::SocketAddr = "192.0.2.1:50001".parse().unwrap();
+    let stray: std::net::SocketAddr = "192.0.2.7:50001".parse().unwrap();
+    let content = file(512 + 100);
+    let request = ClientRequest {
+        kind: RequestKind::Read,
+        filename: b"f.bin",
+        mode: TransferMode::Octet,
+        options: Options::NONE,
+    };
+    let mut t = Transfer::client(at(ms(0)), server, request, Vec::new(), Config::default()).unwrap();
+    let mut buf = vec![0u8; t.max_datagram_len()];
+    t.poll_transmit(at(ms(0)), &mut buf).expect("the request");
+    let data = |block: u16, payload: &[u8]| [&[0, 3][..], &block.to_be_bytes(), payload].concat();
+    t.handle_datagram(at(ms(1)), tid, &data(1, &content[..512]));
+    assert_eq!(t.poll_transmit(at(ms(1)), &mut buf).map(|tx| tx.len), Some(4));
+    // Still running: no dally yet.
+    assert!(t.dally().is_none(), "not finished yet");
+    t.handle_datagram(at(ms(2)), tid, &data(2, &content[512..]));
+    // Finished, but the final ACK is not out yet.
+    assert!(t.dally().is_none(), "final ACK not polled");
+    let ack = t.poll_transmit(at(ms(2)), &mut buf).expect("final ACK");
+    assert_eq!(&buf[..ack.len], &[0, 4, 0, 2]);
+    assert!(t.poll_transmit(at(ms(2)), &mut buf).is_none());
+    let deadline = t.poll_timeout().expect("the dally's deadline");
+    let mut dally = t.dally().expect("finished download");
+    let storage = t.into_storage();
+    assert_eq!(storage, content);
+    assert_eq!(dally.peer(), tid);
+    assert!(!dally.is_finished());
+    // The final DATA again: acknowledged again, and the dally lengthened.
+    dally.handle_datagram(at(ms(3)), tid, &data(2, &content[512..]));
+    let again = dally.poll_transmit(&mut buf).expect("the ACK again");
+    assert_eq!((again.destination, &buf[..again.len]), (tid, &[0u8, 4, 0, 2][..]));
+    assert!(dally.poll_transmit(&mut buf).is_none());
+    assert!(dally.poll_timeout().unwrap() >= deadline);
+    // An earlier block or another packet from the peer: nothing.
+    dally.handle_datagram(at(ms(4)), tid, &data(1, &content[..512]));
+    assert!(dally.poll_transmit(&mut buf).is_none());
+    // A stranger: ERROR 5, to it.
+    dally.handle_datagram(at(ms(4)), stray, &data(2, b"x"));
+    let e = dally.poll_transmit(&mut buf).expect("ERROR 5");
+    assert_eq!((e.destination, &buf[..4]), (stray, &[0u8, 5, 0, 5][..]));
+    // The dally ends by itself; a repeat after that is not answered.
+    let end = dally.poll_timeout().unwrap();
+    dally.handle_timeout(end);
+    assert!(dally.is_finished());
+    assert_eq!(dally.poll_timeout(), None);
+    dally.handle_datagram(end, tid, &data(2, &content[512..]));
+    assert!(dally.poll_transmit(&mut buf).is_none());
+    // An upload (the sender) has no dally to split off.
+    let up = ClientRequest {
+        kind: RequestKind::Write,
+        filename: b"f.bin",
+        mode: TransferMode::Octet,
+        options: Options::NONE,
+    };
+    let t = Transfer::client(at(ms(0)), server, up, content.clone(), Config::default()).unwrap();
+    assert!(t.dally().is_none());
 }

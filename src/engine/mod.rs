@@ -111,6 +111,7 @@
 //! ```
 
 mod blocks;
+mod dally;
 mod datapath;
 mod event;
 mod negotiate;
@@ -120,6 +121,7 @@ mod transfer;
 
 use core::time::Duration;
 
+pub use dally::Dally;
 pub use event::{Event, PeerError, ProtocolError, Stats, TransferError};
 pub use negotiate::{
     client_accept_oack, server_negotiate, OackError, Refusal, ServerNegotiation, ServerPolicy, TransferParams,

@@ -7,6 +7,7 @@
 use core::net::SocketAddr;
 
 use super::blocks::Numbering;
+use super::dally::Dally;
 use super::datapath::{DataPath, TextCursor};
 use super::event::{Event, PeerError, ProtocolError, Stats, TransferError};
 use super::negotiate::{client_accept_oack, server_negotiate, Refusal, ServerPolicy, TransferParams};
@@ -844,6 +845,37 @@ impl<'a, S: Storage> Transfer<'a, S> {
     /// Consumes the transfer, returning the storage.
     pub fn into_storage(self) -> S {
         self.storage
+    }
+
+    /// A finished download's dally, to keep instead of the transfer: then take the storage
+    /// back at once with [`into_storage`](Self::into_storage). The [`Dally`] acknowledges a
+    /// repeated final DATA (RFC 1350's dally) until it ends by itself, so the file can be
+    /// committed, or the image booted, without waiting the dally out.
+    ///
+    /// `Some` once the transfer received its last block ([`Event::Finished`]) and its final
+    /// ACK was polled out ([`poll_transmit`](Self::poll_transmit) returned `None`); `None` while
+    /// it runs, after a failure, and for a sender (which has no dally).
+    pub fn dally(&self) -> Option<Dally> {
+        let ready = !self.sending
+            && matches!(self.outcome, Some(Outcome::Finished))
+            && matches!(self.phase, Phase::Dally | Phase::Done)
+            && self.control.is_none()
+            && self.error_out.is_none()
+            && self.stray.is_none();
+        let deadline = if self.phase == Phase::Dally {
+            self.deadline
+        } else {
+            None
+        };
+        ready.then(|| {
+            Dally::new(
+                self.peer,
+                self.numbering.wire(self.recv.received),
+                self.rto,
+                self.dally_limit_us,
+                deadline,
+            )
+        })
     }
 
     // ---- internals ------------------------------------------------------------------------

@@ -540,15 +540,19 @@ impl<'a, S: Storage> Side<'a, S> {
             let next = self.transfer.peek_transmit(now);
             let Some(tx) = self.transfer.poll_transmit(now, &mut self.buf) else {
                 if let Some(next) = next {
-                    self.violation(format!("peek_transmit announced {next:?}, poll_transmit sent nothing"));
+                    self.violation(format!(
+                        "peek_transmit announced {next:?}, poll_transmit sent nothing"
+                    ));
                 }
                 break;
             };
             match next {
-                None => self.violation(format!("poll_transmit sent {tx:?} after peek_transmit said nothing")),
-                Some(n) if n.destination != tx.destination || tx.len > n.max_len => {
-                    self.violation(format!("peek_transmit announced {n:?}, poll_transmit sent {tx:?}"))
-                }
+                None => self.violation(format!(
+                    "poll_transmit sent {tx:?} after peek_transmit said nothing"
+                )),
+                Some(n) if n.destination != tx.destination || tx.len > n.max_len => self.violation(format!(
+                    "peek_transmit announced {n:?}, poll_transmit sent {tx:?}"
+                )),
                 Some(_) => {}
             }
             guard += 1;
