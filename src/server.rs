@@ -103,6 +103,87 @@ impl Incoming<'_> {
     }
 }
 
+impl Incoming<'_> {
+    /// An owned copy of the request ([`OwnedIncoming`]): the bytes it borrows are copied into a
+    /// fixed 512-byte buffer, no heap. `None` only when they exceed the 512 octets a request may
+    /// have, which an `Incoming` from [`ServerTable::handle_datagram`] never does.
+    pub fn detach(&self) -> Option<OwnedIncoming> {
+        let r = &self.request;
+        let mut bytes = Vec::new();
+        let mut ends = [0u16; 3];
+        let parts = [
+            r.filename,
+            r.mode.as_bytes(),
+            r.options.as_bytes(),
+            r.ignored_option,
+        ];
+        for (i, part) in parts.iter().enumerate() {
+            bytes.extend_from_slice(part).ok()?;
+            if let Some(end) = ends.get_mut(i) {
+                // At most 512: fits.
+                *end = bytes.len() as u16;
+            }
+        }
+        Some(OwnedIncoming {
+            peer: self.peer,
+            local: self.local,
+            kind: self.kind,
+            options: self.options,
+            bytes,
+            ends,
+        })
+    }
+}
+
+/// A new request, owned: an [`Incoming`] whose bytes were copied ([`Incoming::detach`]) into a
+/// fixed 512-byte buffer (no heap), so the decision to accept or refuse it can wait (an
+/// `.await`, another thread, a queue) while the receive buffer takes the next datagram.
+/// [`incoming`](Self::incoming) lends it back as an [`Incoming`] for [`ServerTable::accept`]
+/// or [`ServerTable::refuse`].
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct OwnedIncoming {
+    /// The client's address and port.
+    pub peer: SocketAddr,
+    /// The local address the request arrived on (reply from there).
+    pub local: SocketAddr,
+    /// Read (the client downloads) or write (the client uploads).
+    pub kind: RequestKind,
+    /// The known options, decoded leniently.
+    pub options: Options,
+    /// File name, mode, raw options and ignored option name, back to back.
+    bytes: Vec<u8, MAX_REQUEST_LEN>,
+    /// Where the file name, the mode and the options end in `bytes`.
+    ends: [u16; 3],
+}
+
+impl OwnedIncoming {
+    /// The request, borrowed from this copy.
+    pub fn incoming(&self) -> Incoming<'_> {
+        let [name, mode, options] = self.ends.map(usize::from);
+        let b = &self.bytes[..];
+        Incoming {
+            peer: self.peer,
+            local: self.local,
+            kind: self.kind,
+            request: Request {
+                filename: &b[..name],
+                mode: Mode::from_bytes(&b[name..mode]),
+                // Copied from a list already validated: it parses again.
+                options: crate::options::OptionList::parse(&b[mode..options])
+                    .unwrap_or(crate::options::OptionList::EMPTY),
+                ignored_option: &b[options..],
+            },
+            options: self.options,
+        }
+    }
+
+    /// The file name (bytes, not necessarily UTF-8).
+    pub fn filename(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.ends[0])]
+    }
+}
+
 /// What [`ServerTable::handle_datagram`] made of a datagram.
 #[derive(Debug)]
 pub enum Datagram<'d> {

@@ -525,3 +525,62 @@ fn a_full_fixed_table_displaces_into_the_evicted_holder() {
     assert!(table.poll_finished(now).is_none());
     assert_eq!(table.len(), 2);
 }
+
+/// A request detached from its datagram (`Incoming::detach`) survives the buffer's reuse and is
+/// accepted or refused through the copy exactly as through the original.
+#[test]
+fn a_detached_request_is_accepted_after_its_buffer_is_reused() {
+    let mut table: ArrayTable<&'static [u8], 4> =
+        ServerTable::new(ServerPolicy::default(), Config::default());
+    let now = Instant::ZERO;
+    let listen = addr("10.0.0.1:69");
+    let (a, b) = (addr("10.0.0.2:40000"), addr("10.0.0.3:40000"));
+    let mut rx = [0u8; 600];
+    let raw = b"\x00\x01Boot/EFI.bin\x00OcTeT\x00blksize\x00100\x00windowsize\x002\x00tsize\x00";
+    rx[..raw.len()].copy_from_slice(raw);
+    let owned_a = match table.handle_datagram(now, listen, a, true, &rx[..raw.len()]) {
+        Datagram::Request(incoming) => {
+            let owned = incoming.detach().expect("a request fits");
+            // The copy says what the original says.
+            let back = owned.incoming();
+            assert_eq!(back.filename(), incoming.filename());
+            assert_eq!(back.mode(), incoming.mode());
+            assert_eq!(
+                back.request.options.as_bytes(),
+                incoming.request.options.as_bytes()
+            );
+            assert_eq!(back.request.ignored_option, b"tsize");
+            assert_eq!((back.peer, back.local, back.kind), (a, listen, RequestKind::Read));
+            assert_eq!(back.options, incoming.options);
+            owned
+        }
+        other => panic!("{other:?}"),
+    };
+    // The buffer takes the next datagram: another client's request, refused later.
+    let mut req = [0u8; 512];
+    let plain = rrq(&mut req, &Options::NONE);
+    rx[..plain.len()].copy_from_slice(plain);
+    rx[plain.len()..].fill(0xEE);
+    let owned_b = match table.handle_datagram(now, listen, b, true, &rx[..plain.len()]) {
+        Datagram::Request(incoming) => incoming.detach().expect("fits"),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(owned_a.filename(), b"Boot/EFI.bin");
+    // Accept the first through its copy: the OACK grants what it asked.
+    let session = table
+        .accept(now, &owned_a.incoming(), FILE, addr("10.0.0.1:50000"))
+        .expect("room");
+    let mut out = [0u8; 600];
+    let tx = table.poll_transmit(now, &mut out).expect("the OACK");
+    assert_eq!(tx.destination, a);
+    assert_eq!(&out[..tx.len], b"\x00\x06blksize\x00100\x00windowsize\x002\x00");
+    assert_eq!(tx.session, Some(session));
+    // Refuse the second through its copy: ERROR 2 to it.
+    table.refuse(
+        &owned_b.incoming(),
+        ErrorCode::AccessViolation,
+        "Access violation",
+    );
+    let tx = table.poll_transmit(now, &mut out).expect("the ERROR");
+    assert_eq!((tx.destination, &out[..4]), (b, &[0u8, 5, 0, 2][..]));
+}
