@@ -61,6 +61,9 @@ extern crate std;
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+#[macro_use]
+mod trace;
+
 #[cfg(feature = "std")]
 pub mod adapter;
 pub mod boot;

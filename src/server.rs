@@ -815,6 +815,7 @@ impl<S: Storage, T: SlotStorage<S>> ServerTable<S, T> {
                 // The mode is checked before anything else, so an unknown mode is reported as
                 // such whatever the file (and nothing is looked up for it).
                 if let Some(text) = mode_refusal_text(request.mode) {
+                    warn!("tftp {}: request refused: mode {:?}", from, request.mode);
                     self.reply_text(local, from, ErrorCode::IllegalOperation, text.clone(), None);
                     return Datagram::Refused(Refused {
                         peer: from,
@@ -831,6 +832,7 @@ impl<S: Storage, T: SlotStorage<S>> ServerTable<S, T> {
                     if let Some(s) = slots[i as usize].session.as_mut() {
                         if s.request == fingerprint {
                             // A repeat of the request whose session is alive (on its own port).
+                            trace!("tftp {}: request repeated: its session goes on", from);
                             return Datagram::Handled;
                         }
                         // The client has moved on: end its old session quietly (an ERROR from
@@ -839,12 +841,17 @@ impl<S: Storage, T: SlotStorage<S>> ServerTable<S, T> {
                     }
                     self.refresh(i);
                 }
+                let options = Options::parse_request(&request.options).options;
+                debug!(
+                    "tftp {}: {:?} request on {}, options {:?}",
+                    from, kind, local, options
+                );
                 Datagram::Request(Incoming {
                     peer: from,
                     local,
                     kind,
                     request,
-                    options: Options::parse_request(&request.options).options,
+                    options,
                 })
             }
             Ok(Packet::Error { .. }) => Datagram::Handled,
@@ -1026,6 +1033,12 @@ impl<S: Storage, T: SlotStorage<S>> ServerTable<S, T> {
     /// nothing more and leaves the index; the caller queues it as finished (or evicts it).
     fn displace(&mut self) -> Option<u32> {
         let v = self.young.front()?;
+        if let Some(s) = self.slots.slots_mut()[v as usize].session.as_ref() {
+            warn!(
+                "tftp {}: displaced: its client never answered and the table is full",
+                s.transfer.peer()
+            );
+        }
         if let Some(s) = self.slots.slots_mut()[v as usize].session.as_mut() {
             s.superseded = true;
             s.displaced = true;
@@ -1064,6 +1077,10 @@ impl<S: Storage, T: SlotStorage<S>> ServerTable<S, T> {
 
     /// Refuses `incoming` with an ERROR sent from the address it arrived on.
     pub fn refuse(&mut self, incoming: &Incoming<'_>, code: ErrorCode, message: &str) {
+        warn!(
+            "tftp {}: request refused: ERROR {:?}: {}",
+            incoming.peer, code, message
+        );
         self.reply(incoming.local, incoming.peer, code, message);
     }
 

@@ -311,6 +311,10 @@ impl<'a, S: Storage> Transfer<'a, S> {
             config.max_write_size = policy.max_write_size;
         }
         let mut t = Self::new(now, peer, sending, netascii, storage, config, None, Options::NONE);
+        match &negotiated {
+            Ok(n) => debug!("tftp {}: asked {:?}, granted {:?}", peer, requested, n.params),
+            Err(r) => warn!("tftp {}: request refused: {}", peer, r.message),
+        }
         match negotiated {
             Err(r) => {
                 let e = TransferError::Refused {
@@ -471,6 +475,10 @@ impl<'a, S: Storage> Transfer<'a, S> {
         if !self.peer_locked {
             // The first answer fixes the server's TID; it must come from the server's address.
             if from.ip() != self.peer.ip() {
+                debug!(
+                    "tftp {}: dropped a datagram from {}: not the server's address",
+                    self.peer, from
+                );
                 self.stats.dropped += 1;
                 return;
             }
@@ -479,17 +487,25 @@ impl<'a, S: Storage> Transfer<'a, S> {
             // and answering them could bounce ERROR 5 between two endpoints forever.
             let is_error = datagram.get(..2) == Some(&[0, 5]);
             if is_error || self.stray.is_some() {
+                debug!("tftp {}: dropped a datagram from stranger {}", self.peer, from);
                 self.stats.dropped += 1;
             } else {
+                debug!("tftp {}: datagram from stranger {}: ERROR 5", self.peer, from);
                 self.stray = Some(from);
             }
             return;
         }
         // Requests are dropped like malformed datagrams: a running transfer never accepts one.
         let Some(packet) = Packet::parse_in_transfer(datagram) else {
+            debug!(
+                "tftp {}: dropped a malformed datagram ({} bytes)",
+                from,
+                datagram.len()
+            );
             self.stats.dropped += 1;
             return;
         };
+        let opcode = packet.opcode();
         let accepted = match packet {
             Packet::Error { code, message } => {
                 self.on_peer_error(code, message);
@@ -509,6 +525,8 @@ impl<'a, S: Storage> Transfer<'a, S> {
             self.answered = true;
             self.last_heard = now;
         } else {
+            // A stale or repeated block, an ACK for a block never sent, an OACK out of turn.
+            trace!("tftp {}: dropped an unexpected {:?}", from, opcode);
             self.stats.dropped += 1;
         }
     }
@@ -545,6 +563,10 @@ impl<'a, S: Storage> Transfer<'a, S> {
             s.probe_sent = Some(now);
             s.pace.on_probe();
             let resent = s.next;
+            debug!(
+                "tftp {}: no ACK for the window: tail-loss probe, block {} again",
+                self.peer, resent
+            );
             if self.retries == 0 {
                 self.stats.retransmissions += 1;
             }
@@ -568,6 +590,13 @@ impl<'a, S: Storage> Transfer<'a, S> {
         }
         self.retries += 1;
         self.rto.back_off();
+        debug!(
+            "tftp {}: timeout {} of {}: resending (next wait {} us)",
+            self.peer,
+            self.retries,
+            self.max_retries,
+            self.rto.current_micros()
+        );
         if self.sends() {
             self.snd_mut().probe = None;
         }
@@ -947,6 +976,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
 
     fn fail(&mut self, error: TransferError, send: Option<(ErrorCode, &'static str)>) {
         if self.outcome.is_none() {
+            warn!("tftp {}: failed: {:?}", self.peer, error);
             self.outcome = Some(Outcome::Failed(error));
         }
         self.stop(send);
@@ -961,6 +991,9 @@ impl<'a, S: Storage> Transfer<'a, S> {
     }
 
     fn finish(&mut self, outcome: Outcome) {
+        if self.outcome.is_none() {
+            debug!("tftp {}: ended: {:?}, {} bytes", self.peer, outcome, self.bytes());
+        }
         self.outcome.get_or_insert(outcome);
     }
 
@@ -977,6 +1010,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
             self.deadline = None;
         } else {
             if self.outcome.is_none() {
+                warn!("tftp {}: the peer sent ERROR {:?}", self.peer, code);
                 // Built in place: the message is copied once, straight into the outcome.
                 let e = self
                     .outcome
@@ -999,6 +1033,10 @@ impl<'a, S: Storage> Transfer<'a, S> {
         }
         match client_accept_oack(request.kind, &self.options, &list) {
             Ok(params) => {
+                debug!(
+                    "tftp {}: asked {:?}, granted {:?}",
+                    self.peer, self.options, params
+                );
                 self.apply(params);
                 self.negotiated_pending = true;
                 self.progress(now);
@@ -1084,6 +1122,13 @@ impl<'a, S: Storage> Transfer<'a, S> {
                 }
                 let sent = self.snd().next - 1;
                 if j < sent {
+                    debug!(
+                        "tftp {}: ACK {} of {} sent: resending from block {}",
+                        self.peer,
+                        j,
+                        sent,
+                        j + 1
+                    );
                     // A gap: the receiver has everything up to j; the window restarts after it.
                     self.stats.retransmissions += sent - j;
                 }
@@ -1165,6 +1210,11 @@ impl<'a, S: Storage> Transfer<'a, S> {
         let base_rtt = self.rto.min_rtt_micros();
         let max_wait = self.rto.current_micros();
         let windowsize = self.params.windowsize;
+        debug!(
+            "tftp {}: the receiver repeated ACK {}: window again",
+            self.peer,
+            self.snd().acked
+        );
         let s = self.snd_mut();
         let resent = s.next - 1 - s.acked;
         s.stall_restart = s.acked + 1;
@@ -1308,6 +1358,13 @@ impl<'a, S: Storage> Transfer<'a, S> {
             self.on_repeat(now, i);
         } else if i > expected && !self.recv.gap_acked {
             // A gap: acknowledge the last in-order block once; the sender restarts after it.
+            debug!(
+                "tftp {}: gap: block {} came, {} expected: ACK {}",
+                self.peer,
+                i,
+                expected,
+                expected - 1
+            );
             self.recv.gap_acked = true;
             self.recv.since_ack = 0;
             self.control = Some(Control::Ack);
@@ -1331,6 +1388,7 @@ impl<'a, S: Storage> Transfer<'a, S> {
         if self.phase == Phase::Dally && i == received {
             // The final block again: our final ACK was lost. Acknowledge it again, and wait
             // longer for a further repeat, as the sender backs off between its retransmissions.
+            debug!("tftp {}: the final block again: final ACK again", self.peer);
             self.control = Some(Control::Ack);
             self.rto.back_off();
             self.deadline = Some(self.dally_end(now));
