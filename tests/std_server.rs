@@ -1573,7 +1573,7 @@ fn uefi_size_probe_then_plain_request_from_the_same_port() {
         sock.send_to(&probe, server.addr()).unwrap();
         let (pkt, tid) = recv(&sock);
         match pkt {
-            Pkt::Other(d) => assert_eq!(&d[..2], &[0, 6], "an OACK"),
+            Pkt::Oack(options) => assert_eq!(options[0].0, "tsize", "an OACK with the size"),
             other => panic!("expected an OACK, got {other:?}"),
         }
         let mut err = vec![0, 5, 0, 8];

@@ -343,10 +343,17 @@ impl Harness {
         all
     }
 
-    /// Stops the server, joins it and returns every report not claimed yet.
+    /// Shuts the server down as `Server::run` does when stopped (its sessions aborted, their
+    /// peers told), joins it and returns every report not claimed yet, those included.
     pub fn shutdown(&mut self) -> Vec<Report> {
-        drop(self.stop());
-        self.drain_reports()
+        let mut server = self.stop();
+        let mut reports = self.drain_reports();
+        // Already stopped: `run` goes straight to its shutdown.
+        let stopped = AtomicBool::new(true);
+        server
+            .run(&stopped, |r| reports.push(Report::from(r)))
+            .expect("server shutdown");
+        reports
     }
 
     /// Stops the server thread and hands the server back (its sessions not aborted).
