@@ -34,10 +34,10 @@ use crate::wire::{EncodeError, RequestKind};
 /// A TFTP client for one server.
 #[derive(Debug, Clone)]
 pub struct Client {
-    server: SocketAddr,
-    options: Options,
-    mode: TransferMode,
-    config: Config,
+    pub(crate) server: SocketAddr,
+    pub(crate) options: Options,
+    pub(crate) mode: TransferMode,
+    pub(crate) config: Config,
 }
 
 /// What a completed transfer did.
@@ -304,10 +304,10 @@ pub(crate) fn create_temp_beside(target: &Path) -> std::io::Result<(PathBuf, Fil
 }
 
 /// Removes a temporary file when dropped, unless disarmed.
-struct TempGuard(Option<PathBuf>);
+pub(crate) struct TempGuard(pub(crate) Option<PathBuf>);
 
 impl TempGuard {
-    fn disarm(mut self) {
+    pub(crate) fn disarm(mut self) {
         self.0 = None;
     }
 }

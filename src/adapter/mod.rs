@@ -14,6 +14,7 @@
 //! * [`remap`]: tftp-hpa-style file-name rewriting rules (`--map-file`).
 //! * [`mtu`]: the block size that fits the link a request arrived on.
 //! * [`log`]: the server's per-request log lines, as text or JSON.
+//! * `tokio_client` (feature `tokio`): the async client on tokio's sockets and timers.
 //! * `socket` (internal): every UDP system call the adapter makes, with the Linux fast paths
 //!   (GSO, GRO, `sendmmsg`, packet info, `SO_REUSEPORT`) and a portable fallback; `batch`
 //!   (internal): the buffer a turn's datagrams collect in.
@@ -36,6 +37,8 @@ pub mod remap;
 pub mod root;
 pub(crate) mod socket;
 pub mod std_storage;
+#[cfg(feature = "tokio")]
+pub mod tokio_client;
 
 use std::io as stdio;
 use std::net::{SocketAddr, UdpSocket};

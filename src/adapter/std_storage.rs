@@ -24,6 +24,11 @@ impl<W: Write> WriteStorage<W> {
     pub fn into_inner(self) -> W {
         self.inner
     }
+
+    /// The writer.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
 }
 
 impl<W: Write> Storage for WriteStorage<W> {
@@ -62,6 +67,11 @@ impl<R: Read> ReadStorage<R> {
             eof: false,
             keep,
         }
+    }
+
+    /// The reader.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
     }
 }
 
