@@ -800,9 +800,10 @@ struct Report {
 }
 
 impl OurServer {
-    fn start(root: &Path, logs: &Path, ips: &[IpAddr]) -> OurServer {
+    /// Our server with `extra` arguments (`--runtime tokio`).
+    fn start(root: &Path, logs: &Path, ips: &[IpAddr], extra: &[&str]) -> OurServer {
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve").arg("--root").arg(root);
+        cmd.arg("serve").arg("--root").arg(root).args(extra);
         for ip in ips {
             cmd.args(["--bind", &SocketAddr::new(*ip, 0).to_string()]);
         }
@@ -1158,13 +1159,18 @@ fn discard_if_big(path: &Path, size: usize) {
 /// Checks the client's result and file, then (after stopping the server) our server's log line
 /// of each transfer: result, size and the blksize/windowsize negotiated.
 fn our_server_with(test: &str, client: Peer, plan: &[(IpAddr, Vec<Cfg>)]) {
+    our_server_with_args(test, client, plan, &[]);
+}
+
+/// [`our_server_with`], our server started with `extra` arguments.
+fn our_server_with_args(test: &str, client: Peer, plan: &[(IpAddr, Vec<Cfg>)], extra: &[&str]) {
     let Some(prog) = program(client) else { return };
     let plan = &usable(plan);
     let ips: Vec<IpAddr> = plan.iter().map(|(ip, _)| *ip).collect();
     let scratch = Scratch::new(test);
     let (root, out) = (scratch.root(), scratch.out());
     let files = write_files(&root, has_big(plan));
-    let server = OurServer::start(&root, &scratch.logs(), &ips);
+    let server = OurServer::start(&root, &scratch.logs(), &ips, extra);
     let mut m = Matrix::new(test);
     m.header.push(format!("tftp-proto serve on {:?}", server.addrs));
     // Our server's log line each passed cell must have: (row, remote name, direction, size, expect).
@@ -1322,6 +1328,11 @@ fn check_refused_upload(r: &Run, result: &Path) -> Result<String, String> {
 
 /// Our client with one third-party server: every cfg × file, GET and PUT, on every family.
 fn our_client_with(test: &str, server: Peer, plan: &[(IpAddr, Vec<Cfg>)]) {
+    our_client_with_args(test, server, plan, &[]);
+}
+
+/// [`our_client_with`], our client run with `extra` arguments.
+fn our_client_with_args(test: &str, server: Peer, plan: &[(IpAddr, Vec<Cfg>)], extra: &[&str]) {
     let Some(prog) = program(server) else { return };
     let plan = &usable(plan);
     let scratch = Scratch::new(test);
@@ -1374,7 +1385,7 @@ fn our_client_with(test: &str, server: Peer, plan: &[(IpAddr, Vec<Cfg>)]) {
                             (remote.clone(), root.join(file), root.join(&remote))
                         }
                     };
-                    let r = run(&mut our_client(dir, addr, &remote, &local, o));
+                    let r = run(our_client(dir, addr, &remote, &local, o).args(extra));
                     let verdict = match expect {
                         Expect::Ok { blksize, windowsize } => {
                             check_our_client(&r, &result, &files[file], o, blksize, windowsize)
@@ -1551,5 +1562,63 @@ fn our_client_with_dnsmasq_server() {
             (V4, v4),
             (V6, vec![cfg(Opts::NONE), cfg(Opts::win(1468, 4).tsize())]),
         ],
+    );
+}
+
+// ---- the tokio adapter (`--runtime tokio`) ------------------------------------------------------
+
+/// The tokio server (`serve --runtime tokio`) with tftp-hpa's client (no options) and atftp's
+/// (every blksize × windowsize), IPv4 and IPv6 where the client has it.
+#[cfg(feature = "tokio")]
+#[test]
+fn our_tokio_server_with_tftp_hpa_and_atftp_clients() {
+    our_server_with_args(
+        "our_tokio_server_with_tftp_hpa_client",
+        Peer::TftpHpa,
+        &[
+            (V4, vec![big(Opts::NONE), netascii(Opts::NONE)]),
+            (V6, vec![cfg(Opts::NONE)]),
+        ],
+        &["--runtime", "tokio"],
+    );
+    let mut v4 = vec![big(Opts::NONE), few(tsize_timeout(2))];
+    v4.extend(option_grid());
+    our_server_with_args(
+        "our_tokio_server_with_atftp_client",
+        Peer::Atftp,
+        &[(V4, v4)],
+        &["--runtime", "tokio"],
+    );
+}
+
+/// The tokio client (`get`/`put --runtime tokio`) with tftpd-hpa (IPv4 and IPv6) and atftpd
+/// (every blksize × windowsize).
+#[cfg(feature = "tokio")]
+#[test]
+fn our_tokio_client_with_tftpd_hpa_and_atftpd_servers() {
+    our_client_with_args(
+        "our_tokio_client_with_tftpd_hpa_server",
+        Peer::TftpdHpa,
+        &[
+            (
+                V4,
+                vec![
+                    big(Opts::NONE),
+                    cfg(Opts::blk(1468).tsize()),
+                    cfg(Opts::win(65464, 64).tsize()),
+                    netascii(Opts::NONE),
+                ],
+            ),
+            (V6, vec![cfg(Opts::blk(1468).tsize())]),
+        ],
+        &["--runtime", "tokio"],
+    );
+    let mut v4 = vec![big(Opts::NONE), few(tsize_timeout(2))];
+    v4.extend(option_grid());
+    our_client_with_args(
+        "our_tokio_client_with_atftpd_server",
+        Peer::Atftpd,
+        &[(V4, v4)],
+        &["--runtime", "tokio"],
     );
 }

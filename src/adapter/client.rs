@@ -150,14 +150,7 @@ impl Client {
             .map_err(ClientError::Request)?;
         let mut transport = UdpTransport::new(socket);
         let result = drive(&mut transport, &mut transfer, &clock, on_event);
-        let summary = Summary {
-            bytes: transfer.stats().bytes,
-            params: transfer.params(),
-            stats: transfer.stats(),
-            elapsed: start.elapsed(),
-        };
-        result?;
-        Ok((transfer.into_storage(), summary))
+        conclude(transfer, start, result)
     }
 
     /// Downloads `remote` into `storage`.
@@ -189,10 +182,7 @@ impl Client {
         local: &Path,
         on_event: impl FnMut(&Event),
     ) -> Result<Summary, ClientError> {
-        let local_err = |error| ClientError::Local {
-            path: local.to_path_buf(),
-            error,
-        };
+        let local_err = local_error(local);
         // A device or a pipe (`/dev/null`, a FIFO) is written in place: replacing it with the
         // downloaded file would destroy it.
         if fs::metadata(local).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
@@ -220,16 +210,7 @@ impl Client {
         remote: &[u8],
         on_event: impl FnMut(&Event),
     ) -> Result<Summary, ClientError> {
-        let file = File::open(local).map_err(|error| ClientError::Local {
-            path: local.to_path_buf(),
-            error,
-        })?;
-        if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-            return Err(ClientError::Local {
-                path: local.to_path_buf(),
-                error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
-            });
-        }
+        let file = open_upload(local)?;
         // Read ahead: small blocks a buffer at a time, and the next block while the server
         // acknowledges this one.
         self.put(remote, ReadAheadFile::new(file, 256 * 1024), on_event)
@@ -266,6 +247,43 @@ impl Client {
             .put(remote, ReadStorage::new(reader, keep), on_event)
             .map(|(_, s)| s)
     }
+}
+
+/// What a transfer that ended did, with its storage when it succeeded.
+pub(crate) fn conclude<S: Storage>(
+    transfer: Transfer<'_, S>,
+    start: std::time::Instant,
+    result: Result<u64, DriveError>,
+) -> Result<(S, Summary), ClientError> {
+    let summary = Summary {
+        bytes: transfer.stats().bytes,
+        params: transfer.params(),
+        stats: transfer.stats(),
+        elapsed: start.elapsed(),
+    };
+    result?;
+    Ok((transfer.into_storage(), summary))
+}
+
+/// Maps an error about the local file `path` to the client's error.
+pub(crate) fn local_error(path: &Path) -> impl Fn(std::io::Error) -> ClientError + Copy + '_ {
+    move |error| ClientError::Local {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+/// Opens the file `local` for an upload: it must be a regular file.
+pub(crate) fn open_upload(local: &Path) -> Result<File, ClientError> {
+    let local_err = local_error(local);
+    let file = File::open(local).map_err(local_err)?;
+    if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err(local_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    Ok(file)
 }
 
 /// Creates a new, empty temporary file in the directory of `target`.

@@ -1,5 +1,5 @@
 //! The std multi-session server: UDP sockets and a `mio` event loop around the core
-//! [`ServerTable`](crate::server::ServerTable), serving one [`Root`] directory.
+//! [`ServerTable`](crate::server::ServerTable), serving one [`Root`](super::root::Root) directory.
 //!
 //! Each transfer gets a new port (TID) bound on the local address its request arrived on, as RFC
 //! 1350 requires, so replies leave from that address on multi-homed hosts; single-port mode
@@ -24,9 +24,10 @@ use std::time::Duration;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
+use super::admission::{listener_for, random_seed, Admission, Refused, BUSY};
 use super::batch::SendBatch;
 pub use super::log::{format_refusal, format_refusal_json, format_report, format_report_json};
-use super::root::{Root, ServedFile};
+use super::root::ServedFile;
 use super::socket::{self, bind_udp, is_transient, size_buffers, PollTimer, RECV_BUFFER};
 use super::StdClock;
 use crate::engine::{Config, ServerPolicy};
@@ -64,10 +65,10 @@ pub struct ServerConfig {
     /// sets a block-size cap of their own turns it off.
     pub max_blksize_from_mtu: bool,
     /// A download whose name is not found is looked up again ignoring ASCII case (see
-    /// [`Root::with_ignore_case`]).
+    /// [`Root::with_ignore_case`](super::root::Root::with_ignore_case)).
     pub ignore_case: bool,
     /// Downloads are looked for beneath `root/<client IP>/` first (see
-    /// [`Root::with_per_client_root`]).
+    /// [`Root::with_per_client_root`](super::root::Root::with_per_client_root)).
     pub per_client_root: bool,
     /// Called for every request before the server's own policy (see [`RequestHook`]).
     pub hook: Option<RequestHook>,
@@ -187,7 +188,7 @@ impl std::fmt::Debug for HookDecision {
 /// ([`ServerConfig::with_request_hook`]). It runs on the event loop's thread: keep it quick
 /// (generate content lazily in the storage it returns, not up front).
 #[derive(Clone)]
-pub struct RequestHook(Arc<dyn Fn(&RequestInfo<'_>) -> HookDecision + Send + Sync>);
+pub struct RequestHook(pub(crate) Arc<dyn Fn(&RequestInfo<'_>) -> HookDecision + Send + Sync>);
 
 impl RequestHook {
     /// Wraps `f`.
@@ -222,7 +223,8 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn of(incoming: &Incoming<'_>, code: ErrorCode, message: &str) -> Refusal {
+    /// A request refused by the server with `code` and `message`.
+    pub(crate) fn of(incoming: &Incoming<'_>, code: ErrorCode, message: &str) -> Refusal {
         Refusal {
             peer: incoming.peer,
             local: incoming.local,
@@ -231,6 +233,21 @@ impl Refusal {
             requested: incoming.options,
             code,
             message: message.to_string(),
+        }
+    }
+
+    /// A request the session table refused by itself (a mode no transfer runs).
+    pub(crate) fn by_table(r: &crate::server::Refused<'_>) -> Refusal {
+        let mut filename = r.request.filename.to_vec();
+        filename.truncate(512);
+        Refusal {
+            peer: r.peer,
+            local: r.local,
+            kind: r.kind,
+            filename,
+            requested: Options::parse_request(&r.request.options).options,
+            code: r.code,
+            message: r.message.to_string(),
         }
     }
 }
@@ -263,7 +280,8 @@ pub struct Server {
     /// Session sockets, by their session's handle index.
     sockets: Vec<Option<SessionSocket>>,
     table: VecTable<ServedFile>,
-    root: Root,
+    /// What decides each request: the hook, the remap rules, the root, the ports.
+    admission: Admission,
     clock: StdClock,
     /// Datagrams on their way out: a run to one peer from one session socket.
     batch: SendBatch,
@@ -282,18 +300,10 @@ pub struct Server {
     backlog: Vec<bool>,
     /// Which listeners a turn has read (kept to reuse its allocation).
     read_this_turn: Vec<bool>,
-    /// Where transfers' sockets are bound.
-    ports: Ports,
     /// Datagrams read from a listener per turn.
     listener_turn: usize,
     /// Requests refused since the last turn's end, for the log.
     refusals: Vec<Refusal>,
-    /// Block-size caps by local address ([`ServerConfig::max_blksize_from_mtu`]).
-    mtu: Option<super::mtu::MtuCache>,
-    /// Name rewriting rules.
-    remap: Option<super::remap::Remap>,
-    /// The request hook.
-    hook: Option<RequestHook>,
     /// See [`ServerConfig::idle_exit`].
     idle_exit: Option<Duration>,
     /// When a datagram last arrived or a transfer was last in progress.
@@ -509,10 +519,7 @@ impl Server {
         sockets: Vec<StdUdpSocket>,
         budget: Arc<SessionBudget>,
     ) -> io::Result<Server> {
-        let root = Root::open(&config.root, config.allow_write, config.allow_overwrite)
-            .map_err(|e| io::Error::new(e.kind(), format!("root {}: {e}", config.root.display())))?
-            .with_ignore_case(config.ignore_case)
-            .with_per_client_root(config.per_client_root);
+        let admission = Admission::new(config, random_seed())?;
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
         for (i, std_sock) in sockets.into_iter().enumerate() {
@@ -546,7 +553,7 @@ impl Server {
             listeners,
             sockets: Vec::new(),
             table,
-            root,
+            admission,
             clock: StdClock::new(),
             batch: SendBatch::new(),
             rx: vec![0u8; RECV_BUFFER],
@@ -558,25 +565,8 @@ impl Server {
             read_this_turn: Vec::new(),
             listener_turn: listener_turn(config.max_sessions),
             refusals: Vec::new(),
-            mtu: config.max_blksize_from_mtu.then(super::mtu::MtuCache::default),
-            remap: config.remap.clone().filter(|r| !r.is_empty()),
             idle_exit: config.idle_exit,
-            hook: config.hook.clone(),
             last_active: std::time::Instant::now(),
-            ports: match (config.single_port, config.port_range) {
-                (true, _) => Ports::Listening,
-                (false, None) => Ports::Any,
-                (false, Some((low, high))) => {
-                    let (low, high) = (low.max(1), high.max(low.max(1)));
-                    let span = u32::from(high - low) + 1;
-                    Ports::Range {
-                        low,
-                        high,
-                        // Threads (and restarts) start at different places in the range.
-                        next: low + (random_seed() % u64::from(span)) as u16,
-                    }
-                }
-            },
         })
     }
 
@@ -793,17 +783,7 @@ impl Server {
                 Datagram::Request(incoming) => Some(incoming),
                 Datagram::Refused(r) => {
                     if self.refusals.len() < MAX_REFUSALS {
-                        let mut filename = r.request.filename.to_vec();
-                        filename.truncate(512);
-                        self.refusals.push(Refusal {
-                            peer: r.peer,
-                            local: r.local,
-                            kind: r.kind,
-                            filename,
-                            requested: Options::parse_request(&r.request.options).options,
-                            code: r.code,
-                            message: r.message.to_string(),
-                        });
+                        self.refusals.push(Refusal::by_table(&r));
                     }
                     None
                 }
@@ -824,21 +804,16 @@ impl Server {
                     admitted = self.borrow_room();
                 }
                 if !admitted {
-                    const BUSY: &str = "Server busy, try again later";
                     self.table.refuse(&incoming, ErrorCode::NotDefined, BUSY);
                     self.note_refusal(&incoming, ErrorCode::NotDefined, BUSY);
                 } else {
                     let before = self.table.len();
                     let refused = accept_request(
                         &mut self.table,
-                        &self.root,
+                        &mut self.admission,
                         &self.poll,
                         &mut self.sockets,
                         self.listeners.len(),
-                        &mut self.ports,
-                        self.mtu.as_mut(),
-                        self.remap.as_ref(),
-                        self.hook.as_ref(),
                         now,
                         &incoming,
                     );
@@ -924,7 +899,7 @@ impl Server {
             }
         }
         let success = report.result.is_success() && report.kind == RequestKind::Write;
-        if let Err(e) = self.root.finish(storage, success) {
+        if let Err(e) = self.admission.finish(storage, success) {
             report.result = TransferResult::Failed(crate::engine::TransferError::Storage(e));
         }
         report
@@ -965,7 +940,7 @@ fn send_all(
             // From a listening socket (a refusal, single-port mode): at once, alone. It goes to
             // another socket than the run's, so order between them does not matter.
             let data = &batch.slot()[..tx.len];
-            if let Some(l) = listener_for(listeners, tx.local) {
+            if let Some(l) = listener_for(listeners, tx.local, |l| (l.addr, l.wildcard)) {
                 let source = l.wildcard.then_some(tx.local);
                 let _ = socket::send_run(&l.socket, data, &[tx.len], tx.destination, source, &mut false);
             }
@@ -1006,157 +981,51 @@ fn send_run(
     });
 }
 
-/// A per-process random key for the session table's peer index.
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0x7466_7470);
-    h.finish()
-}
-
 /// The poll token of the [`PollTimer`].
 const TIMER_TOKEN: Token = Token(usize::MAX);
 
 /// The poll token of the waker other threads use to ask for room ([`Sibling`]).
 const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 
-/// The listener a datagram from `local` leaves by: the one bound to exactly that address, else
-/// the wildcard one of the same port and family (the request arrived there, addressed to `local`).
-/// Several listeners may share a port (`127.0.0.1:69` and `10.0.0.1:69`, or `0.0.0.0:69` and
-/// `[::]:69`), so the port alone does not tell.
-fn listener_for(listeners: &[Listener], local: SocketAddr) -> Option<&Listener> {
-    listeners.iter().find(|l| l.addr == local).or_else(|| {
-        listeners
-            .iter()
-            .find(|l| l.wildcard && l.addr.port() == local.port() && l.addr.is_ipv4() == local.is_ipv4())
-    })
-}
-
-/// The read-ahead of a download, from the block size and window the request asks for (the
-/// policy's caps applied): four windows' worth, from 1 KiB to 32 KiB (a block larger than
-/// that is read ahead alone, as `ReadAheadFile` does). 2 KiB at blksize 512 in lock-step, so
-/// memory follows what a session needs, not a fixed 32 KiB.
-fn read_ahead(incoming: &Incoming<'_>, policy: &ServerPolicy) -> usize {
-    let (block, window) = block_and_window(incoming, policy);
-    block
-        .saturating_mul(window)
-        .saturating_mul(4)
-        .clamp(1024, 32 * 1024)
-}
-
-/// The block size and window a request asks for, with the policy's caps applied.
-fn block_and_window(incoming: &Incoming<'_>, policy: &ServerPolicy) -> (usize, usize) {
-    let block = incoming.options.blksize.unwrap_or(512).min(policy.max_blksize);
-    let window = incoming
-        .options
-        .windowsize
-        .unwrap_or(1)
-        .min(policy.max_windowsize);
-    (usize::from(block), usize::from(window))
-}
-
 /// Answers a new request: resolves the file under the policy, opens the session's socket, and
 /// hands both to the table (or refuses with the matching ERROR).
-#[allow(clippy::too_many_arguments)]
 fn accept_request(
     table: &mut VecTable<ServedFile>,
-    root: &Root,
+    admission: &mut Admission,
     poll: &Poll,
     sockets: &mut Vec<Option<SessionSocket>>,
     first_token: usize,
-    ports: &mut Ports,
-    mtu: Option<&mut super::mtu::MtuCache>,
-    remap: Option<&super::remap::Remap>,
-    hook: Option<&RequestHook>,
     now: crate::time::Instant,
     incoming: &Incoming<'_>,
-) -> Option<(ErrorCode, std::borrow::Cow<'static, str>)> {
-    use super::remap::Remapped;
-    const BUSY: &str = "Server busy, try again later";
-    // This request's policy: the server's, with the block size capped to the link's MTU.
-    let mut policy = *table.policy();
-    if let Some(cap) = mtu.and_then(|m| m.blksize_cap(incoming.local.ip())) {
-        policy.max_blksize = policy.max_blksize.min(cap);
-    }
-    // The application's hook first, then the remap rules and the root.
-    let decision = hook.map(|h| {
-        (h.0)(&RequestInfo {
-            peer: incoming.peer,
-            local: incoming.local,
-            kind: incoming.kind,
-            filename: incoming.filename(),
-            mode: incoming.mode(),
-            options: incoming.options,
-        })
-    });
-    let file = match decision {
-        Some(HookDecision::Serve(storage)) => Ok(ServedFile::Custom(storage)),
-        Some(HookDecision::Refuse { code, message }) => {
-            table.refuse(incoming, code, &message);
-            return Some((code, message.into()));
-        }
-        Some(HookDecision::FallThrough) | None => {
-            let name = match remap.map(|r| r.apply(incoming.filename(), incoming.kind, incoming.peer.ip())) {
-                None => std::borrow::Cow::Borrowed(incoming.filename()),
-                Some(Remapped::Name(name)) => name,
-                Some(Remapped::Refused) => {
-                    const DENIED: &str = "Access violation";
-                    table.refuse(incoming, ErrorCode::AccessViolation, DENIED);
-                    return Some((ErrorCode::AccessViolation, DENIED.into()));
-                }
-            };
-            match incoming.kind {
-                RequestKind::Read => {
-                    root.open_read_for(Some(incoming.peer.ip()), &name, read_ahead(incoming, &policy))
-                }
-                RequestKind::Write => root.create_upload(&name),
-            }
-        }
+) -> Option<Refused> {
+    let refuse = |table: &mut VecTable<ServedFile>, (code, message): Refused| {
+        table.refuse(incoming, code, &message);
+        Some((code, message))
     };
-    let file = match file {
-        Ok(f) => f,
-        Err(e) => {
-            table.refuse(incoming, e.error_code(), e.message());
-            return Some((e.error_code(), e.message().into()));
-        }
+    let (policy, file) = match admission.resolve(table.policy(), incoming) {
+        Ok(r) => r,
+        Err(refused) => return refuse(table, refused),
     };
-    if matches!(ports, Ports::Listening) {
+    if admission.single_port() {
         if let Err(Full(file)) = table.accept_with(now, incoming, file, incoming.local, &policy) {
-            let _ = root.finish(file, false);
+            let _ = admission.finish(file, false);
             return Some((ErrorCode::NotDefined, BUSY.into()));
         }
         return None;
     }
-    // The request's local address with a new port (keeping a link-local address's scope).
-    let std_sock = match ports.bind(incoming.local) {
+    let session_socket = match admission.bind_session(incoming, &policy) {
         Ok(s) => s,
-        Err(e) => {
-            let _ = root.finish(file, false);
-            let message = if e.kind() == io::ErrorKind::AddrInUse {
-                "Server busy: no free port in its transfer port range, try again later"
-            } else {
-                "Server out of sockets"
-            };
-            table.refuse(incoming, ErrorCode::NotDefined, message);
-            return Some((ErrorCode::NotDefined, message.into()));
+        Err(refused) => {
+            let _ = admission.finish(file, false);
+            return refuse(table, refused);
         }
     };
-    let (block, window) = block_and_window(incoming, &policy);
-    let block = block + 64;
-    size_buffers(&std_sock, (window * block * 2).max(64 * 1024));
-    // Coalesced receives: an upload's window (sent with segmentation, as this crate's client
-    // does) arrives in one system call; `drain_session` splits it.
-    let gro = socket::enable_gro(&std_sock);
-    let Ok(tid) = std_sock.local_addr() else {
-        let _ = root.finish(file, false);
-        table.refuse(incoming, ErrorCode::NotDefined, "Server out of sockets");
-        return Some((ErrorCode::NotDefined, "Server out of sockets".into()));
-    };
-    let mut socket = UdpSocket::from_std(std_sock);
+    let (tid, gro) = (session_socket.tid, session_socket.gro);
+    let mut socket = UdpSocket::from_std(session_socket.socket);
     let session = match table.accept_with(now, incoming, file, tid, &policy) {
         Ok(session) => session,
         Err(Full(file)) => {
-            let _ = root.finish(file, false);
+            let _ = admission.finish(file, false);
             return Some((ErrorCode::NotDefined, BUSY.into()));
         }
     };
@@ -1182,49 +1051,4 @@ fn accept_request(
         gro,
     });
     None
-}
-
-/// Where a server binds its transfers' sockets.
-#[derive(Debug)]
-enum Ports {
-    /// Nowhere: single-port mode serves every transfer from the listening socket.
-    Listening,
-    /// Any port the system picks.
-    Any,
-    /// A port of `low..=high`, tried in turn from `next`.
-    Range { low: u16, high: u16, next: u16 },
-}
-
-impl Ports {
-    /// Most ports of a range tried for one request: a request never costs more than this many
-    /// `bind` calls, even when the range is exhausted.
-    const TRIES: u32 = 512;
-
-    /// A socket on `local`'s address and a port of the range (or any port); `AddrInUse` when
-    /// no port of the range was free among those tried.
-    fn bind(&mut self, local: SocketAddr) -> io::Result<StdUdpSocket> {
-        let mut addr = local;
-        match self {
-            Ports::Listening | Ports::Any => {
-                addr.set_port(0);
-                bind_udp(addr, false)
-            }
-            Ports::Range { low, high, next } => {
-                let span = u32::from(*high - *low) + 1;
-                for _ in 0..span.min(Self::TRIES) {
-                    let port = *next;
-                    *next = if *next >= *high { *low } else { *next + 1 };
-                    addr.set_port(port);
-                    match bind_udp(addr, false) {
-                        Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
-                        r => return r,
-                    }
-                }
-                Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("no free port in {low}:{high}"),
-                ))
-            }
-        }
-    }
 }

@@ -14,10 +14,13 @@
 //! * [`remap`]: tftp-hpa-style file-name rewriting rules (`--map-file`).
 //! * [`mtu`]: the block size that fits the link a request arrived on.
 //! * [`log`]: the server's per-request log lines, as text or JSON.
-//! * `tokio_client` (feature `tokio`): the async client on tokio's sockets and timers.
+//! * `tokio_client` and `tokio_server` (feature `tokio`): the async client and server on tokio's
+//!   sockets and timers.
 //! * `socket` (internal): every UDP system call the adapter makes, with the Linux fast paths
 //!   (GSO, GRO, `sendmmsg`, packet info, `SO_REUSEPORT`) and a portable fallback; `batch`
-//!   (internal): the buffer a turn's datagrams collect in.
+//!   (internal): the buffer a turn's datagrams collect in; `admission` (internal): what a
+//!   server does with a new request (hook, remap, root, MTU cap, transfer ports), whatever
+//!   its event loop.
 //!
 //! # Platforms
 //!
@@ -28,6 +31,7 @@
 //! difference: a wildcard-bound server's replies leave from the address the routing picks.
 
 use std::prelude::rust_2021::*;
+pub(crate) mod admission;
 pub(crate) mod batch;
 pub mod client;
 pub mod log;
@@ -39,6 +43,8 @@ pub(crate) mod socket;
 pub mod std_storage;
 #[cfg(feature = "tokio")]
 pub mod tokio_client;
+#[cfg(feature = "tokio")]
+pub mod tokio_server;
 
 use std::io as stdio;
 use std::net::{SocketAddr, UdpSocket};

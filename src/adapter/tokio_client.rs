@@ -1,6 +1,6 @@
 //! The tokio client (feature `tokio`): `get` and `put` on `tokio::net::UdpSocket` and
 //! `tokio::time`, to and from any [`Storage`], files, `AsyncRead` and `AsyncWrite` streams and
-//! memory, with every option of the blocking [`Client`](super::client::Client).
+//! memory, with every option of the blocking [`Client`].
 //!
 //! The protocol stays in the engine; this module only moves datagrams, through the same socket
 //! code as the blocking adapter (a window leaves in one system call where the kernel allows,
@@ -38,7 +38,9 @@ use std::prelude::rust_2021::*;
 use ::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use ::tokio::net::UdpSocket;
 
-use super::client::{create_temp_beside, Client, ClientError, Summary, TempGuard};
+use super::client::{
+    conclude, create_temp_beside, local_error, open_upload, Client, ClientError, Summary, TempGuard,
+};
 use super::socket::{self, is_transient, RECV_BUFFER};
 use super::std_storage::{BufferedFile, ReadAheadFile, ReadStorage, WriteStorage};
 use super::{size_buffers, DriveError, StdClock};
@@ -50,7 +52,9 @@ use crate::wire::RequestKind;
 
 impl socket::DatagramSocket for UdpSocket {
     fn send_datagram(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
-        self.try_send_to(datagram, to)
+        // The system call itself: tokio's `try_send_to` answers `WouldBlock` without trying
+        // until its reactor has seen the socket writable, which a new socket is not yet.
+        socket2::SockRef::from(self).send_to(datagram, &to.into())
     }
     fn recv_datagram(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.try_recv_from(buf)
@@ -122,10 +126,7 @@ impl AsyncClient {
         local: &Path,
         on_event: impl FnMut(&Event),
     ) -> Result<Summary, ClientError> {
-        let local_err = |error| ClientError::Local {
-            path: local.to_path_buf(),
-            error,
-        };
+        let local_err = local_error(local);
         let (tmp_path, file) = create_temp_beside(local).map_err(local_err)?;
         // Removes the temporary file if this future is dropped or the download fails.
         let guard = TempGuard(Some(tmp_path.clone()));
@@ -145,17 +146,7 @@ impl AsyncClient {
         remote: &[u8],
         on_event: impl FnMut(&Event),
     ) -> Result<Summary, ClientError> {
-        let local_err = |error| ClientError::Local {
-            path: local.to_path_buf(),
-            error,
-        };
-        let file = std::fs::File::open(local).map_err(local_err)?;
-        if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-            return Err(local_err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            )));
-        }
+        let file = open_upload(local)?;
         self.put(remote, ReadAheadFile::new(file, 256 * 1024), on_event)
             .await
             .map(|(_, s)| s)
@@ -234,14 +225,7 @@ impl AsyncClient {
         };
         let result = session.drive(pump, &mut on_event).await;
         let transfer = session.transfer.take().expect("the transfer is kept until here");
-        let summary = Summary {
-            bytes: transfer.stats().bytes,
-            params: transfer.params(),
-            stats: transfer.stats(),
-            elapsed: start.elapsed(),
-        };
-        result?;
-        Ok((transfer.into_storage(), summary))
+        conclude(transfer, start, result)
     }
 }
 

@@ -133,6 +133,11 @@ struct ServeArgs {
     /// error, bytes, duration_s, retransmissions, spurious). Refused requests are logged too.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// The event loop: the std adapter's mio server, or the tokio server (its runtime gets
+    /// --threads workers).
+    #[cfg(feature = "tokio")]
+    #[arg(long, value_enum, default_value = "std")]
+    runtime: RuntimeArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -186,6 +191,21 @@ struct TransferArgs {
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
+    /// The event loop: the blocking std client, or the tokio client.
+    #[cfg(feature = "tokio")]
+    #[arg(long, value_enum, default_value = "std")]
+    runtime: RuntimeArg,
+}
+
+/// Which adapter runs a transfer or the server (`--runtime`, with the `tokio` feature).
+#[cfg(feature = "tokio")]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuntimeArg {
+    /// The std adapter: blocking client, mio server.
+    Std,
+    /// The tokio adapter: `AsyncClient`, `AsyncServer` (multi-thread runtime, `--threads`
+    /// workers).
+    Tokio,
 }
 
 fn main() -> ExitCode {
@@ -200,6 +220,74 @@ fn main() -> ExitCode {
         Err(msg) => {
             eprintln!("tftp-proto: error: {msg}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The running server: the std adapter's threads, or the tokio server on its runtime.
+enum Servers {
+    Std(ServerThreads),
+    #[cfg(feature = "tokio")]
+    Tokio(
+        Box<(
+            tokio::runtime::Runtime,
+            tftp_proto::adapter::tokio_server::AsyncServer,
+        )>,
+    ),
+}
+
+impl Servers {
+    /// The tokio server on a multi-thread runtime of `threads` workers.
+    #[cfg(feature = "tokio")]
+    fn tokio(
+        config: &ServerConfig,
+        inherited: Option<Vec<std::net::UdpSocket>>,
+        threads: usize,
+    ) -> std::io::Result<Servers> {
+        use tftp_proto::adapter::tokio_server::AsyncServer;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .enable_all()
+            .build()?;
+        let server = {
+            let _inside = rt.enter();
+            match inherited {
+                Some(sockets) => AsyncServer::from_sockets(config, sockets)?,
+                None => AsyncServer::bind(config)?,
+            }
+        };
+        Ok(Servers::Tokio(Box::new((rt, server))))
+    }
+
+    fn local_addrs(&self) -> Vec<SocketAddr> {
+        match self {
+            Servers::Std(s) => s.local_addrs(),
+            #[cfg(feature = "tokio")]
+            Servers::Tokio(t) => t.1.local_addrs(),
+        }
+    }
+
+    /// Serves until `stop` is set (a signal), logging every transfer and refusal.
+    fn run_logged(
+        self,
+        stop: &AtomicBool,
+        on_report: impl Fn(&TransferReport<()>) + Sync,
+        on_refusal: impl Fn(&Refusal) + Sync,
+    ) -> std::io::Result<()> {
+        match self {
+            Servers::Std(s) => s.run_logged(stop, on_report, on_refusal),
+            #[cfg(feature = "tokio")]
+            Servers::Tokio(t) => {
+                let (rt, s) = *t;
+                rt.block_on(async {
+                    let stopped = async {
+                        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    };
+                    s.run_logged(stopped, on_report, on_refusal).await
+                })
+            }
         }
     }
 }
@@ -293,9 +381,23 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     let per_session = if a.single_port { 1 } else { 2 };
     let wanted = a.max_sessions.saturating_mul(per_session).saturating_add(64);
     let limit = raise_open_file_limit(wanted);
-    let servers = match inherited {
-        Some(sockets) => ServerThreads::from_sockets(&config, sockets),
-        None => ServerThreads::bind(&config, threads),
+    #[cfg(feature = "tokio")]
+    let tokio_runtime = a.runtime == RuntimeArg::Tokio;
+    #[cfg(not(feature = "tokio"))]
+    let tokio_runtime = false;
+    let servers = if tokio_runtime {
+        #[cfg(feature = "tokio")]
+        {
+            Servers::tokio(&config, inherited, threads)
+        }
+        #[cfg(not(feature = "tokio"))]
+        unreachable!("--runtime tokio needs the tokio feature")
+    } else {
+        match inherited {
+            Some(sockets) => ServerThreads::from_sockets(&config, sockets),
+            None => ServerThreads::bind(&config, threads),
+        }
+        .map(Servers::Std)
     }
     .map_err(|e| format!("cannot start server: {e}"))?;
     if let Some(name) = &a.user {
@@ -337,26 +439,24 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     }
     let stderr = std::io::stderr();
     let json = matches!(a.log_format, LogFormat::Json);
+    let on_report = |report: &TransferReport<()>| {
+        let line = if json {
+            format_report_json(report)
+        } else {
+            format_report(report)
+        };
+        let _ = writeln!(stderr.lock(), "{line}");
+    };
+    let on_refusal = |refusal: &Refusal| {
+        let line = if json {
+            format_refusal_json(refusal)
+        } else {
+            format_refusal(refusal)
+        };
+        let _ = writeln!(stderr.lock(), "{line}");
+    };
     servers
-        .run_logged(
-            &stop,
-            |report: &TransferReport<()>| {
-                let line = if json {
-                    format_report_json(report)
-                } else {
-                    format_report(report)
-                };
-                let _ = writeln!(stderr.lock(), "{line}");
-            },
-            |refusal: &Refusal| {
-                let line = if json {
-                    format_refusal_json(refusal)
-                } else {
-                    format_refusal(refusal)
-                };
-                let _ = writeln!(stderr.lock(), "{line}");
-            },
-        )
+        .run_logged(&stop, on_report, on_refusal)
         .map_err(|e| format!("server failed: {e}"))?;
     eprintln!("tftp-proto: stopped");
     Ok(())
@@ -631,22 +731,10 @@ fn transfer(a: TransferArgs, get: bool) -> Result<(), String> {
         ModeArg::Octet => TransferMode::Octet,
         ModeArg::Netascii => TransferMode::Netascii,
     };
-    let client = Client::new(server).options(options).mode(mode).config(config);
     let show_bar = !a.quiet && std::io::stderr().is_terminal();
-
-    let result = if get {
+    let (local, remote) = if get {
         let local = local.unwrap_or_else(|| default_local_name(&String::from_utf8_lossy(&remote)));
-        let mut bar = Bar::new(show_bar, None);
-        if local == "-" {
-            let stdout = std::io::stdout().lock();
-            client
-                .get_to_writer(&remote, stdout, |e| bar.on_event(e))
-                .map(|(_, s)| s)
-        } else {
-            client.get_file(&remote, Path::new(&local), |e| bar.on_event(e))
-        }
-        .inspect(|_| bar.done())
-        .map_err(|e| describe(&e, &remote))
+        (local, remote)
     } else {
         let local = local.ok_or("missing LOCAL file name")?;
         let remote = if remote.is_empty() {
@@ -660,21 +748,44 @@ fn transfer(a: TransferArgs, get: bool) -> Result<(), String> {
         } else {
             remote
         };
-        if local == "-" {
-            let mut bar = Bar::new(show_bar, None);
-            client
-                .put_from_reader(std::io::stdin().lock(), &remote, |e| bar.on_event(e))
-                .inspect(|_| bar.done())
-                .map_err(|e| describe(&e, &remote))
-        } else {
-            let size = std::fs::metadata(&local).map(|m| m.len()).ok();
-            let mut bar = Bar::new(show_bar, size);
-            client
-                .put_file(Path::new(&local), &remote, |e| bar.on_event(e))
-                .inspect(|_| bar.done())
-                .map_err(|e| describe(&e, &remote))
-        }
+        (local, remote)
     };
+    let size = (!get && local != "-")
+        .then(|| std::fs::metadata(&local).map(|m| m.len()).ok())
+        .flatten();
+    let mut bar = Bar::new(show_bar, size);
+    #[cfg(feature = "tokio")]
+    let tokio_runtime = a.runtime == RuntimeArg::Tokio;
+    #[cfg(not(feature = "tokio"))]
+    let tokio_runtime = false;
+    let result = if tokio_runtime {
+        #[cfg(feature = "tokio")]
+        {
+            let client = tftp_proto::adapter::tokio_client::AsyncClient::new(server)
+                .options(options)
+                .mode(mode)
+                .config(config);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("tokio runtime: {e}"))?;
+            rt.block_on(transfer_tokio(&client, get, &remote, &local, &mut bar))
+        }
+        #[cfg(not(feature = "tokio"))]
+        unreachable!("--runtime tokio needs the tokio feature")
+    } else {
+        let client = Client::new(server).options(options).mode(mode).config(config);
+        match (get, local.as_str()) {
+            (true, "-") => client
+                .get_to_writer(&remote, std::io::stdout().lock(), |e| bar.on_event(e))
+                .map(|(_, s)| s),
+            (true, _) => client.get_file(&remote, Path::new(&local), |e| bar.on_event(e)),
+            (false, "-") => client.put_from_reader(std::io::stdin().lock(), &remote, |e| bar.on_event(e)),
+            (false, _) => client.put_file(Path::new(&local), &remote, |e| bar.on_event(e)),
+        }
+    }
+    .inspect(|_| bar.done())
+    .map_err(|e| describe(&e, &remote));
     let summary: Summary = result?;
     if !a.quiet && !show_bar {
         let secs = summary.elapsed.as_secs_f64().max(1e-6);
@@ -689,6 +800,38 @@ fn transfer(a: TransferArgs, get: bool) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// `get` or `put` on the tokio client (`--runtime tokio`).
+#[cfg(feature = "tokio")]
+async fn transfer_tokio(
+    client: &tftp_proto::adapter::tokio_client::AsyncClient,
+    get: bool,
+    remote: &[u8],
+    local: &str,
+    bar: &mut Bar,
+) -> Result<Summary, tftp_proto::adapter::client::ClientError> {
+    match (get, local) {
+        (true, "-") => client
+            .get_to_writer(remote, tokio::io::stdout(), |e| bar.on_event(e))
+            .await
+            .map(|(_, s)| s),
+        (true, _) => {
+            client
+                .get_file(remote, Path::new(local), |e| bar.on_event(e))
+                .await
+        }
+        (false, "-") => {
+            client
+                .put_from_reader(tokio::io::stdin(), remote, |e| bar.on_event(e))
+                .await
+        }
+        (false, _) => {
+            client
+                .put_file(Path::new(local), remote, |e| bar.on_event(e))
+                .await
+        }
+    }
 }
 
 fn default_local_name(remote: &str) -> String {
