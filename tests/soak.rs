@@ -789,3 +789,177 @@ fn soak_through_a_lossy_duplicating_reordering_relay() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The tokio adapter through the same lossy, duplicating, reordering relay: `AsyncClient`
+/// transfers (downloads to memory and to files, uploads, every option, octet and netascii),
+/// eight at a time on a multi-thread runtime, against `AsyncServer`. Every transfer ends
+/// byte-identical or fails cleanly; every upload target is whole or untouched; nothing
+/// temporary is left on either side.
+#[cfg(feature = "tokio")]
+#[test]
+fn tokio_client_and_server_through_the_lossy_relay() {
+    use tftp_proto::adapter::tokio_client::AsyncClient;
+    use tftp_proto::adapter::tokio_server::AsyncServer;
+
+    let seed: u64 = 0x70c1;
+    let count = 48;
+    let faults = Faults {
+        loss: 0.05,
+        duplicate: 0.03,
+        reorder: 0.08,
+        max_delay: Duration::from_millis(30),
+        straggle: 0.02,
+        straggle_delay: Duration::from_millis(500),
+        late_request: 0.1,
+        queue: 128,
+    };
+    let root = TempDir::new("soak-tokio-root");
+    let local = TempDir::new("soak-tokio-local");
+    let files = files(seed);
+    for (name, content, _) in &files {
+        fs::write(root.join(name), content).unwrap();
+    }
+    let mut c = config(root.path(), "127.0.0.1:0");
+    c.engine = engine_config();
+    c.allow_write = true;
+    c.allow_overwrite = true;
+    // The server on a runtime of its own, until told to stop.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let server = AsyncServer::bind(&c).expect("bind");
+            addr_tx.send(server.local_addrs()[0]).unwrap();
+            let mut reports = Vec::new();
+            server
+                .run(
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                    |r| reports.push((r.kind, r.filename.to_vec(), r.result.clone())),
+                )
+                .await
+                .expect("server");
+            reports
+        })
+    });
+    let server_addr = addr_rx.recv_timeout(WAIT).unwrap();
+    let plans: Vec<Plan> = (0..count)
+        .map(|i| plan(i, &mut Rng(seed ^ (i as u64).wrapping_mul(0x9E37_79B9)), &files))
+        .collect();
+    for p in plans.iter().filter(|p| p.upload && p.overwrite) {
+        fs::write(root.join(&p.name), original(p.index)).unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let files = Arc::new(files);
+    let local_dir = local.path().to_path_buf();
+    let outcomes: Vec<(Plan, Result<bool, String>)> = rt.block_on(async {
+        let gate = Arc::new(tokio::sync::Semaphore::new(8));
+        let mut tasks = Vec::new();
+        for p in plans.clone() {
+            let (gate, files, local_dir) = (Arc::clone(&gate), Arc::clone(&files), local_dir.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = gate.acquire().await.unwrap();
+                let relay = Relay::start(server_addr, seed ^ (p.index as u64).wrapping_mul(0x51), faults)
+                    .expect("relay");
+                let content = &files[p.file].1;
+                let client = AsyncClient::new(relay.front)
+                    .options(p.options)
+                    .mode(if p.netascii {
+                        TransferMode::Netascii
+                    } else {
+                        TransferMode::Octet
+                    })
+                    .config(engine_config());
+                let r: Result<(), ClientError> = if p.upload {
+                    client
+                        .put(p.name.as_bytes(), &content[..], |_| {})
+                        .await
+                        .map(|_| ())
+                } else if p.to_file {
+                    let target = local_dir.join(format!("dl-{}", p.index));
+                    let r = client
+                        .get_file(p.name.as_bytes(), &target, |_| {})
+                        .await
+                        .map(|_| ());
+                    if r.is_ok() && fs::read(&target).ok().as_ref() != Some(content) {
+                        return (p, Err("CORRUPTION: the local file differs".to_string()));
+                    }
+                    r
+                } else {
+                    match client.get(p.name.as_bytes(), Vec::new(), |_| {}).await {
+                        Ok((got, _)) if got != *content => {
+                            return (p, Err(format!("CORRUPTION: {} bytes received", got.len())))
+                        }
+                        other => other.map(|_| ()),
+                    }
+                };
+                // Late duplicates and stragglers may still be held: let them out.
+                tokio::time::sleep(faults.straggle_delay).await;
+                tokio::task::spawn_blocking(move || relay.stop())
+                    .await
+                    .expect("relay");
+                let outcome = match r {
+                    Ok(()) => Ok(true),
+                    Err(e) if is_clean(&e) => Ok(false),
+                    Err(e) => Err(format!("UNCLEAN: {e:?}")),
+                };
+                (p, outcome)
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("transfer task"));
+        }
+        out
+    });
+    let _ = stop_tx.send(());
+    let reports = server.join().expect("server thread");
+    let mut problems = Vec::new();
+    let mut ok = 0;
+    for (p, r) in &outcomes {
+        match r {
+            Ok(true) => ok += 1,
+            Ok(false) => {}
+            Err(e) => problems.push(format!("{e}: {p:?}")),
+        }
+        if p.upload {
+            let now = fs::read(root.join(&p.name)).ok();
+            let whole = now.as_ref() == Some(&files[p.file].1);
+            let untouched = now == p.overwrite.then(|| original(p.index));
+            if !(whole || (!matches!(r, Ok(true)) && untouched)) {
+                problems.push(format!(
+                    "CORRUPTION: upload target {} is neither whole nor untouched",
+                    p.name
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(ok * 10 >= count * 8, "only {ok} of {count} transfers succeeded");
+    // The server completed at least what the clients saw complete.
+    let completed = reports.iter().filter(|(_, _, r)| r.is_success()).count();
+    assert!(
+        completed >= ok,
+        "{completed} completed on the server, {ok} at the clients"
+    );
+    assert!(
+        temp_files(root.path()).is_empty(),
+        "{:?}",
+        temp_files(root.path())
+    );
+    assert!(
+        temp_files(local.path()).is_empty(),
+        "{:?}",
+        temp_files(local.path())
+    );
+}
