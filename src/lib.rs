@@ -12,7 +12,7 @@
 //! Each layer uses only the ones below it:
 //!
 //! ```text
-//! adapter (std: sockets, files, mio)          client, mio_server, root, std_storage, socket
+//! adapter (std: sockets, files, mio, tokio)  client, mio_server, tokio_client, tokio_server, root
 //!   └─ server (no_std session table)           ServerTable, Incoming, SessionHandle
 //!        └─ engine (no_std state machines)     Transfer, negotiation, RTO, pacing
 //!             └─ wire · options · netascii · storage · time
@@ -30,6 +30,8 @@
 //! * A std program that fetches or sends files: `adapter::client::Client` (feature `std`).
 //! * A std server: `adapter::mio_server::Server` / `ServerThreads` (feature `std`), which is what
 //!   the `tftp-proto serve` command (feature `cli`) runs.
+//! * A tokio program: `adapter::tokio_client::AsyncClient` and `adapter::tokio_server::AsyncServer`
+//!   (feature `tokio`), cancel-safe, on tokio's sockets and timers.
 //!
 //! # Modules
 //!
@@ -44,6 +46,7 @@
 //! * [`server`]: the server's session table (handles, routing, deadlines, admission) over a
 //!   fixed array or, with `alloc`, a growable `Vec`;
 //! * `adapter` (feature `std`): the blocking client (`client`), the mio server (`mio_server`),
+//!   the tokio client and server (`tokio_client`, `tokio_server`, feature `tokio`),
 //!   the root-confined file policy (`root`), std storages (`std_storage`), name remapping
 //!   (`remap`), the MTU lookup (`mtu`), the request log (`log`), and one internal module with
 //!   every socket system call (Linux fast paths, a portable fallback).

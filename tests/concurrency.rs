@@ -19,7 +19,8 @@
 //! release): `cargo test --release --test concurrency -- --ignored --nocapture --test-threads=1`
 //! or `bash benches/concurrency.sh`. `TFTP_CONCURRENCY` changes the number of clients (default
 //! 1000), `TFTP_CONCURRENCY_BLKSIZE` the block size they ask for (default: none, 512) and
-//! `TFTP_CONCURRENCY_FILE_LEN` the file's length (default 1 MiB).
+//! `TFTP_CONCURRENCY_FILE_LEN` the file's length (default 1 MiB), `TFTP_CONCURRENCY_SERVE_ARGS`
+//! more arguments for the CLI server (`--runtime tokio`: the tokio server).
 //! The soft `RLIMIT_NOFILE` is raised to the hard limit first (two descriptors per session in the
 //! server, one per client).
 #![cfg(all(feature = "std", target_os = "linux"))]
@@ -355,6 +356,12 @@ fn spawn_serve(root: &std::path::Path, max_sessions: usize) -> (Serve, SocketAdd
         .args(["serve", "--bind", "127.0.0.1:0", "--max-sessions"])
         .arg(max_sessions.to_string())
         .args(["--threads", &threads().to_string()])
+        // `TFTP_CONCURRENCY_SERVE_ARGS`: more `serve` arguments (`--runtime tokio`).
+        .args(
+            std::env::var("TFTP_CONCURRENCY_SERVE_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .arg("--root")
         .arg(root)
         .stdin(Stdio::null())
