@@ -563,8 +563,13 @@ fn run_one(run: &Run, p: &Plan, lingering: &mut Lingering) -> TransferRun {
     Ok((peer, outcome))
 }
 
+/// The tests of this file run one at a time: the soak counts the process's descriptors and
+/// sockets, which another test's relays would change.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 #[test]
 fn soak_through_a_lossy_duplicating_reordering_relay() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let seed: u64 = std::env::var("TFTP_SOAK_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -801,6 +806,7 @@ fn tokio_client_and_server_through_the_lossy_relay() {
     use tftp_proto::adapter::tokio_client::AsyncClient;
     use tftp_proto::adapter::tokio_server::AsyncServer;
 
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let seed: u64 = 0x70c1;
     let count = 48;
     let faults = Faults {
