@@ -36,7 +36,10 @@ async fn main() -> std::io::Result<()> {
         }
     });
     let server = AsyncServer::bind(&config)?;
-    println!("serving {root} and hello.txt on {:?} (Ctrl-C stops)", server.local_addrs());
+    println!(
+        "serving {root} and hello.txt on {:?} (Ctrl-C stops)",
+        server.local_addrs()
+    );
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
