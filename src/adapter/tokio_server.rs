@@ -157,6 +157,11 @@ impl AsyncServer {
     }
 
     /// [`run`](Self::run), telling `on_refusal` of every request refused (the request log).
+    ///
+    /// On a multi-thread runtime, spawn this future (`tokio::spawn`) rather than `block_on` it:
+    /// `block_on` polls it on the calling thread, apart from the workers its sockets' reader
+    /// tasks run on, and every datagram then costs a wake-up across threads (measured: 15 %
+    /// slower windowed downloads).
     pub async fn run_logged(
         self,
         shutdown: impl Future<Output = ()>,

@@ -270,23 +270,25 @@ impl Servers {
     /// Serves until `stop` is set (a signal), logging every transfer and refusal.
     fn run_logged(
         self,
-        stop: &AtomicBool,
-        on_report: impl Fn(&TransferReport<()>) + Sync,
-        on_refusal: impl Fn(&Refusal) + Sync,
+        stop: Arc<AtomicBool>,
+        on_report: impl Fn(&TransferReport<()>) + Send + Sync + 'static,
+        on_refusal: impl Fn(&Refusal) + Send + Sync + 'static,
     ) -> std::io::Result<()> {
         match self {
-            Servers::Std(s) => s.run_logged(stop, on_report, on_refusal),
+            Servers::Std(s) => s.run_logged(&stop, on_report, on_refusal),
             #[cfg(feature = "tokio")]
             Servers::Tokio(t) => {
                 let (rt, s) = *t;
-                rt.block_on(async {
-                    let stopped = async {
-                        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    };
-                    s.run_logged(stopped, on_report, on_refusal).await
-                })
+                let stopped = async move {
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                };
+                // Spawned, not run on this thread by `block_on`: the server's task and its
+                // sockets' reader tasks then share the runtime's workers (with one worker, one
+                // thread, with no cross-thread wake-up per datagram).
+                let task = rt.spawn(s.run_logged(stopped, on_report, on_refusal));
+                rt.block_on(task).map_err(std::io::Error::other)?
             }
         }
     }
@@ -437,9 +439,9 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             threads
         );
     }
-    let stderr = std::io::stderr();
     let json = matches!(a.log_format, LogFormat::Json);
-    let on_report = |report: &TransferReport<()>| {
+    let on_report = move |report: &TransferReport<()>| {
+        let stderr = std::io::stderr();
         let line = if json {
             format_report_json(report)
         } else {
@@ -447,7 +449,8 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         };
         let _ = writeln!(stderr.lock(), "{line}");
     };
-    let on_refusal = |refusal: &Refusal| {
+    let on_refusal = move |refusal: &Refusal| {
+        let stderr = std::io::stderr();
         let line = if json {
             format_refusal_json(refusal)
         } else {
@@ -456,7 +459,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         let _ = writeln!(stderr.lock(), "{line}");
     };
     servers
-        .run_logged(&stop, on_report, on_refusal)
+        .run_logged(stop, on_report, on_refusal)
         .map_err(|e| format!("server failed: {e}"))?;
     eprintln!("tftp-proto: stopped");
     Ok(())
