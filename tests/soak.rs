@@ -405,6 +405,17 @@ struct Plan {
     overwrite: bool,
 }
 
+impl Plan {
+    /// The transfer mode it asks for.
+    fn mode(&self) -> TransferMode {
+        if self.netascii {
+            TransferMode::Netascii
+        } else {
+            TransferMode::Octet
+        }
+    }
+}
+
 fn plan(index: usize, rng: &mut Rng, files: &[(String, Vec<u8>, bool)]) -> Plan {
     let upload = rng.chance(0.4);
     let file = rng.below(files.len() as u64) as usize;
@@ -499,11 +510,7 @@ fn run_one(run: &Run, p: &Plan, lingering: &mut Lingering) -> TransferRun {
     let content = &run.files[p.file].1;
     let client = Client::new(relay.front)
         .options(p.options)
-        .mode(if p.netascii {
-            TransferMode::Netascii
-        } else {
-            TransferMode::Octet
-        })
+        .mode(p.mode())
         .config(engine_config());
     let what = format!("{p:?}");
     let result: Result<(), ClientError> = if p.upload {
@@ -880,11 +887,7 @@ fn tokio_client_and_server_through_the_lossy_relay() {
                 let content = &files[p.file].1;
                 let client = AsyncClient::new(relay.front)
                     .options(p.options)
-                    .mode(if p.netascii {
-                        TransferMode::Netascii
-                    } else {
-                        TransferMode::Octet
-                    })
+                    .mode(p.mode())
                     .config(engine_config());
                 let r: Result<(), ClientError> = if p.upload {
                     client

@@ -440,23 +440,23 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         );
     }
     let json = matches!(a.log_format, LogFormat::Json);
-    let on_report = move |report: &TransferReport<()>| {
-        let stderr = std::io::stderr();
-        let line = if json {
-            format_report_json(report)
-        } else {
-            format_report(report)
-        };
-        let _ = writeln!(stderr.lock(), "{line}");
+    // One line per transfer and per refusal on stderr.
+    let log = |line: String| {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
     };
-    let on_refusal = move |refusal: &Refusal| {
-        let stderr = std::io::stderr();
-        let line = if json {
-            format_refusal_json(refusal)
+    let on_report = move |r: &TransferReport<()>| {
+        log(if json {
+            format_report_json(r)
         } else {
-            format_refusal(refusal)
-        };
-        let _ = writeln!(stderr.lock(), "{line}");
+            format_report(r)
+        })
+    };
+    let on_refusal = move |r: &Refusal| {
+        log(if json {
+            format_refusal_json(r)
+        } else {
+            format_refusal(r)
+        })
     };
     servers
         .run_logged(stop, on_report, on_refusal)
