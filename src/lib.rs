@@ -70,6 +70,8 @@ mod trace;
 #[cfg(feature = "std")]
 pub mod adapter;
 pub mod boot;
+#[cfg(feature = "embassy-net")]
+pub mod embassy;
 pub mod engine;
 pub mod error_code;
 pub mod netascii;

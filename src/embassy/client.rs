@@ -1,0 +1,263 @@
+//! The embassy-net client: one transfer at a time on the caller's [`UdpSocket`], downloads into
+//! a buffer or any [`Storage`], uploads from any `Storage`, every option of the engine.
+//!
+//! It is cancel-safe: dropping a transfer's future (an `embassy_futures::select` that lost, a
+//! `with_timeout`) aborts the transfer and queues an ERROR ("Transfer cancelled") for the
+//! server when the socket has room, so the server stops at once instead of after its timeouts.
+
+use core::future::Future;
+use core::net::SocketAddr;
+use core::pin::pin;
+use core::task::{Context, Waker};
+use core::time::Duration;
+
+use embassy_futures::select::{select, Either};
+use embassy_net::udp::UdpSocket;
+use embassy_net::IpEndpoint;
+use embassy_time::Timer;
+
+use super::{at, datagram_capacity, endpoint, now, socket_addr, Error};
+use crate::engine::{ClientRequest, Config, Stats, Transfer, TransferError, TransferMode, TransferParams};
+use crate::error_code::ErrorCode;
+use crate::options::Options;
+use crate::storage::{SliceWriter, Storage};
+use crate::wire::RequestKind;
+
+/// The ERROR text a cancelled transfer sends its peer.
+const CANCELLED: &str = "Transfer cancelled";
+
+/// What a finished transfer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Summary {
+    /// Payload bytes moved.
+    pub bytes: u64,
+    /// The parameters negotiated (block size, window, `tsize`...).
+    pub params: TransferParams,
+    /// Counters: retransmissions, timeouts, duplicates, drops.
+    pub stats: Stats,
+    /// From the request to the end (the receiver's dally included).
+    pub elapsed: Duration,
+}
+
+/// A TFTP client on an embassy-net UDP socket: no heap, no std.
+///
+/// Each transfer binds the socket afresh, to a new local port unless
+/// [`local_port`](Self::local_port) names one (a new port per transfer is a fresh transfer ID,
+/// as RFC 1350 asks, so a late datagram of an earlier transfer cannot join the next one).
+///
+/// ```no_run
+/// # async fn demo(stack: embassy_net::Stack<'_>) -> Result<(), tftp_proto::embassy::Error> {
+/// use embassy_net::udp::{PacketMetadata, UdpSocket};
+/// use embassy_net::Ipv4Address;
+/// use tftp_proto::embassy::EmbassyClient;
+/// use tftp_proto::Options;
+///
+/// // Room for a window of 4 blocks of 1468 bytes each way.
+/// let (mut rx_meta, mut tx_meta) = ([PacketMetadata::EMPTY; 4], [PacketMetadata::EMPTY; 4]);
+/// let (mut rx, mut tx) = ([0u8; 4 * 1472], [0u8; 4 * 1472]);
+/// let mut socket = UdpSocket::new(stack, &mut rx_meta, &mut rx, &mut tx_meta, &mut tx);
+///
+/// let mut image = [0u8; 64 * 1024];
+/// let mut client = EmbassyClient::new(&mut socket, (Ipv4Address::new(192, 0, 2, 1), 69))
+///     .options(Options { blksize: Some(1468), windowsize: Some(4), tsize: Some(0), ..Options::NONE });
+/// let len = client.get_into(b"firmware.bin", &mut image).await?;
+/// # let _ = len;
+/// # Ok(())
+/// # }
+/// ```
+pub struct EmbassyClient<'s, 'd> {
+    socket: &'s mut UdpSocket<'d>,
+    server: SocketAddr,
+    options: Options,
+    mode: TransferMode,
+    config: Config,
+    local_port: u16,
+}
+
+impl<'s, 'd> EmbassyClient<'s, 'd> {
+    /// A client of `server` (address and port, usually 69) on `socket`: octet mode, no
+    /// options, the engine's default timing.
+    pub fn new(socket: &'s mut UdpSocket<'d>, server: impl Into<IpEndpoint>) -> Self {
+        EmbassyClient {
+            socket,
+            server: socket_addr(server.into()),
+            options: Options::NONE,
+            mode: TransferMode::Octet,
+            config: Config::default(),
+            local_port: 0,
+        }
+    }
+
+    /// Options to ask for (`blksize`, `windowsize`, `timeout`, `tsize`: any `tsize` value asks
+    /// for it; `rollover`). The socket's buffers must hold `4 + blksize` bytes.
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The transfer mode (octet by default; netascii converts line ends).
+    pub fn mode(mut self, mode: TransferMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Timing and limits: retransmission timeouts, retries, the dally after a download.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The local port transfers use; 0 (the default) picks a new one for each transfer.
+    pub fn local_port(mut self, port: u16) -> Self {
+        self.local_port = port;
+        self
+    }
+
+    /// Downloads `remote` into `dest`, returning the file's length. A file longer than `dest`
+    /// fails with a storage error (the server hears ERROR 3); asking for `tsize` refuses it
+    /// before any data flows.
+    pub async fn get_into(&mut self, remote: &[u8], dest: &mut [u8]) -> Result<usize, Error> {
+        let (written, _) = self.get(remote, SliceWriter::new(dest)).await?;
+        Ok(written.len())
+    }
+
+    /// Downloads `remote` into `storage`, handing it back with a [`Summary`]. Pass `&mut
+    /// storage` to keep it when the transfer fails (to discard what was written).
+    pub async fn get<S: Storage>(&mut self, remote: &[u8], storage: S) -> Result<(S, Summary), Error> {
+        self.run(RequestKind::Read, remote, storage).await
+    }
+
+    /// Uploads `storage` (a `&[u8]` for memory) as `remote`. A requested `tsize` is sent as the
+    /// storage's size.
+    pub async fn put<S: Storage>(&mut self, remote: &[u8], storage: S) -> Result<(S, Summary), Error> {
+        self.run(RequestKind::Write, remote, storage).await
+    }
+
+    /// One transfer, start to end.
+    async fn run<S: Storage>(
+        &mut self,
+        kind: RequestKind,
+        remote: &[u8],
+        storage: S,
+    ) -> Result<(S, Summary), Error> {
+        let request = ClientRequest {
+            kind,
+            filename: remote,
+            mode: self.mode,
+            options: self.options,
+        };
+        let start = now();
+        let transfer =
+            Transfer::client(start, self.server, request, storage, self.config).map_err(Error::Request)?;
+        let needed = transfer.max_datagram_len();
+        let capacity = datagram_capacity(self.socket);
+        if capacity < needed {
+            return Err(Error::SocketBufferTooSmall { needed, capacity });
+        }
+        endpoint(self.server).ok_or(Error::Unaddressable)?;
+        self.socket.close();
+        self.socket.bind(self.local_port).map_err(Error::Bind)?;
+        let mut session = Session {
+            socket: &mut *self.socket,
+            transfer: Some(transfer),
+        };
+        let driven = session.drive().await;
+        let transfer = session.transfer.take().expect("kept until here");
+        driven?;
+        let summary = Summary {
+            bytes: transfer.stats().bytes,
+            params: transfer.params(),
+            stats: transfer.stats(),
+            elapsed: now().saturating_duration_since(start),
+        };
+        match transfer.outcome() {
+            Some(Ok(_)) => Ok((transfer.into_storage(), summary)),
+            Some(Err(e)) => Err(Error::Transfer(e.clone())),
+            None => Err(Error::Transfer(TransferError::Aborted)),
+        }
+    }
+}
+
+/// A transfer and its socket while it runs. Dropped before the transfer ended (the future was
+/// cancelled, or the socket failed), it aborts the transfer and queues its ERROR.
+struct Session<'s, 'd, 'r, S: Storage> {
+    socket: &'s mut UdpSocket<'d>,
+    /// `Some` until the owner takes it after driving.
+    transfer: Option<Transfer<'r, S>>,
+}
+
+impl<S: Storage> Session<'_, '_, '_, S> {
+    /// Sends, waits, feeds, until the transfer is over.
+    async fn drive(&mut self) -> Result<(), Error> {
+        let Session { socket, transfer } = self;
+        let t = transfer.as_mut().expect("driving");
+        loop {
+            let sent = send_all(socket, t).await?;
+            // Outcomes are read at the end, and the engine logs the rest itself.
+            while t.poll_event().is_some() {}
+            if t.is_finished() {
+                return Ok(());
+            }
+            let Some(deadline) = t.poll_timeout() else {
+                return Ok(());
+            };
+            if sent {
+                // File work overlaps the round trip.
+                t.storage_mut().idle();
+            }
+            let receive = socket.recv_from_with(|datagram, meta| {
+                t.handle_datagram(now(), socket_addr(meta.endpoint), datagram);
+            });
+            if let Either::Second(()) = select(receive, Timer::at(at(deadline))).await {
+                t.handle_timeout(now());
+            }
+        }
+    }
+}
+
+impl<S: Storage> Drop for Session<'_, '_, '_, S> {
+    fn drop(&mut self) {
+        let Some(t) = self.transfer.as_mut() else {
+            return;
+        };
+        if t.outcome().is_none() {
+            t.abort(ErrorCode::NotDefined, CANCELLED);
+        }
+        // The ERROR goes into the socket's buffer if it has room now; it cannot wait.
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = pin!(send_all(self.socket, t)).as_mut().poll(&mut cx);
+    }
+}
+
+/// Sends everything the transfer has to send now, each datagram written by the engine straight
+/// into the socket's buffer; whether anything was sent. Waits while the socket's transmit
+/// buffer is full (the driver drains it).
+pub(super) async fn send_all<S: Storage>(
+    socket: &mut UdpSocket<'_>,
+    t: &mut Transfer<'_, S>,
+) -> Result<bool, Error> {
+    let mut sent = false;
+    loop {
+        let now = now();
+        let Some(next) = t.peek_transmit(now) else {
+            return Ok(sent);
+        };
+        let Some(to) = endpoint(next.destination) else {
+            // Only an answer to a stranger (ERROR 5) can go to an address family this adapter
+            // was built without (the stack has it, the feature does not): it is dropped.
+            let _ = t.poll_transmit(now, &mut []);
+            continue;
+        };
+        let write = |buf: &mut [u8]| match t.poll_transmit(now, buf) {
+            Some(tx) => (tx.len, ()),
+            // Cannot happen: `peek_transmit` said there is a datagram and how long it can be.
+            None => (0, ()),
+        };
+        socket
+            .send_to_with(next.max_len, to, write)
+            .await
+            .map_err(Error::Send)?;
+        sent = true;
+    }
+}
