@@ -129,30 +129,26 @@ impl<S: Storage, const N: usize> EmbassyServer<S, N> {
         let mut serving = Serving {
             table: &mut self.table,
             socket,
+            files,
         };
-        serving.serve(files, buf, port, &policy).await
+        serving.serve(buf, port, &policy).await
     }
 }
 
-/// A running server's table and socket. Dropped (the server's future was cancelled), it ends
-/// every transfer and queues their ERRORs.
-struct Serving<'t, 's, 'd, S: Storage, const N: usize> {
+/// A running server's table, socket and files. Dropped (the server's future was cancelled), it
+/// ends every transfer, queues their ERRORs and reports them to the files.
+struct Serving<'t, 's, 'd, 'f, S: Storage, F: Files<Storage = S>, const N: usize> {
     table: &'t mut ArrayTable<S, N>,
     socket: &'s mut UdpSocket<'d>,
+    files: &'f mut F,
 }
 
-impl<S: Storage, const N: usize> Serving<'_, '_, '_, S, N> {
-    async fn serve<F: Files<Storage = S>>(
-        &mut self,
-        files: &mut F,
-        buf: &mut [u8],
-        port: u16,
-        policy: &ServerPolicy,
-    ) -> Error {
-        let Serving { table, socket } = self;
+impl<S: Storage, F: Files<Storage = S>, const N: usize> Serving<'_, '_, '_, '_, S, F, N> {
+    async fn serve(&mut self, buf: &mut [u8], port: u16, policy: &ServerPolicy) -> Error {
+        let Serving { table, socket, files } = self;
         loop {
             let n = now();
-            collect(table, files, n);
+            collect(table, *files, n);
             if let Err(e) = send_all(table, socket, buf, n).await {
                 return e;
             }
@@ -160,7 +156,7 @@ impl<S: Storage, const N: usize> Serving<'_, '_, '_, S, N> {
             let deadline = table.poll_timeout();
             let receive = socket.recv_from_with(|datagram, meta| {
                 let local = local_addr(meta.local_address, port);
-                receive(table, files, policy, local, socket_addr(meta.endpoint), datagram);
+                receive(table, *files, policy, local, socket_addr(meta.endpoint), datagram);
             });
             match deadline {
                 Some(deadline) => {
@@ -174,19 +170,19 @@ impl<S: Storage, const N: usize> Serving<'_, '_, '_, S, N> {
     }
 }
 
-impl<S: Storage, const N: usize> Drop for Serving<'_, '_, '_, S, N> {
+impl<S: Storage, F: Files<Storage = S>, const N: usize> Drop for Serving<'_, '_, '_, '_, S, F, N> {
     fn drop(&mut self) {
-        if self.table.is_empty() {
-            return;
+        if !self.table.is_empty() {
+            self.table
+                .abort_all(ErrorCode::NotDefined, "Server shutting down");
+            // The ERRORs go into the socket's buffer as far as it has room now; this cannot wait.
+            let mut buf = [0u8; MAX_REQUEST_LEN + DATA_HEADER_LEN];
+            let mut cx = Context::from_waker(Waker::noop());
+            let _ = pin!(send_all(self.table, self.socket, &mut buf, now()))
+                .as_mut()
+                .poll(&mut cx);
         }
-        self.table
-            .abort_all(ErrorCode::NotDefined, "Server shutting down");
-        // The ERRORs go into the socket's buffer as far as it has room now; this cannot wait.
-        let mut buf = [0u8; MAX_REQUEST_LEN + DATA_HEADER_LEN];
-        let mut cx = Context::from_waker(Waker::noop());
-        let _ = pin!(send_all(self.table, self.socket, &mut buf, now()))
-            .as_mut()
-            .poll(&mut cx);
+        collect(self.table, self.files, now());
     }
 }
 

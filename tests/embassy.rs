@@ -1,0 +1,814 @@
+//! The embassy-net adapter on the host, for real: two embassy-net stacks joined by an in-memory
+//! Ethernet pair (a device pair with injected loss), the `EmbassyClient` on one and the
+//! `EmbassyServer` on the other, downloads and uploads byte-compared. Time is embassy-time's
+//! mock clock, advanced by the test's executor only when nothing else can happen, so the
+//! retransmission timers run in virtual time: the tests are deterministic and take no
+//! wall-clock time waiting.
+#![cfg(feature = "embassy-net")]
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::{poll_fn, Future};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use embassy_futures::join::join;
+use embassy_futures::select::{select, select3, Either, Either3};
+use embassy_net::driver::{Capabilities, Driver, HardwareAddress, LinkState, RxToken, TxToken};
+use embassy_net::udp::{PacketMetadata, UdpSocket};
+use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
+use embassy_time::{Duration, MockDriver, Timer};
+use tftp_proto::embassy::{EmbassyClient, EmbassyServer, Error, Files};
+use tftp_proto::engine::{Config, Refusal, ServerPolicy, TransferError, TransferMode};
+use tftp_proto::server::{Incoming, TransferReport, TransferResult};
+use tftp_proto::storage::{Storage, StorageError};
+use tftp_proto::{ErrorCode, Options, RequestKind};
+
+// ---------------------------------------------------------------------------------------------
+// The executor: polls one future; when nothing woke it, advances the mock clock by 1 ms.
+
+/// The mock clock is global: one scenario at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Longest a scenario may run in virtual time before it counts as hung.
+const VIRTUAL_LIMIT: Duration = Duration::from_secs(600);
+
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Runs `fut` to completion on this thread.
+fn block_on<F: Future>(fut: F) -> F::Output {
+    let flag = Arc::new(Flag(AtomicBool::new(true)));
+    let waker = Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = Box::pin(fut);
+    let clock = MockDriver::get();
+    let start = embassy_time::Instant::now();
+    let mut busy = 0u32;
+    loop {
+        flag.0.store(false, Ordering::SeqCst);
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        busy += 1;
+        // Time moves when nothing can happen before it does, and also while something keeps
+        // waking itself for work that waits on time (smoltcp's poll of a due timer), as a real
+        // clock would.
+        if !flag.0.load(Ordering::SeqCst) || busy >= 64 {
+            busy = 0;
+            clock.advance(Duration::from_millis(1));
+            assert!(
+                embassy_time::Instant::now() - start < VIRTUAL_LIMIT,
+                "the scenario did not end within {} virtual seconds",
+                VIRTUAL_LIMIT.as_secs()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wire: two Ethernet NICs joined back to back, dropping UDP frames by a seeded pattern.
+
+/// Which UDP frames a direction loses: `percent` of them, drawn from a fixed-seed generator
+/// (the same frames on every run).
+#[derive(Clone, Copy)]
+struct Loss {
+    percent: u32,
+    state: u64,
+}
+
+impl Loss {
+    fn percent(percent: u32, seed: u64) -> Loss {
+        Loss {
+            percent,
+            state: seed | 1,
+        }
+    }
+
+    fn drops(&mut self) -> bool {
+        // xorshift64
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        (self.state % 100) < u64::from(self.percent)
+    }
+}
+
+#[derive(Default)]
+struct Link {
+    /// Frames waiting for side 0 (the client's) and side 1 (the server's).
+    queues: [VecDeque<Vec<u8>>; 2],
+    wakers: [Option<Waker>; 2],
+    /// UDP frames sent by each side, and how many of them the wire lost.
+    udp_sent: [u64; 2],
+    udp_lost: [u64; 2],
+    loss: [Option<Loss>; 2],
+}
+
+impl Link {
+    fn carry(&mut self, from: usize, frame: Vec<u8>) {
+        // EtherType IPv4 and IP protocol UDP: the frames loss applies to (ARP always passes).
+        let udp = frame.len() > 23 && frame[12..14] == [0x08, 0x00] && frame[23] == 17;
+        if udp {
+            self.udp_sent[from] += 1;
+            if self.loss[from].as_mut().is_some_and(Loss::drops) {
+                self.udp_lost[from] += 1;
+                return;
+            }
+        }
+        let to = 1 - from;
+        self.queues[to].push_back(frame);
+        if let Some(w) = self.wakers[to].take() {
+            w.wake();
+        }
+    }
+}
+
+struct Nic {
+    link: Rc<RefCell<Link>>,
+    side: usize,
+}
+
+struct Rx(Vec<u8>);
+
+struct Tx {
+    link: Rc<RefCell<Link>>,
+    side: usize,
+}
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(mut self, f: F) -> R {
+        f(&mut self.0)
+    }
+}
+
+impl TxToken for Tx {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0; len];
+        let r = f(&mut frame);
+        self.link.borrow_mut().carry(self.side, frame);
+        r
+    }
+}
+
+impl Driver for Nic {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx;
+
+    fn receive(&mut self, cx: &mut Context) -> Option<(Rx, Tx)> {
+        let mut link = self.link.borrow_mut();
+        match link.queues[self.side].pop_front() {
+            Some(frame) => Some((
+                Rx(frame),
+                Tx {
+                    link: self.link.clone(),
+                    side: self.side,
+                },
+            )),
+            None => {
+                link.wakers[self.side] = Some(cx.waker().clone());
+                None
+            }
+        }
+    }
+
+    fn transmit(&mut self, _cx: &mut Context) -> Option<Tx> {
+        Some(Tx {
+            link: self.link.clone(),
+            side: self.side,
+        })
+    }
+
+    fn link_state(&mut self, _cx: &mut Context) -> LinkState {
+        LinkState::Up
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::default();
+        caps.max_transmission_unit = 1514;
+        caps
+    }
+
+    fn hardware_address(&self) -> HardwareAddress {
+        HardwareAddress::Ethernet([0x02, 0, 0, 0, 0, self.side as u8 + 1])
+    }
+}
+
+const CLIENT_IP: [u8; 4] = [10, 0, 0, 1];
+const SERVER_IP: [u8; 4] = [10, 0, 0, 2];
+
+fn stack<'d>(nic: Nic, ip: [u8; 4], resources: &'d mut StackResources<4>) -> (Stack<'d>, Runner<'d, Nic>) {
+    let [a, b, c, d] = ip;
+    let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
+        address: Ipv4Cidr::new(Ipv4Address::new(a, b, c, d), 24),
+        gateway: None,
+        dns_servers: Default::default(),
+    });
+    embassy_net::new(nic, config, resources, u64::from(d) * 7919)
+}
+
+/// A socket's buffers: `datagrams` of up to `size` bytes each way.
+struct SocketBuffers {
+    rx_meta: Vec<PacketMetadata>,
+    rx: Vec<u8>,
+    tx_meta: Vec<PacketMetadata>,
+    tx: Vec<u8>,
+}
+
+impl SocketBuffers {
+    fn new(datagrams: usize, size: usize) -> Self {
+        SocketBuffers {
+            rx_meta: vec![PacketMetadata::EMPTY; datagrams],
+            rx: vec![0; datagrams * size],
+            tx_meta: vec![PacketMetadata::EMPTY; datagrams],
+            tx: vec![0; datagrams * size],
+        }
+    }
+
+    fn socket<'a>(&'a mut self, stack: Stack<'a>) -> UdpSocket<'a> {
+        UdpSocket::new(
+            stack,
+            &mut self.rx_meta,
+            &mut self.rx,
+            &mut self.tx_meta,
+            &mut self.tx,
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server's files: named blobs to read, uploads kept in memory, every ending recorded.
+
+#[derive(Debug)]
+enum MemFile {
+    Read(Rc<[u8]>),
+    Write(Vec<u8>),
+}
+
+impl Storage for MemFile {
+    fn size(&mut self) -> Option<u64> {
+        match self {
+            MemFile::Read(d) => Some(d.len() as u64),
+            MemFile::Write(d) => Some(d.len() as u64),
+        }
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
+        let MemFile::Read(d) = self else {
+            return Err(StorageError::AccessDenied);
+        };
+        let start = (offset as usize).min(d.len());
+        let n = buf.len().min(d.len() - start);
+        buf[..n].copy_from_slice(&d[start..start + n]);
+        Ok(n)
+    }
+    fn write_at(&mut self, _offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        let MemFile::Write(d) = self else {
+            return Err(StorageError::AccessDenied);
+        };
+        d.extend_from_slice(data);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct TestFiles {
+    files: HashMap<Vec<u8>, Rc<[u8]>>,
+    /// Every transfer that ended: how, and its storage.
+    ended: Vec<(TransferReport<()>, MemFile)>,
+}
+
+impl TestFiles {
+    fn with(files: &[(&[u8], &[u8])]) -> Self {
+        TestFiles {
+            files: files.iter().map(|(n, d)| (n.to_vec(), Rc::from(*d))).collect(),
+            ended: Vec::new(),
+        }
+    }
+}
+
+impl Files for TestFiles {
+    type Storage = MemFile;
+    fn open(&mut self, request: &Incoming<'_>) -> Result<MemFile, Refusal> {
+        match request.kind {
+            RequestKind::Read => self
+                .files
+                .get(request.filename())
+                .map(|d| MemFile::Read(d.clone()))
+                .ok_or(Refusal {
+                    code: ErrorCode::FileNotFound,
+                    message: "No such file",
+                }),
+            RequestKind::Write => Ok(MemFile::Write(Vec::new())),
+        }
+    }
+    fn finished(&mut self, report: TransferReport<MemFile>) {
+        self.ended.push(report.into_parts());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A scenario: the two stacks, the server on port 69 of the server's stack, and the client
+// side's body on the client's stack; it ends when the body does.
+
+struct Scenario {
+    loss_to_server: Option<Loss>,
+    loss_to_client: Option<Loss>,
+    /// The server's socket: datagrams each way, bytes each.
+    server_socket: (usize, usize),
+    /// The server's transmit buffer.
+    server_buf: usize,
+    policy: ServerPolicy,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            loss_to_server: None,
+            loss_to_client: None,
+            server_socket: (16, 1472),
+            server_buf: 1472,
+            policy: ServerPolicy::default(),
+        }
+    }
+}
+
+/// What the wire saw: UDP frames sent and lost, client to server and back.
+#[derive(Debug, Clone, Copy)]
+struct WireStats {
+    sent: [u64; 2],
+    lost: [u64; 2],
+}
+
+impl Scenario {
+    fn run<R>(self, files: &mut TestFiles, body: impl AsyncFnOnce(Stack<'_>) -> R) -> (R, WireStats) {
+        let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let link = Rc::new(RefCell::new(Link {
+            loss: [self.loss_to_server, self.loss_to_client],
+            ..Link::default()
+        }));
+        let mut client_resources = Box::new(StackResources::<4>::new());
+        let mut server_resources = Box::new(StackResources::<4>::new());
+        let nic = |side| Nic {
+            link: link.clone(),
+            side,
+        };
+        let (client_stack, mut client_runner) = stack(nic(0), CLIENT_IP, &mut client_resources);
+        let (server_stack, mut server_runner) = stack(nic(1), SERVER_IP, &mut server_resources);
+        let mut server_buffers = SocketBuffers::new(self.server_socket.0, self.server_socket.1);
+        let mut server_socket = server_buffers.socket(server_stack);
+        server_socket.bind(69).unwrap();
+        let mut server: Box<EmbassyServer<MemFile, 4>> =
+            Box::new(EmbassyServer::new(self.policy, Config::default()));
+        let mut buf = vec![0u8; self.server_buf];
+        let result = block_on(async {
+            let serve = server.run(&mut server_socket, files, &mut buf);
+            match select3(
+                client_runner.run(),
+                server_runner.run(),
+                select(serve, body(client_stack)),
+            )
+            .await
+            {
+                Either3::Third(Either::Second(r)) => r,
+                Either3::Third(Either::First(e)) => panic!("the server stopped: {e}"),
+                Either3::First(never) | Either3::Second(never) => match never {},
+            }
+        });
+        let l = link.borrow();
+        (
+            result,
+            WireStats {
+                sent: l.udp_sent,
+                lost: l.udp_lost,
+            },
+        )
+    }
+}
+
+fn server_endpoint() -> (Ipv4Address, u16) {
+    let [a, b, c, d] = SERVER_IP;
+    (Ipv4Address::new(a, b, c, d), 69)
+}
+
+/// Bytes that differ at every offset of a period longer than any block.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .rotate_left(u32::from(seed) % 32) as u8
+                ^ seed
+        })
+        .collect()
+}
+
+/// Gives the server time to finish what the client's end left it (the final ACK's dally, a
+/// cancellation's ERROR).
+async fn settle() {
+    Timer::after(Duration::from_secs(3)).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn embassy_client_downloads_from_the_embassy_server_with_every_option() {
+    let image = pattern(200_000, 1);
+    let mut files = TestFiles::with(&[(b"boot.img", &image)]);
+    let options = Options {
+        blksize: Some(1468),
+        windowsize: Some(8),
+        timeout: Some(1),
+        tsize: Some(0),
+        ..Options::NONE
+    };
+    let ((got, summary), wire) = Scenario::default().run(&mut files, async |stack| {
+        let mut bufs = SocketBuffers::new(16, 1472);
+        let mut socket = bufs.socket(stack);
+        let mut dest = vec![0u8; 300_000];
+        let mut client = EmbassyClient::new(&mut socket, server_endpoint()).options(options);
+        let (w, summary) = client
+            .get(b"boot.img", tftp_proto::storage::SliceWriter::new(&mut dest))
+            .await
+            .expect("download");
+        let n = w.len();
+        settle().await;
+        (dest[..n].to_vec(), summary)
+    });
+    assert_eq!(got, image, "the download differs from the file");
+    assert_eq!(summary.bytes, image.len() as u64);
+    assert_eq!(summary.params.blksize, 1468);
+    assert_eq!(summary.params.windowsize, 8);
+    assert_eq!(summary.params.timeout, Some(1));
+    assert_eq!(summary.params.tsize, Some(image.len() as u64));
+    assert_eq!(
+        summary.stats.retransmissions, 0,
+        "a clean link needs no retransmission"
+    );
+    assert_eq!(wire.lost, [0, 0]);
+    // 137 DATA of 1468 bytes in windows of 8: 18 ACKs, plus the request and the OACK's ACK.
+    assert_eq!(wire.sent[0], 1 + 1 + image.len().div_ceil(1468 * 8) as u64);
+    let (report, _) = &files.ended[0];
+    assert_eq!(report.result, TransferResult::Completed(image.len() as u64));
+}
+
+#[test]
+fn embassy_client_downloads_through_a_lossy_link_byte_for_byte() {
+    for (blksize, windowsize, seed) in [
+        (None, None, 3),
+        (Some(1024), Some(4), 5),
+        (Some(1468), Some(16), 7),
+    ] {
+        let image = pattern(120_000, seed as u8);
+        let mut files = TestFiles::with(&[(b"kernel", &image)]);
+        let scenario = Scenario {
+            loss_to_server: Some(Loss::percent(10, seed)),
+            loss_to_client: Some(Loss::percent(10, seed * 31)),
+            ..Scenario::default()
+        };
+        let (result, wire) = scenario.run(&mut files, async |stack| {
+            let mut bufs = SocketBuffers::new(16, 1472);
+            let mut socket = bufs.socket(stack);
+            let mut dest = vec![0u8; 120_000];
+            let options = Options {
+                blksize,
+                windowsize,
+                ..Options::NONE
+            };
+            let mut client = EmbassyClient::new(&mut socket, server_endpoint()).options(options);
+            let n = client.get_into(b"kernel", &mut dest).await;
+            settle().await;
+            n.map(|n| dest[..n].to_vec())
+        });
+        let got = result.unwrap_or_else(|e| panic!("{blksize:?}x{windowsize:?}: {e}"));
+        assert_eq!(
+            got, image,
+            "{blksize:?}x{windowsize:?}: the download differs from the file"
+        );
+        assert!(
+            wire.lost[0] > 0 && wire.lost[1] > 0,
+            "{blksize:?}x{windowsize:?}: no loss injected: {wire:?}"
+        );
+        let (report, _) = &files.ended[0];
+        assert_eq!(report.result, TransferResult::Completed(image.len() as u64));
+        assert!(
+            report.stats.retransmissions > 0,
+            "the server recovered losses by resending"
+        );
+    }
+}
+
+#[test]
+fn embassy_client_uploads_to_the_embassy_server_through_a_lossy_link() {
+    for (blksize, windowsize, seed) in [(None, None, 11), (Some(1468), Some(8), 13)] {
+        let upload = pattern(90_000, seed as u8);
+        let mut files = TestFiles::default();
+        let scenario = Scenario {
+            loss_to_server: Some(Loss::percent(10, seed)),
+            loss_to_client: Some(Loss::percent(10, seed * 17)),
+            ..Scenario::default()
+        };
+        let (result, wire) = scenario.run(&mut files, async |stack| {
+            let mut bufs = SocketBuffers::new(16, 1472);
+            let mut socket = bufs.socket(stack);
+            let options = Options {
+                blksize,
+                windowsize,
+                tsize: Some(0),
+                ..Options::NONE
+            };
+            let mut client = EmbassyClient::new(&mut socket, server_endpoint()).options(options);
+            let r = client.put(b"upload.bin", &upload[..]).await.map(|(_, s)| s);
+            settle().await;
+            r
+        });
+        let summary = result.unwrap_or_else(|e| panic!("{blksize:?}x{windowsize:?}: {e}"));
+        assert_eq!(summary.bytes, upload.len() as u64);
+        assert_eq!(
+            summary.params.tsize,
+            Some(upload.len() as u64),
+            "tsize sent as the upload's size"
+        );
+        assert!(
+            summary.stats.retransmissions > 0,
+            "the client recovered losses by resending"
+        );
+        assert!(wire.lost[0] > 0 && wire.lost[1] > 0, "no loss injected: {wire:?}");
+        let (report, storage) = &files.ended[0];
+        assert_eq!(report.filename, b"upload.bin"[..]);
+        assert_eq!(report.result, TransferResult::Completed(upload.len() as u64));
+        let MemFile::Write(received) = storage else {
+            panic!("an upload's storage is a write")
+        };
+        assert_eq!(
+            received, &upload,
+            "{blksize:?}x{windowsize:?}: the server's copy differs"
+        );
+    }
+}
+
+/// A download's storage that raises a flag once `at` bytes were written.
+struct Tripwire<'a> {
+    inner: tftp_proto::storage::SliceWriter<'a>,
+    at: usize,
+    tripped: &'a Cell<bool>,
+}
+
+impl Storage for Tripwire<'_> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        self.inner.write_at(offset, data)?;
+        if self.inner.len() >= self.at {
+            self.tripped.set(true);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_cancelled_download_tells_the_server_at_once() {
+    let image = pattern(500_000, 21);
+    let mut files = TestFiles::with(&[(b"big", &image)]);
+    let (finished, _) = Scenario::default().run(&mut files, async |stack| {
+        let mut bufs = SocketBuffers::new(16, 1472);
+        let mut socket = bufs.socket(stack);
+        let mut dest = vec![0u8; 500_000];
+        let tripped = Cell::new(false);
+        let storage = Tripwire {
+            inner: tftp_proto::storage::SliceWriter::new(&mut dest),
+            at: 64 * 1024,
+            tripped: &tripped,
+        };
+        let mut client = EmbassyClient::new(&mut socket, server_endpoint()).options(Options {
+            blksize: Some(1024),
+            windowsize: Some(4),
+            ..Options::NONE
+        });
+        let cancel = poll_fn(|_| {
+            if tripped.get() {
+                Poll::Ready(())
+            } else {
+                // Polled with the download (the same task): it sees the flag in the pass that
+                // raised it.
+                Poll::Pending
+            }
+        });
+        let finished = match select(client.get(b"big", storage), cancel).await {
+            Either::First(r) => Some(r.map(|(_, s)| s.bytes)),
+            Either::Second(()) => None,
+        };
+        // Well inside the server's first retransmission timeout (1 s).
+        Timer::after(Duration::from_millis(200)).await;
+        finished
+    });
+    assert!(
+        finished.is_none(),
+        "the download ended before the cancellation: {finished:?}"
+    );
+    assert_eq!(files.ended.len(), 1, "the server's transfer did not end at once");
+    let (report, _) = &files.ended[0];
+    match &report.result {
+        TransferResult::Failed(TransferError::Peer(e)) => {
+            assert_eq!(e.code, ErrorCode::NotDefined);
+            assert_eq!(e.message(), b"Transfer cancelled");
+        }
+        other => panic!("the server's transfer ended with {other:?}, not the client's ERROR"),
+    }
+    assert!(report.stats.bytes >= 64 * 1024 && report.stats.bytes < image.len() as u64);
+}
+
+#[test]
+fn a_missing_file_is_the_servers_error_to_the_client() {
+    let mut files = TestFiles::with(&[(b"present", b"x")]);
+    let (result, _) = Scenario::default().run(&mut files, async |stack| {
+        let mut bufs = SocketBuffers::new(4, 1472);
+        let mut socket = bufs.socket(stack);
+        let mut dest = [0u8; 16];
+        EmbassyClient::new(&mut socket, server_endpoint())
+            .get_into(b"absent", &mut dest)
+            .await
+    });
+    match result {
+        Err(Error::Transfer(TransferError::Peer(e))) => {
+            assert_eq!(e.code, ErrorCode::FileNotFound);
+            assert_eq!(e.message(), b"No such file");
+        }
+        other => panic!("expected the server's ERROR 1, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_server_grants_no_block_larger_than_its_buffers() {
+    let image = pattern(50_000, 31);
+    let mut files = TestFiles::with(&[(b"f", &image)]);
+    let scenario = Scenario {
+        server_buf: 1000,
+        ..Scenario::default()
+    };
+    let (result, _) = scenario.run(&mut files, async |stack| {
+        let mut bufs = SocketBuffers::new(16, 1472);
+        let mut socket = bufs.socket(stack);
+        let mut dest = vec![0u8; 60_000];
+        let mut client = EmbassyClient::new(&mut socket, server_endpoint()).options(Options {
+            blksize: Some(1468),
+            ..Options::NONE
+        });
+        let r = client
+            .get(b"f", tftp_proto::storage::SliceWriter::new(&mut dest))
+            .await
+            .map(|(w, s)| (w.len(), s));
+        let r = r.map(|(n, s)| (dest[..n].to_vec(), s));
+        settle().await;
+        r
+    });
+    let (got, summary) = result.expect("download");
+    assert_eq!(
+        summary.params.blksize, 996,
+        "the block the server's 1000-byte buffer holds"
+    );
+    assert_eq!(got, image);
+}
+
+#[test]
+fn a_client_whose_socket_cannot_hold_a_block_sends_nothing() {
+    let mut files = TestFiles::with(&[(b"f", b"data")]);
+    let (result, wire) = Scenario::default().run(&mut files, async |stack| {
+        let mut bufs = SocketBuffers::new(4, 250); // 1,000 bytes each way
+        let mut socket = bufs.socket(stack);
+        let mut dest = [0u8; 64];
+        EmbassyClient::new(&mut socket, server_endpoint())
+            .options(Options {
+                blksize: Some(1468),
+                ..Options::NONE
+            })
+            .get_into(b"f", &mut dest)
+            .await
+    });
+    assert_eq!(
+        result,
+        Err(Error::SocketBufferTooSmall {
+            needed: 1472,
+            capacity: 1000
+        })
+    );
+    assert_eq!(wire.sent[0], 0, "the request went out anyway");
+    assert!(files.ended.is_empty());
+}
+
+#[test]
+fn two_clients_at_once_share_the_single_port_server() {
+    let a = pattern(80_000, 41);
+    let b = pattern(60_000, 43);
+    let mut files = TestFiles::with(&[(b"a", &a), (b"b", &b)]);
+    let scenario = Scenario {
+        loss_to_server: Some(Loss::percent(5, 41)),
+        loss_to_client: Some(Loss::percent(5, 43)),
+        ..Scenario::default()
+    };
+    let ((got_a, got_b), _) = scenario.run(&mut files, async |stack| {
+        let (mut bufs_a, mut bufs_b) = (SocketBuffers::new(8, 1472), SocketBuffers::new(8, 1472));
+        let (mut socket_a, mut socket_b) = (bufs_a.socket(stack), bufs_b.socket(stack));
+        let (mut dest_a, mut dest_b) = (vec![0u8; 80_000], vec![0u8; 60_000]);
+        let opts = Options {
+            blksize: Some(1024),
+            windowsize: Some(4),
+            ..Options::NONE
+        };
+        let mut client_a = EmbassyClient::new(&mut socket_a, server_endpoint()).options(opts);
+        let mut client_b = EmbassyClient::new(&mut socket_b, server_endpoint()).options(opts);
+        let (na, nb) = join(
+            client_a.get_into(b"a", &mut dest_a),
+            client_b.get_into(b"b", &mut dest_b),
+        )
+        .await;
+        settle().await;
+        (
+            dest_a[..na.expect("a")].to_vec(),
+            dest_b[..nb.expect("b")].to_vec(),
+        )
+    });
+    assert_eq!(got_a, a);
+    assert_eq!(got_b, b);
+    assert_eq!(files.ended.len(), 2);
+    assert!(files.ended.iter().all(|(r, _)| r.result.is_success()));
+    // Both transfers ran on the server's one port, told apart by the clients' ports.
+    assert!(files.ended.iter().all(|(r, _)| r.local.port() == 69));
+    assert_ne!(files.ended[0].0.peer, files.ended[1].0.peer);
+}
+
+#[test]
+fn netascii_round_trips_line_ends() {
+    let text = b"line one\nline two\r\nbare \r carriage\n".repeat(200);
+    let mut files = TestFiles::with(&[(b"motd", &text)]);
+    let (result, _) = Scenario::default().run(&mut files, async |stack| {
+        let mut bufs = SocketBuffers::new(4, 1472);
+        let mut socket = bufs.socket(stack);
+        let mut dest = vec![0u8; 16_000];
+        let mut client = EmbassyClient::new(&mut socket, server_endpoint()).mode(TransferMode::Netascii);
+        let n = client.get_into(b"motd", &mut dest).await;
+        settle().await;
+        n.map(|n| dest[..n].to_vec())
+    });
+    assert_eq!(result.expect("download"), text);
+    let (report, _) = &files.ended[0];
+    // On the wire each "\n" became "\r\n" and each bare "\r" became "\r\0".
+    let wire_len = text.len() + text.iter().filter(|&&b| b == b'\n' || b == b'\r').count();
+    assert!(
+        matches!(report.result, TransferResult::Completed(n) if n == text.len() as u64 || n == wire_len as u64),
+        "{:?}",
+        report.result
+    );
+}
+
+#[test]
+fn stopping_the_server_ends_its_transfers_and_reports_them() {
+    let image = pattern(400_000, 51);
+    let mut files = TestFiles::with(&[(b"big", &image)]);
+    // The client's side ends the scenario, and with it the server, at 64 KiB into a download.
+    let (finished, _) = Scenario::default().run(&mut files, async |stack| {
+        let mut bufs = SocketBuffers::new(16, 1472);
+        let mut socket = bufs.socket(stack);
+        let mut dest = vec![0u8; 400_000];
+        let tripped = Cell::new(false);
+        let storage = Tripwire {
+            inner: tftp_proto::storage::SliceWriter::new(&mut dest),
+            at: 64 * 1024,
+            tripped: &tripped,
+        };
+        let mut client = EmbassyClient::new(&mut socket, server_endpoint());
+        let stop = poll_fn(|_| {
+            if tripped.get() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        match select(client.get(b"big", storage), stop).await {
+            Either::First(r) => Some(r.map(|(_, s)| s.bytes)),
+            Either::Second(()) => None,
+        }
+    });
+    assert!(
+        finished.is_none(),
+        "the download ended before the server stopped: {finished:?}"
+    );
+    // The dropped server ended its transfer and handed it to the files, storage and all.
+    assert_eq!(files.ended.len(), 1);
+    let (report, storage) = &files.ended[0];
+    assert_eq!(report.result, TransferResult::Failed(TransferError::Aborted));
+    // The block that crossed 64 KiB was written but not yet acknowledged.
+    assert!(
+        report.stats.bytes >= 60 * 1024 && report.stats.bytes < image.len() as u64,
+        "{}",
+        report.stats.bytes
+    );
+    assert!(matches!(storage, MemFile::Read(_)));
+}
