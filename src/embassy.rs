@@ -51,6 +51,8 @@ pub enum Error {
     Request(EncodeError),
     /// The transfer failed; the peer was told (an ERROR) where the protocol allows.
     Transfer(TransferError),
+    /// A [`boot_into`](EmbassyClient::boot_into) download failed.
+    Boot(crate::boot::BootError),
     /// The socket could not be bound (it was open elsewhere, or no route).
     Bind(embassy_net::udp::BindError),
     /// The socket refused a datagram: no route to the peer, or the socket is not bound.
@@ -71,6 +73,7 @@ impl core::fmt::Display for Error {
         match self {
             Error::Request(e) => write!(f, "request cannot be sent: {e:?}"),
             Error::Transfer(e) => write!(f, "{e}"),
+            Error::Boot(e) => write!(f, "boot download failed: {e:?}"),
             Error::Bind(e) => write!(f, "cannot bind the socket: {e:?}"),
             Error::Send(e) => write!(f, "cannot send: {e:?}"),
             Error::SocketBufferTooSmall { needed, capacity } => write!(

@@ -812,3 +812,108 @@ fn stopping_the_server_ends_its_transfers_and_reports_them() {
     );
     assert!(matches!(storage, MemFile::Read(_)));
 }
+
+#[test]
+fn boot_into_downloads_through_a_lossy_link_byte_for_byte() {
+    for (blksize, windowsize, seed) in [(None, None, 61), (Some(1468), Some(8), 67)] {
+        let image = pattern(150_000, seed as u8);
+        let mut files = TestFiles::with(&[(b"vmlinuz", &image)]);
+        let scenario = Scenario {
+            loss_to_server: Some(Loss::percent(10, seed)),
+            loss_to_client: Some(Loss::percent(10, seed * 3)),
+            ..Scenario::default()
+        };
+        let (result, wire) = scenario.run(&mut files, async |stack| {
+            let mut bufs = SocketBuffers::new(16, 1472);
+            let mut socket = bufs.socket(stack);
+            let mut dest = vec![0u8; 150_000];
+            let options = Options {
+                blksize,
+                windowsize,
+                timeout: Some(1),
+                tsize: Some(0),
+                ..Options::NONE
+            };
+            let mut client = EmbassyClient::new(&mut socket, server_endpoint()).options(options);
+            let n = client.boot_into(b"vmlinuz", &mut dest).await;
+            settle().await;
+            n.map(|n| dest[..n].to_vec())
+        });
+        let got = result.unwrap_or_else(|e| panic!("{blksize:?}x{windowsize:?}: {e}"));
+        assert_eq!(
+            got, image,
+            "{blksize:?}x{windowsize:?}: the download differs from the file"
+        );
+        assert!(wire.lost[0] > 0 && wire.lost[1] > 0, "no loss injected: {wire:?}");
+        let (report, _) = &files.ended[0];
+        assert_eq!(report.result, TransferResult::Completed(image.len() as u64));
+        assert_eq!(report.params.blksize, blksize.unwrap_or(512));
+        assert_eq!(report.params.windowsize, windowsize.unwrap_or(1));
+    }
+}
+
+#[test]
+fn boot_into_refuses_an_image_larger_than_its_destination_before_any_data() {
+    let image = pattern(10_000, 71);
+    let mut files = TestFiles::with(&[(b"big", &image)]);
+    let (result, _) = Scenario::default().run(&mut files, async |stack| {
+        let mut bufs = SocketBuffers::new(4, 1472);
+        let mut socket = bufs.socket(stack);
+        let mut dest = vec![0u8; 4_000];
+        let mut client = EmbassyClient::new(&mut socket, server_endpoint()).options(Options {
+            tsize: Some(0),
+            ..Options::NONE
+        });
+        let r = client.boot_into(b"big", &mut dest).await;
+        settle().await;
+        r
+    });
+    assert_eq!(result, Err(Error::Boot(tftp_proto::boot::BootError::TooLarge)));
+    let (report, _) = &files.ended[0];
+    assert_eq!(report.stats.bytes, 0, "data flowed before the refusal");
+    match &report.result {
+        TransferResult::Failed(TransferError::Peer(e)) => assert_eq!(e.code, ErrorCode::DiskFull),
+        other => panic!("the server's transfer ended with {other:?}, not ERROR 3"),
+    }
+}
+
+#[test]
+fn a_cancelled_boot_download_tells_the_server_at_once() {
+    let image = pattern(300_000, 73);
+    let mut files = TestFiles::with(&[(b"big", &image)]);
+    let (finished, _) = Scenario::default().run(&mut files, async |stack| {
+        let mut bufs = SocketBuffers::new(16, 1472);
+        let mut socket = bufs.socket(stack);
+        let mut dest = vec![0u8; 300_000];
+        let mut client = EmbassyClient::new(&mut socket, server_endpoint());
+        // The destination is a plain buffer, so the download is cancelled by count: after its
+        // 50th poll (each handles at most one datagram), well inside its 586 blocks.
+        let finished = {
+            let download = client.boot_into(b"big", &mut dest);
+            let mut download = core::pin::pin!(download);
+            let mut polls = 0u32;
+            poll_fn(|cx| {
+                polls += 1;
+                match download.as_mut().poll(cx) {
+                    Poll::Ready(r) => Poll::Ready(Some(r)),
+                    Poll::Pending if polls >= 50 => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await
+        };
+        Timer::after(Duration::from_millis(200)).await;
+        finished
+    });
+    assert!(
+        finished.is_none(),
+        "the download ended before the cancellation: {finished:?}"
+    );
+    assert_eq!(files.ended.len(), 1, "the server's transfer did not end at once");
+    let (report, _) = &files.ended[0];
+    assert!(report.stats.bytes > 0, "cancelled before any data");
+    match &report.result {
+        TransferResult::Failed(TransferError::Peer(e)) => assert_eq!(e.message(), b"Transfer cancelled"),
+        other => panic!("the server's transfer ended with {other:?}, not the client's ERROR"),
+    }
+}

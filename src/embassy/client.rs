@@ -17,11 +17,13 @@ use embassy_net::IpEndpoint;
 use embassy_time::Timer;
 
 use super::{at, datagram_capacity, endpoint, now, socket_addr, Error};
+use crate::boot::{BootClient, BootConfig, BootError, Status};
 use crate::engine::{ClientRequest, Config, Stats, Transfer, TransferError, TransferMode, TransferParams};
 use crate::error_code::ErrorCode;
 use crate::options::Options;
+use crate::options::DEFAULT_BLKSIZE;
 use crate::storage::{SliceWriter, Storage};
-use crate::wire::RequestKind;
+use crate::wire::{encode_error_lossy, RequestKind, DATA_HEADER_LEN, MAX_REQUEST_LEN};
 
 /// The ERROR text a cancelled transfer sends its peer.
 const CANCELLED: &str = "Transfer cancelled";
@@ -120,6 +122,73 @@ impl<'s, 'd> EmbassyClient<'s, 'd> {
     pub async fn get_into(&mut self, remote: &[u8], dest: &mut [u8]) -> Result<usize, Error> {
         let (written, _) = self.get(remote, SliceWriter::new(dest)).await?;
         Ok(written.len())
+    }
+
+    /// Downloads `remote` into `dest` with the [`BootClient`], returning the file's length: the
+    /// smallest download, for a boot loader that counts its flash. Octet mode only; the
+    /// options asked are this client's `blksize`, `windowsize`, `timeout` and `tsize`; the
+    /// retransmission interval is fixed (the granted `timeout`, else the config's
+    /// `initial_rto`) with [`BootConfig::DEFAULT`]'s retry cap; the download is over with its
+    /// final ACK (no dally). A firmware that calls only this links the boot client and not the
+    /// engine (see the README's footprint table). Cancel-safe like the others.
+    pub async fn boot_into(&mut self, remote: &[u8], dest: &mut [u8]) -> Result<usize, Error> {
+        let config = BootConfig {
+            blksize: self.options.blksize,
+            windowsize: self.options.windowsize,
+            timeout: self.options.timeout,
+            tsize: self.options.tsize.is_some(),
+            retransmit: self.config.initial_rto,
+            ..BootConfig::DEFAULT
+        };
+        let block = usize::from(config.blksize.unwrap_or(DEFAULT_BLKSIZE)).max(usize::from(DEFAULT_BLKSIZE));
+        let needed = DATA_HEADER_LEN + block;
+        let capacity = datagram_capacity(self.socket);
+        if capacity < needed {
+            return Err(Error::SocketBufferTooSmall { needed, capacity });
+        }
+        let server = endpoint(self.server).ok_or(Error::Unaddressable)?;
+        self.socket.close();
+        self.socket.bind(self.local_port).map_err(Error::Bind)?;
+        let mut out = [0u8; MAX_REQUEST_LEN + DATA_HEADER_LEN];
+        let mut client = BootClient::new(self.server, remote, dest, config);
+        let len = client.start(now(), &mut out).map_err(Error::Boot)?;
+        let mut guard = BootGuard {
+            socket: &mut *self.socket,
+            peer: Some(server),
+        };
+        let socket = &mut *guard.socket;
+        socket.send_to(&out[..len], server).await.map_err(Error::Send)?;
+        let outcome = loop {
+            if let Some(outcome) = client.outcome() {
+                break outcome;
+            }
+            let Some(deadline) = client.poll_timeout() else {
+                break Err(BootError::TimedOut);
+            };
+            let receive = socket.recv_from_with(|datagram, meta| {
+                let status = client.handle_datagram(now(), socket_addr(meta.endpoint), datagram, &mut out);
+                (status, meta.endpoint)
+            });
+            let (status, from) = match select(receive, Timer::at(at(deadline))).await {
+                Either::First(answer) => answer,
+                Either::Second(()) => (client.handle_timeout(now(), &mut out), server),
+            };
+            let to = match status {
+                Status::Idle => continue,
+                Status::Send(len) => endpoint(client.peer()).map(|to| (to, len)),
+                Status::Reply(len) => Some((from, len)),
+            };
+            if let Some((to, len)) = to {
+                socket.send_to(&out[..len], to).await.map_err(Error::Send)?;
+            }
+            if let Some(peer) = endpoint(client.peer()) {
+                guard.peer = Some(peer);
+            }
+        };
+        // Over: nothing to cancel. The final ACK (or the ERROR) leaves before this returns.
+        guard.peer = None;
+        guard.socket.flush().await;
+        outcome.map_err(Error::Boot)
     }
 
     /// Downloads `remote` into `storage`, handing it back with a [`Summary`]. Pass `&mut
@@ -227,6 +296,29 @@ impl<S: Storage> Drop for Session<'_, '_, '_, S> {
         // The ERROR goes into the socket's buffer if it has room now; it cannot wait.
         let mut cx = Context::from_waker(Waker::noop());
         let _ = pin!(send_all(self.socket, t)).as_mut().poll(&mut cx);
+    }
+}
+
+/// A boot download's socket while it runs. Dropped before the download ended (the future was
+/// cancelled), it queues an ERROR for the server.
+struct BootGuard<'s, 'd> {
+    socket: &'s mut UdpSocket<'d>,
+    /// Where the ERROR goes; `None` once the download is over.
+    peer: Option<IpEndpoint>,
+}
+
+impl Drop for BootGuard<'_, '_> {
+    fn drop(&mut self) {
+        let Some(peer) = self.peer else {
+            return;
+        };
+        let mut out = [0u8; 4 + CANCELLED.len() + 1];
+        if let Ok(len) = encode_error_lossy(&mut out, ErrorCode::NotDefined, CANCELLED.as_bytes()) {
+            let mut cx = Context::from_waker(Waker::noop());
+            let _ = pin!(self.socket.send_to(&out[..len], peer))
+                .as_mut()
+                .poll(&mut cx);
+        }
     }
 }
 
