@@ -197,14 +197,20 @@ mod board {
         // benches/embassy_size.sh builds each variant; a board runs `fetch`.
         match option_env!("EMBASSY_FETCH_VARIANT") {
             Some("baseline") => {
-                black_box(embassy_futures::block_on(select(runner.run(), baseline(stack, server, image))));
+                black_box(embassy_futures::block_on(select(
+                    runner.run(),
+                    baseline(stack, server, image),
+                )));
             }
             Some("engine") => {
                 let download = fetch_with_engine(stack, server, name, image);
                 black_box(embassy_futures::block_on(select(runner.run(), download)));
             }
             _ => {
-                black_box(embassy_futures::block_on(select(runner.run(), fetch(stack, server, name, image))));
+                black_box(embassy_futures::block_on(select(
+                    runner.run(),
+                    fetch(stack, server, name, image),
+                )));
             }
         }
         loop {}

@@ -13,6 +13,7 @@
 //!
 //! ```text
 //! adapter (std: sockets, files, mio, tokio)  client, mio_server, tokio_client, tokio_server, root
+//! embassy (no_std, async: embassy-net)        EmbassyClient, EmbassyServer
 //!   └─ server (no_std session table)           ServerTable, Incoming, SessionHandle
 //!        └─ engine (no_std state machines)     Transfer, negotiation, RTO, pacing
 //!             └─ wire · options · netascii · storage · time
@@ -32,6 +33,10 @@
 //!   the `tftp-proto serve` command (feature `cli`) runs.
 //! * A tokio program: `adapter::tokio_client::AsyncClient` and `adapter::tokio_server::AsyncServer`
 //!   (feature `tokio`), cancel-safe, on tokio's sockets and timers.
+//! * Firmware on embassy-net: `embassy::EmbassyClient` (feature `embassy-net`): `boot_into`
+//!   runs [`boot::BootClient`] (the smallest download), `get`/`get_into`/`put` run the engine
+//!   with any storage; `embassy::EmbassyServer` serves files from one socket. No heap, async,
+//!   cancel-safe (`examples/embassy_fetch.rs`).
 //!
 //! # Modules
 //!
@@ -43,6 +48,7 @@
 //! * [`storage`]: where file data comes from and goes to;
 //! * [`engine`]: the transfer state machines and option negotiation;
 //! * [`boot`]: a minimal download client for boot loaders, a fraction of the engine's code;
+//! * `embassy` (feature `embassy-net`): the embassy-net client and server, `no_std`;
 //! * [`server`]: the server's session table (handles, routing, deadlines, admission) over a
 //!   fixed array or, with `alloc`, a growable `Vec`;
 //! * `adapter` (feature `std`): the blocking client (`client`), the mio server (`mio_server`),
