@@ -207,14 +207,29 @@ impl Driver for Nic {
 const CLIENT_IP: [u8; 4] = [10, 0, 0, 1];
 const SERVER_IP: [u8; 4] = [10, 0, 0, 2];
 
+/// A stack at `10.0.0.<d>/24` (and, with `embassy-net-ipv6`, `fd00::<d>/64`).
 fn stack<'d>(nic: Nic, ip: [u8; 4], resources: &'d mut StackResources<4>) -> (Stack<'d>, Runner<'d, Nic>) {
     let [a, b, c, d] = ip;
-    let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
+    #[allow(unused_mut)]
+    let mut config = embassy_net::Config::ipv4_static(StaticConfigV4 {
         address: Ipv4Cidr::new(Ipv4Address::new(a, b, c, d), 24),
         gateway: None,
         dns_servers: Default::default(),
     });
+    #[cfg(feature = "embassy-net-ipv6")]
+    {
+        config.ipv6 = embassy_net::ConfigV6::Static(embassy_net::StaticConfigV6 {
+            address: embassy_net::Ipv6Cidr::new(ipv6(d), 64),
+            gateway: None,
+            dns_servers: Default::default(),
+        });
+    }
     embassy_net::new(nic, config, resources, u64::from(d) * 7919)
+}
+
+#[cfg(feature = "embassy-net-ipv6")]
+fn ipv6(last: u8) -> embassy_net::Ipv6Address {
+    embassy_net::Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(last))
 }
 
 /// A socket's buffers: `datagrams` of up to `size` bytes each way.
@@ -916,4 +931,42 @@ fn a_cancelled_boot_download_tells_the_server_at_once() {
         TransferResult::Failed(TransferError::Peer(e)) => assert_eq!(e.message(), b"Transfer cancelled"),
         other => panic!("the server's transfer ended with {other:?}, not the client's ERROR"),
     }
+}
+
+#[cfg(feature = "embassy-net-ipv6")]
+#[test]
+fn ipv6_download_and_upload() {
+    let image = pattern(70_000, 81);
+    let upload = pattern(50_000, 83);
+    let mut files = TestFiles::with(&[(b"v6.img", &image)]);
+    let ((got, put), _) = Scenario::default().run(&mut files, async |stack| {
+        let mut bufs = SocketBuffers::new(16, 1472);
+        let mut socket = bufs.socket(stack);
+        let mut dest = vec![0u8; 70_000];
+        let server = (ipv6(SERVER_IP[3]), 69);
+        let options = Options {
+            blksize: Some(1428),
+            windowsize: Some(4),
+            ..Options::NONE
+        };
+        let mut client = EmbassyClient::new(&mut socket, server).options(options);
+        let n = client
+            .get_into(b"v6.img", &mut dest)
+            .await
+            .expect("download over IPv6");
+        let put = client.put(b"v6-up.bin", &upload[..]).await.map(|(_, s)| s.bytes);
+        settle().await;
+        (dest[..n].to_vec(), put)
+    });
+    assert_eq!(got, image);
+    assert_eq!(put, Ok(upload.len() as u64));
+    assert_eq!(files.ended.len(), 2);
+    for (report, _) in &files.ended {
+        assert!(report.peer.is_ipv6() && report.local.is_ipv6(), "{report:?}");
+        assert!(report.result.is_success());
+    }
+    let MemFile::Write(received) = &files.ended[1].1 else {
+        panic!("the upload's storage")
+    };
+    assert_eq!(received, &upload);
 }
