@@ -43,8 +43,11 @@ use crate::time::Instant;
 use crate::wire::EncodeError;
 
 /// Why an embassy-net transfer (or the server) stopped.
+///
+/// Under `defmt` it implements `defmt::Format` without needing embassy-net's own `defmt`
+/// feature (which makes smoltcp log through defmt too: enable it in your firmware if you want
+/// that).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum Error {
     /// The request cannot be sent: a file name holding a NUL, or a request over 512 octets.
@@ -86,6 +89,28 @@ impl core::fmt::Display for Error {
 }
 
 impl core::error::Error for Error {}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Error {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match self {
+            Error::Request(e) => defmt::write!(f, "Request({})", e),
+            Error::Transfer(e) => defmt::write!(f, "Transfer({})", e),
+            Error::Boot(e) => defmt::write!(f, "Boot({})", e),
+            Error::Bind(e) => defmt::write!(f, "Bind({})", defmt::Debug2Format(e)),
+            Error::Send(e) => defmt::write!(f, "Send({})", defmt::Debug2Format(e)),
+            Error::SocketBufferTooSmall { needed, capacity } => {
+                defmt::write!(
+                    f,
+                    "SocketBufferTooSmall {{ needed: {}, capacity: {} }}",
+                    needed,
+                    capacity
+                )
+            }
+            Error::Unaddressable => defmt::write!(f, "Unaddressable"),
+        }
+    }
+}
 
 /// The engine's clock: embassy-time's, in microseconds.
 fn now() -> Instant {

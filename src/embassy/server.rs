@@ -242,8 +242,12 @@ async fn send_all<S: Storage, const N: usize>(
         match socket.send_to(&buf[..tx.len], meta).await {
             Ok(()) => {}
             Err(SendError::SocketNotBound) => return Err(Error::Send(SendError::SocketNotBound)),
-            Err(e) => {
-                warn!("tftp {}: datagram not sent: {:?}", tx.destination, e);
+            Err(SendError::NoRoute) => warn!("tftp {}: datagram not sent: no route", tx.destination),
+            Err(SendError::PacketTooLarge) => {
+                warn!(
+                    "tftp {}: datagram not sent: larger than the socket's buffer",
+                    tx.destination
+                )
             }
         }
     }
