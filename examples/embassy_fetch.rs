@@ -37,6 +37,45 @@ const WINDOW: usize = 8;
 /// Largest datagram: `blksize` 1468 plus the 4-byte DATA header.
 const DATAGRAM: usize = 1472;
 
+/// The socket's buffers: a window of blocks in, two datagrams out (ACKs are small).
+struct SocketBuffers {
+    rx_meta: [PacketMetadata; WINDOW],
+    tx_meta: [PacketMetadata; 2],
+    rx: [u8; WINDOW * DATAGRAM],
+    tx: [u8; 2 * DATAGRAM],
+}
+
+impl SocketBuffers {
+    const fn new() -> Self {
+        SocketBuffers {
+            rx_meta: [PacketMetadata::EMPTY; WINDOW],
+            tx_meta: [PacketMetadata::EMPTY; 2],
+            rx: [0; WINDOW * DATAGRAM],
+            tx: [0; 2 * DATAGRAM],
+        }
+    }
+
+    fn socket<'a>(&'a mut self, stack: Stack<'a>) -> UdpSocket<'a> {
+        UdpSocket::new(
+            stack,
+            &mut self.rx_meta,
+            &mut self.rx,
+            &mut self.tx_meta,
+            &mut self.tx,
+        )
+    }
+}
+
+/// Every option a download can use: the largest unfragmented block, a window the socket
+/// holds, a 1 s timeout, and the file's size up front.
+const OPTIONS: Options = Options {
+    blksize: Some((DATAGRAM - 4) as u16),
+    windowsize: Some(WINDOW as u16),
+    timeout: Some(1),
+    tsize: Some(0),
+    ..Options::NONE
+};
+
 /// Downloads `name` from the TFTP server at `server` into `image`, returning the file's length,
 /// with the boot client (`boot_into`): the smallest download.
 pub async fn fetch(
@@ -46,22 +85,10 @@ pub async fn fetch(
     image: &mut [u8],
 ) -> Result<usize, Error> {
     stack.wait_config_up().await;
-    let mut rx_meta = [PacketMetadata::EMPTY; WINDOW];
-    let mut tx_meta = [PacketMetadata::EMPTY; 2];
-    let mut rx = [0u8; WINDOW * DATAGRAM];
-    let mut tx = [0u8; 2 * DATAGRAM];
-    let mut socket = UdpSocket::new(stack, &mut rx_meta, &mut rx, &mut tx_meta, &mut tx);
-    let options = Options {
-        blksize: Some((DATAGRAM - 4) as u16),
-        windowsize: Some(WINDOW as u16),
-        timeout: Some(1),
-        tsize: Some(0),
-        ..Options::NONE
-    };
-    EmbassyClient::new(&mut socket, (server, 69))
-        .options(options)
-        .boot_into(name, image)
-        .await
+    let mut buffers = SocketBuffers::new();
+    let mut socket = buffers.socket(stack);
+    let mut client = EmbassyClient::new(&mut socket, (server, 69)).options(OPTIONS);
+    client.boot_into(name, image).await
 }
 
 /// [`fetch`] with the engine (`get_into`): an adaptive retransmission timer, netascii, a dally
@@ -74,35 +101,20 @@ pub async fn fetch_with_engine(
     image: &mut [u8],
 ) -> Result<usize, Error> {
     stack.wait_config_up().await;
-    let mut rx_meta = [PacketMetadata::EMPTY; WINDOW];
-    let mut tx_meta = [PacketMetadata::EMPTY; 2];
-    let mut rx = [0u8; WINDOW * DATAGRAM];
-    let mut tx = [0u8; 2 * DATAGRAM];
-    let mut socket = UdpSocket::new(stack, &mut rx_meta, &mut rx, &mut tx_meta, &mut tx);
-    let options = Options {
-        blksize: Some((DATAGRAM - 4) as u16),
-        windowsize: Some(WINDOW as u16),
-        timeout: Some(1),
-        tsize: Some(0),
-        ..Options::NONE
-    };
-    EmbassyClient::new(&mut socket, (server, 69))
-        .options(options)
-        .get_into(name, image)
-        .await
+    let mut buffers = SocketBuffers::new();
+    let mut socket = buffers.socket(stack);
+    let mut client = EmbassyClient::new(&mut socket, (server, 69)).options(OPTIONS);
+    client.get_into(name, image).await
 }
 
 /// For `benches/embassy_size.sh`: the same stack and socket exchanging one datagram without
-/// TFTP (what any UDP user of the stack links), so the difference between the two builds is
-/// the client's code.
+/// TFTP (what any UDP user of the stack links), so the difference between the builds is the
+/// client's code.
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
 async fn baseline(stack: Stack<'_>, server: Ipv4Address, image: &mut [u8]) -> Result<usize, Error> {
     stack.wait_config_up().await;
-    let mut rx_meta = [PacketMetadata::EMPTY; WINDOW];
-    let mut tx_meta = [PacketMetadata::EMPTY; 2];
-    let mut rx = [0u8; WINDOW * DATAGRAM];
-    let mut tx = [0u8; 2 * DATAGRAM];
-    let mut socket = UdpSocket::new(stack, &mut rx_meta, &mut rx, &mut tx_meta, &mut tx);
+    let mut buffers = SocketBuffers::new();
+    let mut socket = buffers.socket(stack);
     socket.bind(0).map_err(Error::Bind)?;
     socket.send_to(b"x", (server, 69)).await.map_err(Error::Send)?;
     let (n, _) = socket.recv_from(image).await.map_err(|_| Error::Unaddressable)?;
