@@ -79,28 +79,39 @@ fn block_on<F: Future>(fut: F) -> F::Output {
 // ---------------------------------------------------------------------------------------------
 // The wire: two Ethernet NICs joined back to back, dropping UDP frames by a seeded pattern.
 
-/// Which UDP frames a direction loses: `percent` of them, drawn from a fixed-seed generator
-/// (the same frames on every run).
+/// What a direction does to UDP frames: loses `lose` percent of them, delivers `duplicate`
+/// percent twice and `reorder` percent ahead of the frame before them, each drawn from a
+/// fixed-seed generator (the same frames on every run).
 #[derive(Clone, Copy)]
-struct Loss {
-    percent: u32,
+struct Faults {
+    lose: u32,
+    duplicate: u32,
+    reorder: u32,
     state: u64,
 }
 
-impl Loss {
-    fn percent(percent: u32, seed: u64) -> Loss {
-        Loss {
-            percent,
+impl Faults {
+    /// Loss only.
+    fn loss(percent: u32, seed: u64) -> Faults {
+        Faults::new(percent, 0, 0, seed)
+    }
+
+    fn new(lose: u32, duplicate: u32, reorder: u32, seed: u64) -> Faults {
+        Faults {
+            lose,
+            duplicate,
+            reorder,
             state: seed | 1,
         }
     }
 
-    fn drops(&mut self) -> bool {
+    /// Whether an event of `percent` happens to the next frame.
+    fn draw(&mut self, percent: u32) -> bool {
         // xorshift64
         self.state ^= self.state << 13;
         self.state ^= self.state >> 7;
         self.state ^= self.state << 17;
-        (self.state % 100) < u64::from(self.percent)
+        (self.state % 100) < u64::from(percent)
     }
 }
 
@@ -109,25 +120,43 @@ struct Link {
     /// Frames waiting for side 0 (the client's) and side 1 (the server's).
     queues: [VecDeque<Vec<u8>>; 2],
     wakers: [Option<Waker>; 2],
-    /// UDP frames sent by each side, and how many of them the wire lost.
+    /// UDP frames sent by each side, and how many of them the wire lost, duplicated and
+    /// reordered.
     udp_sent: [u64; 2],
     udp_lost: [u64; 2],
-    loss: [Option<Loss>; 2],
+    udp_duplicated: [u64; 2],
+    udp_reordered: [u64; 2],
+    faults: [Option<Faults>; 2],
 }
 
 impl Link {
     fn carry(&mut self, from: usize, frame: Vec<u8>) {
         // EtherType IPv4 and IP protocol UDP: the frames loss applies to (ARP always passes).
         let udp = frame.len() > 23 && frame[12..14] == [0x08, 0x00] && frame[23] == 17;
+        let to = 1 - from;
+        let (mut duplicate, mut reorder) = (false, false);
         if udp {
             self.udp_sent[from] += 1;
-            if self.loss[from].as_mut().is_some_and(Loss::drops) {
-                self.udp_lost[from] += 1;
-                return;
+            if let Some(f) = self.faults[from].as_mut() {
+                if f.draw(f.lose) {
+                    self.udp_lost[from] += 1;
+                    return;
+                }
+                duplicate = f.draw(f.duplicate);
+                reorder = f.draw(f.reorder) && !self.queues[to].is_empty();
             }
         }
-        let to = 1 - from;
-        self.queues[to].push_back(frame);
+        if duplicate {
+            self.udp_duplicated[from] += 1;
+            self.queues[to].push_back(frame.clone());
+        }
+        if reorder {
+            self.udp_reordered[from] += 1;
+            let before = self.queues[to].len() - 1;
+            self.queues[to].insert(before, frame);
+        } else {
+            self.queues[to].push_back(frame);
+        }
         if let Some(w) = self.wakers[to].take() {
             w.wake();
         }
@@ -336,8 +365,8 @@ impl Files for TestFiles {
 // side's body on the client's stack; it ends when the body does.
 
 struct Scenario {
-    loss_to_server: Option<Loss>,
-    loss_to_client: Option<Loss>,
+    faults_to_server: Option<Faults>,
+    faults_to_client: Option<Faults>,
     /// The server's socket: datagrams each way, bytes each.
     server_socket: (usize, usize),
     /// The server's transmit buffer.
@@ -348,8 +377,8 @@ struct Scenario {
 impl Default for Scenario {
     fn default() -> Self {
         Scenario {
-            loss_to_server: None,
-            loss_to_client: None,
+            faults_to_server: None,
+            faults_to_client: None,
             server_socket: (16, 1472),
             server_buf: 1472,
             policy: ServerPolicy::default(),
@@ -357,18 +386,21 @@ impl Default for Scenario {
     }
 }
 
-/// What the wire saw: UDP frames sent and lost, client to server and back.
+/// What the wire did: UDP frames sent, lost, duplicated and reordered, client to server and
+/// back.
 #[derive(Debug, Clone, Copy)]
 struct WireStats {
     sent: [u64; 2],
     lost: [u64; 2],
+    duplicated: [u64; 2],
+    reordered: [u64; 2],
 }
 
 impl Scenario {
     fn run<R>(self, files: &mut TestFiles, body: impl AsyncFnOnce(Stack<'_>) -> R) -> (R, WireStats) {
         let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let link = Rc::new(RefCell::new(Link {
-            loss: [self.loss_to_server, self.loss_to_client],
+            faults: [self.faults_to_server, self.faults_to_client],
             ..Link::default()
         }));
         let mut client_resources = Box::new(StackResources::<4>::new());
@@ -405,6 +437,8 @@ impl Scenario {
             WireStats {
                 sent: l.udp_sent,
                 lost: l.udp_lost,
+                duplicated: l.udp_duplicated,
+                reordered: l.udp_reordered,
             },
         )
     }
@@ -492,8 +526,8 @@ fn lossy_download(download: Download, blksize: Option<u16>, windowsize: Option<u
     let image = pattern(120_000, seed as u8);
     let mut files = TestFiles::with(&[(b"kernel", &image)]);
     let scenario = Scenario {
-        loss_to_server: Some(Loss::percent(10, seed)),
-        loss_to_client: Some(Loss::percent(10, seed * 31)),
+        faults_to_server: Some(Faults::loss(10, seed)),
+        faults_to_client: Some(Faults::loss(10, seed * 31)),
         ..Scenario::default()
     };
     let (result, wire) = scenario.run(&mut files, async |stack| {
@@ -548,8 +582,8 @@ fn embassy_client_uploads_to_the_embassy_server_through_a_lossy_link() {
         let upload = pattern(90_000, seed as u8);
         let mut files = TestFiles::default();
         let scenario = Scenario {
-            loss_to_server: Some(Loss::percent(10, seed)),
-            loss_to_client: Some(Loss::percent(10, seed * 17)),
+            faults_to_server: Some(Faults::loss(10, seed)),
+            faults_to_client: Some(Faults::loss(10, seed * 17)),
             ..Scenario::default()
         };
         let (result, wire) = scenario.run(&mut files, async |stack| {
@@ -744,8 +778,8 @@ fn two_clients_at_once_share_the_single_port_server() {
     let b = pattern(60_000, 43);
     let mut files = TestFiles::with(&[(b"a", &a), (b"b", &b)]);
     let scenario = Scenario {
-        loss_to_server: Some(Loss::percent(5, 41)),
-        loss_to_client: Some(Loss::percent(5, 43)),
+        faults_to_server: Some(Faults::loss(5, 41)),
+        faults_to_client: Some(Faults::loss(5, 43)),
         ..Scenario::default()
     };
     let ((got_a, got_b), _) = scenario.run(&mut files, async |stack| {
@@ -956,4 +990,66 @@ fn ipv6_download_and_upload() {
         panic!("the upload's storage")
     };
     assert_eq!(received, &upload);
+}
+
+#[test]
+fn transfers_survive_a_link_that_loses_duplicates_and_reorders() {
+    let image = pattern(100_000, 91);
+    let upload = pattern(70_000, 93);
+    for (blksize, windowsize, seed) in [(None, None, 91), (Some(1024), Some(8), 97)] {
+        let what = format!("{blksize:?}x{windowsize:?}");
+        let mut files = TestFiles::with(&[(b"img", &image)]);
+        let scenario = Scenario {
+            faults_to_server: Some(Faults::new(5, 10, 10, seed)),
+            faults_to_client: Some(Faults::new(5, 10, 10, seed * 7)),
+            ..Scenario::default()
+        };
+        let ((engine, boot, put), wire) = scenario.run(&mut files, async |stack| {
+            let mut bufs = SocketBuffers::new(16, 1472);
+            let mut socket = bufs.socket(stack);
+            let mut dest = vec![0u8; 100_000];
+            let options = Options {
+                blksize,
+                windowsize,
+                tsize: Some(0),
+                ..Options::NONE
+            };
+            let mut client = EmbassyClient::new(&mut socket, server_endpoint()).options(options);
+            let engine = client
+                .get_into(b"img", &mut dest)
+                .await
+                .map(|n| dest[..n].to_vec());
+            dest.fill(0);
+            let boot = client
+                .boot_into(b"img", &mut dest)
+                .await
+                .map(|n| dest[..n].to_vec());
+            let put = client.put(b"up", &upload[..]).await.map(|(_, s)| s.bytes);
+            settle().await;
+            (engine, boot, put)
+        });
+        assert_eq!(
+            engine.unwrap_or_else(|e| panic!("{what}: get_into: {e}")),
+            image,
+            "{what}"
+        );
+        assert_eq!(
+            boot.unwrap_or_else(|e| panic!("{what}: boot_into: {e}")),
+            image,
+            "{what}"
+        );
+        assert_eq!(put, Ok(upload.len() as u64), "{what}");
+        for (i, direction) in ["to the server", "to the client"].iter().enumerate() {
+            assert!(
+                wire.lost[i] > 0 && wire.duplicated[i] > 0 && wire.reordered[i] > 0,
+                "{what}: the link {direction} did not misbehave: {wire:?}"
+            );
+        }
+        assert_eq!(files.ended.len(), 3, "{what}");
+        assert!(files.ended.iter().all(|(r, _)| r.result.is_success()), "{what}");
+        let MemFile::Write(received) = &files.ended[2].1 else {
+            panic!("the upload's storage")
+        };
+        assert_eq!(received, &upload, "{what}: the server's copy differs");
+    }
 }
