@@ -1053,3 +1053,46 @@ fn transfers_survive_a_link_that_loses_duplicates_and_reorders() {
         assert_eq!(received, &upload, "{what}: the server's copy differs");
     }
 }
+
+#[test]
+fn a_cancelled_downloads_error_leaves_before_the_next_transfer_rebinds_the_socket() {
+    let image = pattern(300_000, 101);
+    let small = pattern(3_000, 103);
+    let mut files = TestFiles::with(&[(b"big", &image), (b"small", &small)]);
+    let (second, _) = Scenario::default().run(&mut files, async |stack| {
+        let mut bufs = SocketBuffers::new(16, 1472);
+        let mut socket = bufs.socket(stack);
+        let mut dest = vec![0u8; 300_000];
+        let mut client = EmbassyClient::new(&mut socket, server_endpoint());
+        {
+            let download = client.get_into(b"big", &mut dest);
+            let mut download = core::pin::pin!(download);
+            let mut polls = 0u32;
+            // Cancelled by count, after its 50th poll, with no pause before the next transfer.
+            poll_fn(|cx| {
+                polls += 1;
+                match download.as_mut().poll(cx) {
+                    Poll::Ready(_) => Poll::Ready(()),
+                    Poll::Pending if polls >= 50 => Poll::Ready(()),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+        }
+        let second = client
+            .get_into(b"small", &mut dest)
+            .await
+            .map(|n| dest[..n].to_vec());
+        settle().await;
+        second
+    });
+    assert_eq!(second.expect("the next download"), small);
+    assert_eq!(files.ended.len(), 2);
+    let (first, _) = &files.ended[0];
+    assert_eq!(first.filename, b"big"[..]);
+    match &first.result {
+        TransferResult::Failed(TransferError::Peer(e)) => assert_eq!(e.message(), b"Transfer cancelled"),
+        other => panic!("the cancelled transfer ended with {other:?}, not the client's ERROR"),
+    }
+    assert!(files.ended[1].0.result.is_success());
+}

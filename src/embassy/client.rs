@@ -28,6 +28,9 @@ use crate::wire::{encode_error_lossy, RequestKind, DATA_HEADER_LEN, MAX_REQUEST_
 /// The ERROR text a cancelled transfer sends its peer.
 const CANCELLED: &str = "Transfer cancelled";
 
+/// Longest a new transfer waits for an earlier one's queued datagrams to leave the socket.
+const FLUSH_WAIT: embassy_time::Duration = embassy_time::Duration::from_millis(100);
+
 /// What a finished transfer did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -147,8 +150,7 @@ impl<'s, 'd> EmbassyClient<'s, 'd> {
             return Err(Error::SocketBufferTooSmall { needed, capacity });
         }
         let server = endpoint(self.server).ok_or(Error::Unaddressable)?;
-        self.socket.close();
-        self.socket.bind(self.local_port).map_err(Error::Bind)?;
+        self.rebind().await?;
         let mut out = [0u8; MAX_REQUEST_LEN + DATA_HEADER_LEN];
         let mut client = BootClient::new(self.server, remote, dest, config);
         let len = client.start(now(), &mut out).map_err(Error::Boot)?;
@@ -203,6 +205,15 @@ impl<'s, 'd> EmbassyClient<'s, 'd> {
         self.run(RequestKind::Write, remote, storage).await
     }
 
+    /// Binds the socket afresh for a transfer (a new local port unless one was set). What an
+    /// earlier transfer left queued (a cancelled one's ERROR) leaves first, waiting at most
+    /// [`FLUSH_WAIT`] for a stack that cannot send it.
+    async fn rebind(&mut self) -> Result<(), Error> {
+        let _ = select(self.socket.flush(), Timer::after(FLUSH_WAIT)).await;
+        self.socket.close();
+        self.socket.bind(self.local_port).map_err(Error::Bind)
+    }
+
     /// One transfer, start to end.
     async fn run<S: Storage>(
         &mut self,
@@ -225,8 +236,7 @@ impl<'s, 'd> EmbassyClient<'s, 'd> {
             return Err(Error::SocketBufferTooSmall { needed, capacity });
         }
         endpoint(self.server).ok_or(Error::Unaddressable)?;
-        self.socket.close();
-        self.socket.bind(self.local_port).map_err(Error::Bind)?;
+        self.rebind().await?;
         let mut session = Session {
             socket: &mut *self.socket,
             transfer: Some(transfer),
