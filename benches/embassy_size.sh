@@ -6,6 +6,9 @@
 # .text + .rodata minus the baseline's. The target's profile is .cargo/config.toml's (opt-level
 # z, one codegen unit, fat LTO).
 #
+# Fails when `boot_into`'s share exceeds EMBASSY_BOOT_BUDGET bytes (default 5120: the boot
+# client's own 3,598 B gate plus its async glue), so CI keeps the firmware download small.
+#
 # Usage: bash benches/embassy_size.sh
 set -euo pipefail
 shopt -s inherit_errexit
@@ -30,3 +33,8 @@ printf '%-44s %8s\n' "build (.text + .rodata)" bytes
 printf '%-44s %8d\n' "embassy-net stack + one UDP exchange" "$baseline"
 printf '%-44s %8d  (client: %d)\n' "with EmbassyClient::boot_into (BootClient)" "$boot" $((boot - baseline))
 printf '%-44s %8d  (client: %d)\n' "with EmbassyClient::get_into (engine)" "$engine" $((engine - baseline))
+budget=${EMBASSY_BOOT_BUDGET:-5120}
+if [ $((boot - baseline)) -gt "$budget" ]; then
+    echo "embassy_size: boot_into's share $((boot - baseline)) B is over its budget of $budget B" >&2
+    exit 1
+fi
