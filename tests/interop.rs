@@ -1489,6 +1489,49 @@ fn our_server_with_curl_client() {
     );
 }
 
+/// Single-port mode (`serve --single-port`, the mode of the embassy-net server and of dnsmasq's
+/// `--tftp-single-port`): every transfer answers from port the requests arrive at, and each
+/// client still locks on to it as the server's transfer ID. Every peer client, lock-step and
+/// windowed, IPv4 and IPv6.
+#[test]
+fn our_single_port_server_with_every_peer_client() {
+    let single = ["--single-port"];
+    our_server_with_args(
+        "our_single_port_server_with_tftp_hpa_client",
+        Peer::TftpHpa,
+        &[
+            (V4, vec![cfg(Opts::NONE), netascii(Opts::NONE)]),
+            (V6, vec![cfg(Opts::NONE)]),
+        ],
+        &single,
+    );
+    our_server_with_args(
+        "our_single_port_server_with_atftp_client",
+        Peer::Atftp,
+        &[
+            (V4, vec![cfg(Opts::NONE), cfg(Opts::win(1468, 16).tsize())]),
+            (V6, vec![cfg(Opts::win(1468, 4))]),
+        ],
+        &single,
+    );
+    our_server_with_args(
+        "our_single_port_server_with_busybox_client",
+        Peer::Busybox,
+        &[(V4, vec![cfg(Opts::blk(1468).tsize())])],
+        &single,
+    );
+    let no_options = Opts {
+        no_options: true,
+        ..Opts::NONE
+    };
+    our_server_with_args(
+        "our_single_port_server_with_curl_client",
+        Peer::Curl,
+        &[(V4, vec![cfg(no_options), cfg(Opts::blk(1468).tsize())])],
+        &single,
+    );
+}
+
 // ---- our client with their servers ------------------------------------------------------------
 
 /// tftpd-hpa negotiates blksize, tsize and timeout, ignores windowsize (lockstep); IPv4 + IPv6.
