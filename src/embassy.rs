@@ -31,11 +31,11 @@
 mod client;
 mod server;
 
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
-use embassy_net::IpEndpoint;
+use embassy_net::{IpAddress, IpEndpoint};
 
-pub use client::{EmbassyClient, Summary};
+pub use client::EmbassyClient;
 pub use server::{EmbassyServer, Files};
 
 use crate::engine::TransferError;
@@ -135,12 +135,18 @@ fn socket_addr(endpoint: IpEndpoint) -> SocketAddr {
 
 /// The embassy-net endpoint of an engine address; `None` for IPv6 without `embassy-net-ipv6`.
 fn endpoint(addr: SocketAddr) -> Option<IpEndpoint> {
-    match addr {
-        SocketAddr::V4(v4) => Some(v4.into()),
+    ip_address(addr.ip()).map(|ip| IpEndpoint::new(ip, addr.port()))
+}
+
+/// The embassy-net address of an engine address: the one place that knows which families this
+/// adapter was built with (`None` for IPv6 without `embassy-net-ipv6`).
+fn ip_address(ip: IpAddr) -> Option<IpAddress> {
+    match ip {
+        IpAddr::V4(v4) => Some(v4.into()),
         #[cfg(feature = "embassy-net-ipv6")]
-        SocketAddr::V6(v6) => Some(v6.into()),
+        IpAddr::V6(v6) => Some(v6.into()),
         #[cfg(not(feature = "embassy-net-ipv6"))]
-        SocketAddr::V6(_) => None,
+        IpAddr::V6(_) => None,
     }
 }
 

@@ -20,13 +20,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::prelude::rust_2021::*;
-use std::time::Duration;
 
 use super::std_storage::{BufferedFile, ReadAheadFile, ReadStorage, WriteStorage};
 use super::{drive, size_buffers, DriveError, StdClock, UdpTransport};
-use crate::engine::{
-    ClientRequest, Config, Event, Stats, Transfer, TransferError, TransferMode, TransferParams,
-};
+use crate::engine::{ClientRequest, Config, Event, Transfer, TransferError, TransferMode};
 use crate::options::Options;
 use crate::storage::Storage;
 use crate::wire::{EncodeError, RequestKind};
@@ -40,18 +37,8 @@ pub struct Client {
     pub(crate) config: Config,
 }
 
-/// What a completed transfer did.
-#[derive(Debug, Clone, Copy)]
-pub struct Summary {
-    /// Bytes transferred.
-    pub bytes: u64,
-    /// The parameters negotiated.
-    pub params: TransferParams,
-    /// Counters.
-    pub stats: Stats,
-    /// Wall time taken.
-    pub elapsed: Duration,
-}
+/// What a completed transfer did (the engine's [`Summary`], shared by every client adapter).
+pub use crate::engine::Summary;
 
 /// Why a client transfer failed.
 #[derive(Debug)]

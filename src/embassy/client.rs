@@ -9,7 +9,6 @@ use core::future::Future;
 use core::net::SocketAddr;
 use core::pin::pin;
 use core::task::{Context, Waker};
-use core::time::Duration;
 
 use embassy_futures::select::{select, Either};
 use embassy_net::udp::UdpSocket;
@@ -18,7 +17,7 @@ use embassy_time::Timer;
 
 use super::{at, datagram_capacity, endpoint, now, socket_addr, Error};
 use crate::boot::{BootClient, BootConfig, BootError, Status};
-use crate::engine::{ClientRequest, Config, Stats, Transfer, TransferError, TransferMode, TransferParams};
+use crate::engine::{ClientRequest, Config, Summary, Transfer, TransferError, TransferMode};
 use crate::error_code::ErrorCode;
 use crate::options::Options;
 use crate::options::DEFAULT_BLKSIZE;
@@ -30,20 +29,6 @@ const CANCELLED: &str = "Transfer cancelled";
 
 /// Longest a new transfer waits for an earlier one's queued datagrams to leave the socket.
 const FLUSH_WAIT: embassy_time::Duration = embassy_time::Duration::from_millis(100);
-
-/// What a finished transfer did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Summary {
-    /// Payload bytes moved.
-    pub bytes: u64,
-    /// The parameters negotiated (block size, window, `tsize`...).
-    pub params: TransferParams,
-    /// Counters: retransmissions, timeouts, duplicates, drops.
-    pub stats: Stats,
-    /// From the request to the end (the receiver's dally included).
-    pub elapsed: Duration,
-}
 
 /// A TFTP client on an embassy-net UDP socket: no heap, no std.
 ///

@@ -17,7 +17,7 @@ use embassy_net::udp::{SendError, UdpMetadata, UdpSocket};
 use embassy_net::IpAddress;
 use embassy_time::Timer;
 
-use super::{at, datagram_capacity, endpoint, now, socket_addr, Error};
+use super::{at, datagram_capacity, endpoint, ip_address, now, socket_addr, Error};
 use crate::engine::{Config, Refusal, ServerPolicy};
 use crate::error_code::ErrorCode;
 use crate::server::{ArrayTable, Datagram, Incoming, ServerTable, TransferReport};
@@ -238,7 +238,7 @@ async fn send_all<S: Storage, const N: usize>(
             continue;
         };
         let mut meta = UdpMetadata::from(to);
-        meta.local_address = ip_address(tx.local.ip());
+        meta.local_address = source_address(tx.local.ip());
         match socket.send_to(&buf[..tx.len], meta).await {
             Ok(()) => {}
             Err(SendError::SocketNotBound) => return Err(Error::Send(SendError::SocketNotBound)),
@@ -262,15 +262,6 @@ fn local_addr(address: Option<IpAddress>, port: u16) -> SocketAddr {
 
 /// The source address to send from: the one the request arrived at; `None` lets the stack
 /// choose (unspecified, or a family this adapter was built without).
-fn ip_address(ip: IpAddr) -> Option<IpAddress> {
-    if ip.is_unspecified() {
-        return None;
-    }
-    match ip {
-        IpAddr::V4(v4) => Some(v4.into()),
-        #[cfg(feature = "embassy-net-ipv6")]
-        IpAddr::V6(v6) => Some(v6.into()),
-        #[cfg(not(feature = "embassy-net-ipv6"))]
-        IpAddr::V6(_) => None,
-    }
+fn source_address(ip: IpAddr) -> Option<IpAddress> {
+    (!ip.is_unspecified()).then(|| ip_address(ip)).flatten()
 }

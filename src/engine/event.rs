@@ -182,3 +182,17 @@ impl Stats {
         now - self.started
     }
 }
+
+/// What a completed client transfer did, as the std, tokio and embassy-net clients report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Summary {
+    /// Payload bytes moved.
+    pub bytes: u64,
+    /// The parameters negotiated (block size, window, `tsize`...).
+    pub params: TransferParams,
+    /// Counters: retransmissions, timeouts, duplicates, drops.
+    pub stats: Stats,
+    /// From the request to the end (a receiver's dally included).
+    pub elapsed: Duration,
+}

@@ -122,7 +122,7 @@ mod transfer;
 use core::time::Duration;
 
 pub use dally::Dally;
-pub use event::{Event, PeerError, ProtocolError, Stats, TransferError};
+pub use event::{Event, PeerError, ProtocolError, Stats, Summary, TransferError};
 pub use negotiate::{
     client_accept_oack, server_negotiate, OackError, Refusal, ServerNegotiation, ServerPolicy, TransferParams,
 };
