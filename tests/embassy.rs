@@ -379,6 +379,35 @@ impl Storage for Tripwire<'_> {
     }
 }
 
+/// Ends once `flag` is raised. Polled in the same task as the download that raises it, it sees
+/// the flag in the pass that raised it.
+async fn raised(flag: &Cell<bool>) {
+    poll_fn(|_| {
+        if flag.get() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Runs `fut` for at most `polls` polls: its output, or `None` when it was cut off there (and
+/// dropped, which cancels a transfer). A download handles at most one datagram per poll.
+async fn cut_off_after<F: Future>(fut: F, polls: u32) -> Option<F::Output> {
+    let mut fut = core::pin::pin!(fut);
+    let mut count = 0u32;
+    poll_fn(|cx| {
+        count += 1;
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending if count >= polls => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
 #[test]
 fn a_cancelled_download_tells_the_server_at_once() {
     let image = pattern(500_000, 21);
@@ -398,16 +427,7 @@ fn a_cancelled_download_tells_the_server_at_once() {
             windowsize: Some(4),
             ..Options::NONE
         });
-        let cancel = poll_fn(|_| {
-            if tripped.get() {
-                Poll::Ready(())
-            } else {
-                // Polled with the download (the same task): it sees the flag in the pass that
-                // raised it.
-                Poll::Pending
-            }
-        });
-        let finished = match select(client.get(b"big", storage), cancel).await {
+        let finished = match select(client.get(b"big", storage), raised(&tripped)).await {
             Either::First(r) => Some(r.map(|(_, s)| s.bytes)),
             Either::Second(()) => None,
         };
@@ -591,14 +611,7 @@ fn stopping_the_server_ends_its_transfers_and_reports_them() {
             tripped: &tripped,
         };
         let mut client = EmbassyClient::new(&mut socket, server_endpoint());
-        let stop = poll_fn(|_| {
-            if tripped.get() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        });
-        match select(client.get(b"big", storage), stop).await {
+        match select(client.get(b"big", storage), raised(&tripped)).await {
             Either::First(r) => Some(r.map(|(_, s)| s.bytes)),
             Either::Second(()) => None,
         }
@@ -662,20 +675,7 @@ fn a_cancelled_boot_download_tells_the_server_at_once() {
         let mut client = EmbassyClient::new(&mut socket, server_endpoint());
         // The destination is a plain buffer, so the download is cancelled by count: after its
         // 50th poll (each handles at most one datagram), well inside its 586 blocks.
-        let finished = {
-            let download = client.boot_into(b"big", &mut dest);
-            let mut download = core::pin::pin!(download);
-            let mut polls = 0u32;
-            poll_fn(|cx| {
-                polls += 1;
-                match download.as_mut().poll(cx) {
-                    Poll::Ready(r) => Poll::Ready(Some(r)),
-                    Poll::Pending if polls >= 50 => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
-                }
-            })
-            .await
-        };
+        let finished = cut_off_after(client.boot_into(b"big", &mut dest), 50).await;
         Timer::after(Duration::from_millis(200)).await;
         finished
     });
@@ -802,21 +802,12 @@ fn a_cancelled_downloads_error_leaves_before_the_next_transfer_rebinds_the_socke
         let mut socket = bufs.socket(stack);
         let mut dest = vec![0u8; 300_000];
         let mut client = EmbassyClient::new(&mut socket, server_endpoint());
-        {
-            let download = client.get_into(b"big", &mut dest);
-            let mut download = core::pin::pin!(download);
-            let mut polls = 0u32;
-            // Cancelled by count, after its 50th poll, with no pause before the next transfer.
-            poll_fn(|cx| {
-                polls += 1;
-                match download.as_mut().poll(cx) {
-                    Poll::Ready(_) => Poll::Ready(()),
-                    Poll::Pending if polls >= 50 => Poll::Ready(()),
-                    Poll::Pending => Poll::Pending,
-                }
-            })
-            .await;
-        }
+        // Cancelled by count, after its 50th poll, with no pause before the next transfer.
+        let first = cut_off_after(client.get_into(b"big", &mut dest), 50).await;
+        assert!(
+            first.is_none(),
+            "the first download ended before the cancellation"
+        );
         let second = client
             .get_into(b"small", &mut dest)
             .await
