@@ -2,10 +2,13 @@
 # benches/storm.sh — a boot storm: N clients fetch the same file at once from tftp-proto's server,
 # tftpd-hpa and dnsmasq, in the same run and with the same client (`tftp-proto get`), on loopback.
 #
-#   bash benches/storm.sh [--quick] [--sets "N:BYTES:BLKSIZE:WINDOWSIZE ..."] [--servers "ours hpa dnsmasq"]
+#   bash benches/storm.sh [--quick] [--rounds R] [--sets "N:BYTES:BLKSIZE:WINDOWSIZE ..."] [--servers "ours hpa dnsmasq"]
 #
 # Default sets (the server-scale issue's): 256 x 16 MiB at 1468x1, 2000 x 1 MiB at 512x1,
-# 64 x 16 MiB at 8192x16. --quick divides every count by 8 (a smoke run).
+# 64 x 16 MiB at 8192x16. --quick divides every count by 8 (a smoke run). --rounds R (default
+# 1) runs every set R times over, the servers' order reversed every other round (a shared
+# machine's speed drifts by tens of percent over minutes), and ends each set with a row per
+# server of its median MB/s and a line of each server's median against tftpd-hpa's.
 #
 # For each set and server it prints:
 #   MB/s          N x BYTES / wall seconds from the first client's start to the last one's exit
@@ -15,7 +18,7 @@
 #                 tftpd-hpa's children are missed, and the table says "n/a")
 #   machine CPU   the whole machine's busy seconds (/proc/stat) over the storm, clients included:
 #                 what the storm cost, whoever spent it
-#   memory/session  (the server's peak resident memory during the storm - before it) / N, in KiB;
+#   memory/session  (the server's peak resident memory during the storm, sampled once a second, - before it) / N, in KiB;
 #                 for tftpd-hpa the sum over its process group (one process per transfer)
 #   ok            clients whose file arrived whole (compared with cmp)
 # Our server runs with its defaults (one event loop per CPU), --max-sessions 4096, and OURS_ARGS
@@ -28,11 +31,13 @@ cd "$(dirname "$0")/.."
 SETS="256:16777216:1468:1 2000:1048576:512:1 64:16777216:8192:16"
 SERVERS="ours hpa dnsmasq"
 DIV=1
+ROUNDS=1
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) DIV=8 ;;
     --sets) SETS=$2; shift ;;
     --servers) SERVERS=$2; shift ;;
+    --rounds) ROUNDS=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -86,69 +91,104 @@ for set in $SETS; do
   n=$(((n + DIV - 1) / DIV))
   file="f$bytes"
   [ -f "$work/root/$file" ] || head -c "$bytes" /dev/urandom >"$work/root/$file"
-  for server in $SERVERS; do
-    case $server in
-      ours)
-        port=$((19000 + RANDOM % 1000))
-        # shellcheck disable=SC2086 # OURS_ARGS: extra serve arguments, word-split on purpose
-        setsid "$BIN" serve --root "$work/root" --bind "127.0.0.1:$port" --max-sessions 4096 ${OURS_ARGS:-} \
-          </dev/null 2>"$work/ours.log" &
-        server_pid=$!
-        _peers_wait_udp 127.0.0.1 "$port" ;;
-      hpa)
-        port=$((20000 + RANDOM % 1000))
-        server_pid=$(server_start hpa "$work/root" "$port") ;;
-      dnsmasq)
-        port=69
-        server_pid=$(server_start dnsmasq "$work/root" 69) || { echo "| ${n}x$bytes ${blk}x$win | dnsmasq | (cannot start: root and a free port 69) | | | | |"; server_pid=; continue; } ;;
-    esac
-    cg_join "$server_pid"
-    sleep 0.3
-    rss0=$(group_rss_kib "$server_pid")
-    cpu0=$(server_usec "$server_pid")
-    busy0=$(busy_jiffies)
-    peak=$rss0
-    start=$(date +%s.%N)
-    pids=()
-    for i in $(seq "$n"); do
-      timeout 600 "$BIN" get -q --blksize "$blk" --windowsize "$win" "127.0.0.1:$port" "$file" - \
-        >"$work/out$i" 2>"$work/err$i" &
-      pids+=($!)
-    done
-    # Sample the server's memory while the clients run.
-    while kill -0 "${pids[@]}" 2>/dev/null; do
-      r=$(group_rss_kib "$server_pid")
-      [ "$r" -gt "$peak" ] && peak=$r
-      sleep 0.05
-    done
-    for p in "${pids[@]}"; do wait "$p" || true; done
-    end=$(date +%s.%N)
-    busy1=$(busy_jiffies)
-    sleep 0.5 # tftpd-hpa's last children exit
-    cpu1=$(server_usec "$server_pid")
-    ok=0
-    for i in $(seq "$n"); do
-      if cmp -s "$work/root/$file" "$work/out$i"; then
-        ok=$((ok + 1))
-      else
-        { head -c 200 "$work/err$i"; echo; } | head -1 >>"$work/failures"
-      fi
-      rm -f "$work/out$i" "$work/err$i"
-    done
-    if [ -s "$work/failures" ]; then
-      # Why clients failed, most frequent first (on stderr, after the table row).
-      sed 's/[0-9][0-9.]*/N/g' "$work/failures" | sort | uniq -c | sort -rn | head -5 | sed "s/^/  $server failures: /" >&2
-      rm -f "$work/failures"
+  : >"$work/rates"
+  order=$SERVERS
+  for round in $(seq "$ROUNDS"); do
+    if [ "$round" -gt 1 ]; then
+      # Reverse the order each round: the same server does not always go first.
+      order=$(echo "$order" | tr ' ' '\n' | tac | tr '\n' ' ')
     fi
-    server_stop "$server_pid" >/dev/null 2>&1 || true
-    server_pid=
-    awk -v n="$n" -v b="$bytes" -v s="$start" -v e="$end" -v c0="$cpu0" -v c1="$cpu1" \
-      -v m0="$busy0" -v m1="$busy1" -v hz="$HZ" -v r0="$rss0" -v pk="$peak" -v cg="$CG" \
-      -v set="${n}x$bytes ${blk}x$win" -v srv="$server" -v ok="$ok" 'BEGIN {
-        gib = n * b / 1073741824
-        cpu = (cg == "" && srv == "hpa") ? "n/a" : sprintf("%.2f", (c1 - c0) / 1e6 / gib)
-        printf "| %s | %s | %d/%d | %.1f | %s | %.1f | %.1f |\n", set, srv, ok, n,
-          n * b / (e - s) / 1e6, cpu, (m1 - m0) / hz, (pk - r0) / n
-      }'
+    for server in $order; do
+      case $server in
+        ours)
+          port=$((19000 + RANDOM % 1000))
+          # shellcheck disable=SC2086 # OURS_ARGS: extra serve arguments, word-split on purpose
+          setsid "$BIN" serve --root "$work/root" --bind "127.0.0.1:$port" --max-sessions 4096 ${OURS_ARGS:-} \
+            </dev/null 2>"$work/ours.log" &
+          server_pid=$!
+          _peers_wait_udp 127.0.0.1 "$port" ;;
+        hpa)
+          port=$((20000 + RANDOM % 1000))
+          server_pid=$(server_start hpa "$work/root" "$port") ;;
+        dnsmasq)
+          port=69
+          server_pid=$(server_start dnsmasq "$work/root" 69) || { echo "| ${n}x$bytes ${blk}x$win | dnsmasq | (cannot start: root and a free port 69) | | | | |"; server_pid=; continue; } ;;
+      esac
+      cg_join "$server_pid"
+      sleep 0.3
+      rss0=$(group_rss_kib "$server_pid")
+      cpu0=$(server_usec "$server_pid")
+      busy0=$(busy_jiffies)
+      peak=$rss0
+      start=$(date +%s.%N)
+      pids=()
+      for i in $(seq "$n"); do
+        timeout 600 "$BIN" get -q --blksize "$blk" --windowsize "$win" "127.0.0.1:$port" "$file" - \
+          >"$work/out$i" 2>"$work/err$i" &
+        pids+=($!)
+      done
+      # Sample the server's memory once a second while the clients run, in the background: `ps`
+      # over a thousand processes takes tens of milliseconds, and sampling every 50 ms (as this
+      # script once did) took a quarter of a 2-CPU machine from the storm it measured.
+      echo "$peak" >"$work/peak"
+      (
+        while [ -f "$work/peak" ]; do
+          r=$(group_rss_kib "$server_pid")
+          [ "$r" -gt "$(cat "$work/peak")" ] && echo "$r" >"$work/peak"
+          sleep 1
+        done
+      ) &
+      sampler=$!
+      for p in "${pids[@]}"; do wait "$p" || true; done
+      end=$(date +%s.%N)
+      kill "$sampler" 2>/dev/null || true
+      wait "$sampler" 2>/dev/null || true
+      peak=$(cat "$work/peak")
+      busy1=$(busy_jiffies)
+      sleep 0.5 # tftpd-hpa's last children exit
+      cpu1=$(server_usec "$server_pid")
+      ok=0
+      for i in $(seq "$n"); do
+        if cmp -s "$work/root/$file" "$work/out$i"; then
+          ok=$((ok + 1))
+        else
+          { head -c 200 "$work/err$i"; echo; } | head -1 >>"$work/failures"
+        fi
+        rm -f "$work/out$i" "$work/err$i"
+      done
+      if [ -s "$work/failures" ]; then
+        # Why clients failed, most frequent first (on stderr, after the table row).
+        sed 's/[0-9][0-9.]*/N/g' "$work/failures" | sort | uniq -c | sort -rn | head -5 | sed "s/^/  $server failures: /" >&2
+        rm -f "$work/failures"
+      fi
+      server_stop "$server_pid" >/dev/null 2>&1 || true
+      server_pid=
+      awk -v n="$n" -v b="$bytes" -v s="$start" -v e="$end" -v c0="$cpu0" -v c1="$cpu1" \
+        -v m0="$busy0" -v m1="$busy1" -v hz="$HZ" -v r0="$rss0" -v pk="$peak" -v cg="$CG" \
+        -v set="${n}x$bytes ${blk}x$win" -v srv="$server" -v ok="$ok" 'BEGIN {
+          gib = n * b / 1073741824
+          cpu = (cg == "" && srv == "hpa") ? "n/a" : sprintf("%.2f", (c1 - c0) / 1e6 / gib)
+          printf "| %s | %s | %d/%d | %.1f | %s | %.1f | %.1f |\n", set, srv, ok, n,
+            n * b / (e - s) / 1e6, cpu, (m1 - m0) / hz, (pk - r0) / n
+        }' | tee -a "$work/rates"
+    done
   done
+  if [ "$ROUNDS" -gt 1 ]; then
+    # Per server: the median MB/s over the rounds; then each against tftpd-hpa's median.
+    awk -F'|' -v set="${n}x$bytes ${blk}x$win" '
+      { srv = $3; gsub(/ /, "", srv); v[srv, ++k[srv]] = $5 + 0; if (!(srv in seen)) { seen[srv] = 1; names[++m] = srv } }
+      function median(srv,   i, j, t, a, c) {
+        c = k[srv]; for (i = 1; i <= c; i++) a[i] = v[srv, i]
+        for (i = 2; i <= c; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+        return c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
+      }
+      END {
+        for (i = 1; i <= m; i++) { med[names[i]] = median(names[i]); printf "| %s | %s median of %d | | %.1f | | | |\n", set, names[i], k[names[i]], med[names[i]] }
+        if ("hpa" in med && med["hpa"] > 0) {
+          line = ""
+          for (i = 1; i <= m; i++) if (names[i] != "hpa") line = line sprintf(" %s/hpa %.2f", names[i], med[names[i]] / med["hpa"])
+          if (line != "") printf "| %s | medians against hpa: |%s | | | | |\n", set, line
+        }
+      }' "$work/rates"
+  fi
 done
