@@ -127,10 +127,10 @@ for set in $SETS; do
           >"$work/out$i" 2>"$work/err$i" &
         pids+=($!)
       done
-      # Sample the server's memory once a second while the clients run, in the background: `ps`
-      # over a thousand processes takes tens of milliseconds, and sampling every 50 ms (as this
-      # script once did) took a quarter of a 2-CPU machine from the storm it measured.
-      echo "$peak" >"$work/peak"
+      # Sample the server's memory once a second while the clients run, in the background: one
+    # `ps` over 870 processes takes 30 ms of CPU, and sampling every 50 ms (as this script once
+    # did) took about a fifth of a 2-CPU machine from the storm it measured.
+    echo "$peak" >"$work/peak"
       (
         while [ -f "$work/peak" ]; do
           r=$(group_rss_kib "$server_pid")
