@@ -128,9 +128,9 @@ for set in $SETS; do
         pids+=($!)
       done
       # Sample the server's memory once a second while the clients run, in the background: one
-    # `ps` over 870 processes takes 30 ms of CPU, and sampling every 50 ms (as this script once
-    # did) took about a fifth of a 2-CPU machine from the storm it measured.
-    echo "$peak" >"$work/peak"
+      # `ps` over 870 processes takes 30 ms of CPU, and sampling every 50 ms (as this script once
+      # did) took about a fifth of a 2-CPU machine from the storm it measured.
+      echo "$peak" >"$work/peak"
       (
         while [ -f "$work/peak" ]; do
           r=$(group_rss_kib "$server_pid")
