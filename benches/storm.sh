@@ -152,13 +152,13 @@ for set in $SETS; do
         if cmp -s "$work/root/$file" "$work/out$i"; then
           ok=$((ok + 1))
         else
-          { head -c 200 "$work/err$i"; echo; } | head -1 >>"$work/failures"
+          { head -c 200 "$work/err$i"; echo; } | head -1 >>"$work/failures" || true # (head may close the pipe first)
         fi
         rm -f "$work/out$i" "$work/err$i"
       done
       if [ -s "$work/failures" ]; then
         # Why clients failed, most frequent first (on stderr, after the table row).
-        sed 's/[0-9][0-9.]*/N/g' "$work/failures" | sort | uniq -c | sort -rn | head -5 | sed "s/^/  $server failures: /" >&2
+        sed 's/[0-9][0-9.]*/N/g' "$work/failures" | sort | uniq -c | sort -rn | head -5 | sed "s/^/  $server failures: /" >&2 || true
         rm -f "$work/failures"
       fi
       server_stop "$server_pid" >/dev/null 2>&1 || true
