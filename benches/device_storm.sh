@@ -4,17 +4,19 @@
 # transfer, from the bundle's own libraries), the same client for both (`tftp-proto get`, one
 # process per client, its output compared byte for byte), on loopback.
 #
-#   bash BUNDLE/device_storm.sh BUNDLE [SETS]
+#   bash BUNDLE/device_storm.sh BUNDLE [SETS] [ROUNDS]
 #
 # BUNDLE comes from benches/device_bundle.sh. SETS: "N:BYTES:BLKSIZE:WINDOWSIZE ..." (default:
 # 512 x 16 MiB at 1468x1, 3000 x 1 MiB at 512x1, 64 x 16 MiB at 8192x16). Prints a Markdown
 # table: aggregate MB/s, the server's CPU seconds per GiB (its cgroup when one can be made,
 # else /proc: then tftpd-hpa's children are missed and it says n/a), the whole machine's busy
 # CPU seconds over the storm (clients included), the server's memory growth per session, and
-# how many downloads arrived whole.
+# how many downloads arrived whole. ROUNDS (default 1) repeats every set, the servers' order
+# reversed every other round, and ends each set with the medians (benches/storm_medians.awk).
 set -uo pipefail
 bundle=$(cd "${1:?bundle dir}" && pwd)
 SETS=${2:-"512:16777216:1468:1 3000:1048576:512:1 64:16777216:8192:16"}
+ROUNDS=${3:-1}
 BIN=$bundle/tftp-proto
 HPA=$bundle/hpa
 LDSO=$(ls "$HPA"/ld-linux*.so* | head -1)
@@ -79,65 +81,73 @@ for set in $SETS; do
   IFS=: read -r n bytes blk win <<<"$set"
   file="f$bytes"
   [ -f "$work/root/$file" ] || head -c "$bytes" /dev/urandom >"$work/root/$file"
-  for server in ours hpa; do
-    port=$((19000 + RANDOM % 2000))
-    case $server in
-      ours)
-        setsid "$BIN" serve --root "$work/root" --bind "127.0.0.1:$port" --max-sessions 8192 \
-          </dev/null 2>"$work/ours.log" &
-        server_pid=$! ;;
-      hpa)
-        setsid "$LDSO" --library-path "$HPA" "$HPA/in.tftpd" -L -a "127.0.0.1:$port" -s -c -p \
-          -u "$(id -un)" -U 022 "$work/root" </dev/null >"$work/hpa.log" 2>&1 &
-        server_pid=$! ;;
-    esac
-    if ! wait_udp "$port"; then
-      echo "| ${n}x$bytes ${blk}x$win | $server | (did not start: $(tail -c 300 "$work/$server.log" | tr '\n' ' ')) | | | | |"
-      stop "$server_pid"; server_pid=; continue
-    fi
-    [ -n "$CG" ] && echo "$server_pid" >"$CG/cgroup.procs" 2>/dev/null
-    sleep 0.3
-    rss0=$(group_rss_kib "$server_pid")
-    cpu0=$(server_usec "$server_pid")
-    busy0=$(busy_jiffies)
-    peak=$rss0
-    start=$(date +%s.%N)
-    pids=()
-    for i in $(seq "$n"); do
-      ( timeout 600 "$BIN" get -q --blksize "$blk" --windowsize "$win" "127.0.0.1:$port" "$file" - 2>/dev/null \
-          | cmp -s - "$work/root/$file" && : >"$work/ok$i" ) &
-      pids+=($!)
-    done
-    # Memory is sampled once a second, in the background (see benches/storm.sh: `ps` over
-    # thousands of processes every 50 ms took a share of the machine from the storm).
-    echo "$peak" >"$work/peak"
-    (
-      while [ -f "$work/peak" ]; do
-        r=$(group_rss_kib "$server_pid")
-        [ "$r" -gt "$(cat "$work/peak")" ] && echo "$r" >"$work/peak"
-        sleep 1
+  : >"$work/rates"
+  order="ours hpa"
+  for round in $(seq "$ROUNDS"); do
+    [ "$round" -gt 1 ] && order=$(echo "$order" | tr ' ' '\n' | tac | tr '\n' ' ')
+    for server in $order; do
+      port=$((19000 + RANDOM % 2000))
+      case $server in
+        ours)
+          setsid "$BIN" serve --root "$work/root" --bind "127.0.0.1:$port" --max-sessions 8192 \
+            </dev/null 2>"$work/ours.log" &
+          server_pid=$! ;;
+        hpa)
+          setsid "$LDSO" --library-path "$HPA" "$HPA/in.tftpd" -L -a "127.0.0.1:$port" -s -c -p \
+            -u "$(id -un)" -U 022 "$work/root" </dev/null >"$work/hpa.log" 2>&1 &
+          server_pid=$! ;;
+      esac
+      if ! wait_udp "$port"; then
+        echo "| ${n}x$bytes ${blk}x$win | $server | (did not start: $(tail -c 300 "$work/$server.log" | tr '\n' ' ')) | | | | |"
+        stop "$server_pid"; server_pid=; continue
+      fi
+      [ -n "$CG" ] && echo "$server_pid" >"$CG/cgroup.procs" 2>/dev/null
+      sleep 0.3
+      rss0=$(group_rss_kib "$server_pid")
+      cpu0=$(server_usec "$server_pid")
+      busy0=$(busy_jiffies)
+      peak=$rss0
+      start=$(date +%s.%N)
+      pids=()
+      for i in $(seq "$n"); do
+        ( timeout 600 "$BIN" get -q --blksize "$blk" --windowsize "$win" "127.0.0.1:$port" "$file" - 2>/dev/null \
+            | cmp -s - "$work/root/$file" && : >"$work/ok$i" ) &
+        pids+=($!)
       done
-    ) &
-    sampler=$!
-    for p in "${pids[@]}"; do wait "$p"; done
-    end=$(date +%s.%N)
-    kill "$sampler" 2>/dev/null
-    wait "$sampler" 2>/dev/null
-    peak=$(cat "$work/peak")
-    rm -f "$work/peak"
-    busy1=$(busy_jiffies)
-    sleep 0.5
-    cpu1=$(server_usec "$server_pid")
-    ok=$(ls "$work" | grep -c '^ok' || true)
-    rm -f "$work"/ok*
-    stop "$server_pid"; server_pid=
-    awk -v n="$n" -v b="$bytes" -v s="$start" -v e="$end" -v c0="$cpu0" -v c1="$cpu1" \
-      -v m0="$busy0" -v m1="$busy1" -v hz="$HZ" -v r0="$rss0" -v pk="$peak" -v cg="$CG" \
-      -v set="${n}x$bytes ${blk}x$win" -v srv="$server" -v ok="$ok" 'BEGIN {
-        gib = n * b / 1073741824
-        cpu = (cg == "" && srv == "hpa") ? "n/a" : sprintf("%.2f", (c1 - c0) / 1e6 / gib)
-        printf "| %s | %s | %d/%d | %.1f | %s | %.1f | %.1f |\n", set, srv, ok, n,
-          n * b / (e - s) / 1e6, cpu, (m1 - m0) / hz, (pk - r0) / n
-      }'
+      # Memory is sampled once a second, in the background (see benches/storm.sh: `ps` over
+      # thousands of processes every 50 ms took a share of the machine from the storm).
+      echo "$peak" >"$work/peak"
+      (
+        while [ -f "$work/peak" ]; do
+          r=$(group_rss_kib "$server_pid")
+          [ "$r" -gt "$(cat "$work/peak")" ] && echo "$r" >"$work/peak"
+          sleep 1
+        done
+      ) &
+      sampler=$!
+      for p in "${pids[@]}"; do wait "$p"; done
+      end=$(date +%s.%N)
+      kill "$sampler" 2>/dev/null
+      wait "$sampler" 2>/dev/null
+      peak=$(cat "$work/peak")
+      rm -f "$work/peak"
+      busy1=$(busy_jiffies)
+      sleep 0.5
+      cpu1=$(server_usec "$server_pid")
+      ok=$(ls "$work" | grep -c '^ok' || true)
+      rm -f "$work"/ok*
+      stop "$server_pid"; server_pid=
+      awk -v n="$n" -v b="$bytes" -v s="$start" -v e="$end" -v c0="$cpu0" -v c1="$cpu1" \
+        -v m0="$busy0" -v m1="$busy1" -v hz="$HZ" -v r0="$rss0" -v pk="$peak" -v cg="$CG" \
+        -v set="${n}x$bytes ${blk}x$win" -v srv="$server" -v ok="$ok" 'BEGIN {
+          gib = n * b / 1073741824
+          cpu = (cg == "" && srv == "hpa") ? "n/a" : sprintf("%.2f", (c1 - c0) / 1e6 / gib)
+          printf "| %s | %s | %d/%d | %.1f | %s | %.1f | %.1f |\n", set, srv, ok, n,
+            n * b / (e - s) / 1e6, cpu, (m1 - m0) / hz, (pk - r0) / n
+        }' | tee -a "$work/rates"
+    done
   done
+  if [ "$ROUNDS" -gt 1 ]; then
+    awk -F'|' -v set="${n}x$bytes ${blk}x$win" -f "$bundle/storm_medians.awk" "$work/rates"
+  fi
 done

@@ -176,30 +176,6 @@ for set in $SETS; do
   done
   if [ "$ROUNDS" -gt 1 ]; then
     # Per server: the median MB/s over the rounds; then each against tftpd-hpa's median.
-    awk -F'|' -v set="${n}x$bytes ${blk}x$win" '
-      {
-        srv = $3; gsub(/ /, "", srv); if (!(srv in seen)) { seen[srv] = 1; names[++m] = srv }
-        # A round where clients failed moved less than it claims: it does not count.
-        split($4, o, "/"); if (o[1] + 0 != o[2] + 0) { failed[srv]++; next }
-        v[srv, ++k[srv]] = $5 + 0
-      }
-      function median(srv,   i, j, t, a, c) {
-        c = k[srv]; for (i = 1; i <= c; i++) a[i] = v[srv, i]
-        for (i = 2; i <= c; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-        return c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
-      }
-      END {
-        for (i = 1; i <= m; i++) {
-          if (k[names[i]] == 0) { printf "| %s | %s | (clients failed in every round) | | | | |\n", set, names[i]; continue }
-          med[names[i]] = median(names[i])
-          printf "| %s | %s median of %d%s | | %.1f | | | |\n", set, names[i], k[names[i]],
-            failed[names[i]] ? sprintf(" (%d with failed clients left out)", failed[names[i]]) : "", med[names[i]]
-        }
-        if ("hpa" in med && med["hpa"] > 0) {
-          line = ""
-          for (i = 1; i <= m; i++) if (names[i] != "hpa") line = line sprintf(" %s/hpa %.2f", names[i], med[names[i]] / med["hpa"])
-          if (line != "") printf "| %s | medians against hpa: |%s | | | | |\n", set, line
-        }
-      }' "$work/rates"
+    awk -F'|' -v set="${n}x$bytes ${blk}x$win" -f benches/storm_medians.awk "$work/rates"
   fi
 done
