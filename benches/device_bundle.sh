@@ -18,7 +18,7 @@ cp target/release/tftp-proto "$out/"
 flood=$(cargo bench --features cli --bench flood --no-run --message-format=json 2>/dev/null \
   | sed -n 's/.*"executable":"\([^"]*flood[^"]*\)".*/\1/p' | tail -1)
 [ -n "$flood" ] && cp "$flood" "$out/flood"
-cp benches/device_storm.sh benches/storm_medians.awk "$out/"
+cp benches/device_storm.sh benches/storm_common.sh benches/storm_medians.awk "$out/"
 tftpd=$(command -v in.tftpd || echo /usr/sbin/in.tftpd)
 cp "$tftpd" "$out/hpa/in.tftpd"
 ldd "$tftpd" | awk '/=> \// { print $3 } /^\t\/.*ld-linux/ { print $1 }' | while read -r lib; do

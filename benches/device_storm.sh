@@ -42,20 +42,8 @@ server_usec() {
   fi
 }
 busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
-# The resident memory of a process group (the server and, for tftpd-hpa, its children).
-if command -v ps >/dev/null; then
-  group_rss_kib() { ps -o rss= -g "$1" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
-else
-  group_rss_kib() {
-    local pg=$1 total=0 f pid rss
-    for f in /proc/[0-9]*/stat; do
-      read -r pid _ _ _ pgrp _ <"$f" 2>/dev/null || continue
-      [ "$pgrp" = "$pg" ] || continue
-      read -r _ rss _ <"/proc/$pid/statm" 2>/dev/null && total=$((total + rss * 4))
-    done
-    echo "$total"
-  }
-fi
+# shellcheck source=storm_common.sh
+source "$bundle/storm_common.sh"
 # Waits for a UDP socket bound to 127.0.0.1:PORT (from /proc/net/udp: no ss needed).
 wait_udp() {
   local want
@@ -106,7 +94,6 @@ for set in $SETS; do
       rss0=$(group_rss_kib "$server_pid")
       cpu0=$(server_usec "$server_pid")
       busy0=$(busy_jiffies)
-      peak=$rss0
       start=$(date +%s.%N)
       pids=()
       for i in $(seq "$n"); do
@@ -114,23 +101,11 @@ for set in $SETS; do
             | cmp -s - "$work/root/$file" && : >"$work/ok$i" ) &
         pids+=($!)
       done
-      # Memory is sampled once a second, in the background (see benches/storm.sh: `ps` over
-      # thousands of processes every 50 ms took a share of the machine from the storm).
-      echo "$peak" >"$work/peak"
-      (
-        while [ -f "$work/peak" ]; do
-          r=$(group_rss_kib "$server_pid")
-          [ "$r" -gt "$(cat "$work/peak")" ] && echo "$r" >"$work/peak"
-          sleep 1
-        done
-      ) &
-      sampler=$!
+      rss_sampler_start "$server_pid" "$rss0" "$work/peak"
       for p in "${pids[@]}"; do wait "$p"; done
       end=$(date +%s.%N)
-      kill "$sampler" 2>/dev/null
-      wait "$sampler" 2>/dev/null
-      peak=$(cat "$work/peak")
-      rm -f "$work/peak"
+      rss_sampler_stop
+      peak=$RSS_PEAK
       busy1=$(busy_jiffies)
       sleep 0.5
       cpu1=$(server_usec "$server_pid")

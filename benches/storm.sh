@@ -48,6 +48,8 @@ PEERS_TASKSET=${PEERS_TASKSET:-}
 PEERS_SERVER_TASKSET=${PEERS_SERVER_TASKSET:-}
 # shellcheck source=../tests/interop/peers.sh
 source tests/interop/peers.sh
+# shellcheck source=storm_common.sh
+source benches/storm_common.sh
 cargo build --release --quiet --features cli
 BIN=${CARGO_TARGET_DIR:-target}/release/tftp-proto
 ulimit -n 65536 2>/dev/null || true
@@ -80,7 +82,6 @@ server_usec() {
   fi
 }
 busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
-group_rss_kib() { ps -o rss= -g "$1" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
 HZ=$(getconf CLK_TCK)
 
 echo "# Boot storm on loopback, $(nproc) CPUs, $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -120,7 +121,6 @@ for set in $SETS; do
       rss0=$(group_rss_kib "$server_pid")
       cpu0=$(server_usec "$server_pid")
       busy0=$(busy_jiffies)
-      peak=$rss0
       start=$(date +%s.%N)
       pids=()
       for i in $(seq "$n"); do
@@ -128,23 +128,11 @@ for set in $SETS; do
           >"$work/out$i" 2>"$work/err$i" &
         pids+=($!)
       done
-      # Sample the server's memory once a second while the clients run, in the background: one
-      # `ps` over 870 processes takes 30 ms of CPU, and sampling every 50 ms (as this script once
-      # did) took about a fifth of a 2-CPU machine from the storm it measured.
-      echo "$peak" >"$work/peak"
-      (
-        while [ -f "$work/peak" ]; do
-          r=$(group_rss_kib "$server_pid")
-          [ "$r" -gt "$(cat "$work/peak")" ] && echo "$r" >"$work/peak"
-          sleep 1
-        done
-      ) &
-      sampler=$!
+      rss_sampler_start "$server_pid" "$rss0" "$work/peak"
       for p in "${pids[@]}"; do wait "$p" || true; done
       end=$(date +%s.%N)
-      kill "$sampler" 2>/dev/null || true
-      wait "$sampler" 2>/dev/null || true
-      peak=$(cat "$work/peak")
+      rss_sampler_stop
+      peak=$RSS_PEAK
       busy1=$(busy_jiffies)
       sleep 0.5 # tftpd-hpa's last children exit
       cpu1=$(server_usec "$server_pid")
