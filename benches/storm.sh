@@ -152,14 +152,7 @@ for set in $SETS; do
       fi
       server_stop "$server_pid" >/dev/null 2>&1 || true
       server_pid=
-      awk -v n="$n" -v b="$bytes" -v s="$start" -v e="$end" -v c0="$cpu0" -v c1="$cpu1" \
-        -v m0="$busy0" -v m1="$busy1" -v hz="$HZ" -v r0="$rss0" -v pk="$peak" -v cg="$CG" \
-        -v set="${n}x$bytes ${blk}x$win" -v srv="$server" -v ok="$ok" 'BEGIN {
-          gib = n * b / 1073741824
-          cpu = (cg == "" && srv == "hpa") ? "n/a" : sprintf("%.2f", (c1 - c0) / 1e6 / gib)
-          printf "| %s | %s | %d/%d | %.1f | %s | %.1f | %.1f |\n", set, srv, ok, n,
-            n * b / (e - s) / 1e6, cpu, (m1 - m0) / hz, (pk - r0) / n
-        }' | tee -a "$work/rates"
+      storm_row
     done
   done
   if [ "$ROUNDS" -gt 1 ]; then

@@ -1,5 +1,6 @@
 # benches/storm_common.sh — what benches/storm.sh and benches/device_storm.sh share: the server's
-# memory, sampled while a storm runs. Sourced; device_bundle.sh puts a copy in the bundle.
+# memory, sampled while a storm runs, and the table row of one storm. Sourced; device_bundle.sh
+# puts a copy in the bundle.
 
 # The resident memory of a process group in KiB (the server and, for tftpd-hpa, its children);
 # from /proc where there is no `ps`.
@@ -41,4 +42,19 @@ rss_sampler_stop() {
   wait "$RSS_SAMPLER" 2>/dev/null || true
   RSS_PEAK=$(cat "$RSS_FILE")
   rm -f "$RSS_FILE" "$RSS_FILE.new"
+}
+
+# storm_row: prints the table row of one server's storm from the caller's variables (n, bytes,
+# blk, win, server, ok; start and end in seconds; cpu0 and cpu1, the server's CPU microseconds;
+# busy0 and busy1, the machine's busy jiffies at HZ; rss0 and peak in KiB; CG, empty without a
+# cgroup), and appends it to $work/rates for storm_medians.awk.
+storm_row() {
+  awk -v n="$n" -v b="$bytes" -v s="$start" -v e="$end" -v c0="$cpu0" -v c1="$cpu1" \
+    -v m0="$busy0" -v m1="$busy1" -v hz="$HZ" -v r0="$rss0" -v pk="$peak" -v cg="$CG" \
+    -v set="${n}x$bytes ${blk}x$win" -v srv="$server" -v ok="$ok" 'BEGIN {
+      gib = n * b / 1073741824
+      cpu = (cg == "" && srv == "hpa") ? "n/a" : sprintf("%.2f", (c1 - c0) / 1e6 / gib)
+      printf "| %s | %s | %d/%d | %.1f | %s | %.1f | %.1f |\n", set, srv, ok, n,
+        n * b / (e - s) / 1e6, cpu, (m1 - m0) / hz, (pk - r0) / n
+    }' | tee -a "$work/rates"
 }
