@@ -20,8 +20,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_tftp-proto");
 /// Upper bound of any single wait: only a broken test meets it.
 const WAIT: Duration = Duration::from_secs(60);
 
+#[cfg(target_os = "linux")]
+#[path = "common/affinity.rs"]
+mod affinity;
 #[path = "common/tempdir.rs"]
 mod tempdir;
+#[cfg(target_os = "linux")]
+use affinity::allowed_cpus;
 use tempdir::TempDir;
 
 fn list(dir: &Path) -> BTreeSet<OsString> {
@@ -307,6 +312,59 @@ fn get_host_port_remote_local() {
     assert_eq!(list(local.path()), names(&["out.img"]));
     serve.wait_report("read", "boot.img");
     serve.stop();
+}
+
+/// `serve --pin-threads`: the two event loops run on a CPU each (the first two this process
+/// may use; nothing is pinned on a single CPU), and serve as before.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_pin_threads_puts_each_loop_on_a_cpu_of_its_own() {
+    let root = TempDir::new("root");
+    let content = pattern(50_000, 7);
+    fs::write(root.join("f.bin"), &content).unwrap();
+    let serve = Serve::start(
+        root.path(),
+        &["--bind", "127.0.0.1:0", "--threads", "2", "--pin-threads"],
+    );
+    let out = run(&["get", &serve.host(), "f.bin", "-"], None);
+    ok(&out);
+    assert_eq!(out.stdout, content);
+    let pid = serve.child.as_ref().expect("running").id();
+    let process = allowed_cpus(&fs::read_to_string("/proc/self/status").unwrap());
+    let mut single: Vec<Vec<usize>> = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| allowed_cpus(&fs::read_to_string(t.unwrap().path().join("status")).unwrap()))
+        .filter(|c| c.len() == 1 && process.len() >= 2)
+        .collect();
+    single.sort();
+    if process.len() >= 2 {
+        assert_eq!(single, vec![vec![process[0]], vec![process[1]]]);
+    } else {
+        assert!(single.is_empty());
+    }
+    serve.stop();
+}
+
+/// `--pin-threads` is for the std event loops: with the tokio runtime it is a usage error.
+#[cfg(feature = "tokio")]
+#[test]
+fn pin_threads_with_the_tokio_runtime_is_refused() {
+    let root = TempDir::new("root");
+    let out = run(
+        &[
+            "serve",
+            "--root",
+            path(root.path()),
+            "--bind",
+            "127.0.0.1:0",
+            "--runtime",
+            "tokio",
+            "--pin-threads",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--pin-threads"), "{}", stderr(&out));
 }
 
 #[test]

@@ -33,8 +33,13 @@ use tftp_proto::{ErrorCode, Mode, Options, RequestKind};
 
 // ---- fixtures: the shared loopback helpers (tests/common/loopback.rs) and a few of our own --
 
+#[cfg(target_os = "linux")]
+#[path = "common/affinity.rs"]
+mod affinity;
 #[path = "common/loopback.rs"]
 mod loopback;
+#[cfg(target_os = "linux")]
+use affinity::allowed_cpus;
 use loopback::{
     ack, data, digest, drain_queued, file_digest, list, names, pattern, peer_code, recv, request, rrq,
     server_config, snapshot, socket, Harness as TestServer, Pkt, Report, TempDir,
@@ -1880,6 +1885,70 @@ fn two_threads_share_the_port_and_the_downloads() {
     assert_eq!(threads.len(), 2, "reports came from {threads:?}");
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap().expect("both servers stop cleanly");
+}
+
+/// `pin_threads`: each event loop runs on one CPU of its own, the first and second of those the
+/// process may use (each thread reports its own affinity with each transfer it served); with
+/// fewer CPUs than threads nothing is pinned. Downloads are served as without it.
+#[cfg(target_os = "linux")]
+#[test]
+fn pinned_threads_each_run_on_a_cpu_of_their_own() {
+    const CLIENTS: usize = 32;
+    let root = TempDir::new("root");
+    let content = pattern(20_000, 70);
+    fs::write(root.join("f.bin"), &content).unwrap();
+    let config = server_config(root.path(), &["127.0.0.1:0"]);
+    let process = allowed_cpus(&fs::read_to_string("/proc/self/status").unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (report_tx, reports) = mpsc::channel();
+    let report_tx = std::sync::Mutex::new(report_tx);
+    let servers = tftp_proto::adapter::mio_server::ServerThreads::bind(&config, 2)
+        .expect("bind")
+        .pin_threads(true);
+    let addr = servers.local_addrs()[0];
+    let flag = Arc::clone(&stop);
+    let server = std::thread::spawn(move || {
+        servers.run(&flag, |r| {
+            let mine = allowed_cpus(&fs::read_to_string("/proc/thread-self/status").unwrap());
+            let _ = report_tx.lock().unwrap().send((
+                format!("{:?}", std::thread::current().id()),
+                mine,
+                r.result.clone(),
+            ));
+        })
+    });
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                Client::new(addr)
+                    .get_to_writer(b"f.bin", &mut got, |_| {})
+                    .expect("download");
+                got
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), content);
+    }
+    let mut by_thread = BTreeMap::new();
+    for _ in 0..CLIENTS {
+        let (thread, cpus, result) = reports.recv_timeout(Duration::from_secs(10)).expect("a report");
+        assert_eq!(result, TransferResult::Completed(content.len() as u64));
+        let seen = by_thread.entry(thread).or_insert_with(|| cpus.clone());
+        assert_eq!(*seen, cpus, "a thread's affinity changed between transfers");
+    }
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap().expect("the servers stop cleanly");
+    // 32 client ports hashed over two sockets: all on one has a chance of 2^-31.
+    assert_eq!(by_thread.len(), 2, "reports came from {by_thread:?}");
+    let mut pinned: Vec<Vec<usize>> = by_thread.into_values().collect();
+    pinned.sort();
+    if process.len() >= 2 {
+        assert_eq!(pinned, vec![vec![process[0]], vec![process[1]]]);
+    } else {
+        assert_eq!(pinned, vec![process.clone(), process]);
+    }
 }
 
 /// The session cap is one budget for all the threads: with four threads and `max_sessions` 3,

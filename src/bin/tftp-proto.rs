@@ -110,6 +110,11 @@ struct ServeArgs {
     /// them all. Default: one per available CPU (1 elsewhere than Linux).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
+    /// Pin each event-loop thread to a CPU of its own (Linux, with at least as many CPUs as
+    /// threads; otherwise ignored). Helps a machine given over to serving; not with --runtime
+    /// tokio.
+    #[arg(long)]
+    pin_threads: bool,
     /// Initial retransmission timeout in seconds (adaptive afterwards).
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     timeout: f64,
@@ -387,6 +392,9 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     let tokio_runtime = a.runtime == RuntimeArg::Tokio;
     #[cfg(not(feature = "tokio"))]
     let tokio_runtime = false;
+    if tokio_runtime && a.pin_threads {
+        return Err("--pin-threads pins the std runtime's event loops; tokio's workers are its own".into());
+    }
     let servers = if tokio_runtime {
         #[cfg(feature = "tokio")]
         {
@@ -399,7 +407,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             Some(sockets) => ServerThreads::from_sockets(&config, sockets),
             None => ServerThreads::bind(&config, threads),
         }
-        .map(Servers::Std)
+        .map(|s| Servers::Std(s.pin_threads(a.pin_threads)))
     }
     .map_err(|e| format!("cannot start server: {e}"))?;
     if let Some(name) = &a.user {
