@@ -407,9 +407,10 @@ impl ServerThreads {
     /// when there are at least as many such CPUs as threads; otherwise (and where the CPU set
     /// cannot be read or changed) the threads run where the scheduler puts them.
     ///
-    /// A loop that stays on one CPU keeps its sessions' state in that CPU's caches; on a
-    /// 2-vCPU machine shared with 128 lock-step clients it moved 10 % more (median of seven
-    /// pairs; `benches/results-2026-12-05-session10.md`). Off by default: it helps a machine
+    /// A loop that stays on one CPU keeps its sessions' state in that CPU's caches: on a
+    /// 2-vCPU machine shared with 128 lock-step clients it moved 10 % more in seven pairs of
+    /// runs out of seven, though a boot storm of 256 clients showed no clear gain
+    /// (`benches/results-2026-12-05-session10.md`). Off by default: it can only help a machine
     /// given over to serving, and hurts one where other pinned work shares the CPUs.
     pub fn pin_threads(mut self, pin: bool) -> Self {
         self.pin = pin;
