@@ -13,6 +13,7 @@
 # CPU seconds over the storm (clients included), the server's memory growth per session, and
 # how many downloads arrived whole. ROUNDS (default 1) repeats every set, the servers' order
 # reversed every other round, and ends each set with the medians (benches/storm_medians.awk).
+# OURS_ARGS: more arguments for our server (e.g. OURS_ARGS=--pin-threads).
 set -uo pipefail
 bundle=$(cd "${1:?bundle dir}" && pwd)
 SETS=${2:-"512:16777216:1468:1 3000:1048576:512:1 64:16777216:8192:16"}
@@ -77,7 +78,8 @@ for set in $SETS; do
       port=$((19000 + RANDOM % 2000))
       case $server in
         ours)
-          setsid "$BIN" serve --root "$work/root" --bind "127.0.0.1:$port" --max-sessions 8192 \
+          # shellcheck disable=SC2086 # OURS_ARGS: extra serve arguments, word-split on purpose
+          setsid "$BIN" serve --root "$work/root" --bind "127.0.0.1:$port" --max-sessions 8192 ${OURS_ARGS:-} \
             </dev/null 2>"$work/ours.log" &
           server_pid=$! ;;
         hpa)
