@@ -42,7 +42,6 @@ server_usec() {
     awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15 + $16 + $17) * 1e6 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
   fi
 }
-busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 # shellcheck source=storm_common.sh
 source "$bundle/storm_common.sh"
 # Waits for a UDP socket bound to 127.0.0.1:PORT (from /proc/net/udp: no ss needed).
@@ -92,12 +91,7 @@ for set in $SETS; do
         stop "$server_pid"; server_pid=; continue
       fi
       [ -n "$CG" ] && echo "$server_pid" >"$CG/cgroup.procs" 2>/dev/null
-      sleep 0.3
-      rss0=$(group_rss_kib "$server_pid")
-      cpu0=$(server_usec "$server_pid")
-      busy0=$(busy_jiffies)
-      start=$(date +%s.%N)
-      pids=()
+      storm_begin "$server_pid"
       for i in $(seq "$n"); do
         ( timeout 600 "$BIN" get -q --blksize "$blk" --windowsize "$win" "127.0.0.1:$port" "$file" - 2>/dev/null \
             | cmp -s - "$work/root/$file" && : >"$work/ok$i" ) &

@@ -81,7 +81,6 @@ server_usec() {
     awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15 + $16 + $17) * 1e6 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
   fi
 }
-busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 HZ=$(getconf CLK_TCK)
 
 echo "# Boot storm on loopback, $(nproc) CPUs, $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -117,12 +116,7 @@ for set in $SETS; do
           server_pid=$(server_start dnsmasq "$work/root" 69) || { echo "| ${n}x$bytes ${blk}x$win | dnsmasq | (cannot start: root and a free port 69) | | | | |"; server_pid=; continue; } ;;
       esac
       cg_join "$server_pid"
-      sleep 0.3
-      rss0=$(group_rss_kib "$server_pid")
-      cpu0=$(server_usec "$server_pid")
-      busy0=$(busy_jiffies)
-      start=$(date +%s.%N)
-      pids=()
+      storm_begin "$server_pid"
       for i in $(seq "$n"); do
         timeout 600 "$BIN" get -q --blksize "$blk" --windowsize "$win" "127.0.0.1:$port" "$file" - \
           >"$work/out$i" 2>"$work/err$i" &

@@ -1,5 +1,5 @@
 # benches/storm_common.sh — what benches/storm.sh and benches/device_storm.sh share: the server's
-# memory, sampled while a storm runs, and the table row of one storm. Sourced; device_bundle.sh
+# memory, sampled while a storm runs, the counters a storm starts from, and its table row. Sourced; device_bundle.sh
 # puts a copy in the bundle.
 
 # The resident memory of a process group in KiB (the server and, for tftpd-hpa, its children);
@@ -57,4 +57,19 @@ storm_row() {
       printf "| %s | %s | %d/%d | %.1f | %s | %.1f | %.1f |\n", set, srv, ok, n,
         n * b / (e - s) / 1e6, cpu, (m1 - m0) / hz, (pk - r0) / n
     }' | tee -a "$work/rates"
+}
+
+# The machine's busy jiffies so far (user, nice, system, irq, softirq), from /proc/stat.
+busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+
+# storm_begin PID: once the server has settled, the counters one storm starts from (rss0, cpu0,
+# busy0, start) and an empty list of client pids. server_usec is the calling script's (how it
+# counts the server's CPU depends on the cgroups it found).
+storm_begin() {
+  sleep 0.3
+  rss0=$(group_rss_kib "$1")
+  cpu0=$(server_usec "$1")
+  busy0=$(busy_jiffies)
+  start=$(date +%s.%N)
+  pids=()
 }
