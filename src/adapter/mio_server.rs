@@ -1093,13 +1093,14 @@ mod affinity {
         let Ok(set) = sched_getaffinity(Pid::from_raw(0)) else {
             return Vec::new();
         };
-        let allowed: Vec<usize> = (0..CpuSet::count())
+        let first: Vec<usize> = (0..CpuSet::count())
             .filter(|&c| set.is_set(c).unwrap_or(false))
+            .take(threads)
             .collect();
-        if allowed.len() < threads {
+        if first.len() < threads {
             return Vec::new();
         }
-        allowed[..threads].to_vec()
+        first
     }
 
     /// Pins the calling thread to `cpu`; a failure leaves it where it was.
