@@ -13,7 +13,8 @@
 # CPU seconds over the storm (clients included), the server's memory growth per session, and
 # how many downloads arrived whole. ROUNDS (default 1) repeats every set, the servers' order
 # reversed every other round, and ends each set with the medians (benches/storm_medians.awk).
-# OURS_ARGS: more arguments for our server (e.g. OURS_ARGS=--pin-threads).
+# OURS_ARGS: more arguments for our server (e.g. OURS_ARGS=--pin-threads). SERVERS (default
+# "ours ours-steered hpa"): which servers run; "ours-steered" is ours with --steer-by-cpu.
 set -uo pipefail
 bundle=$(cd "${1:?bundle dir}" && pwd)
 SETS=${2:-"512:16777216:1468:1 3000:1048576:512:1 64:16777216:8192:16"}
@@ -70,16 +71,18 @@ for set in $SETS; do
   file="f$bytes"
   [ -f "$work/root/$file" ] || head -c "$bytes" /dev/urandom >"$work/root/$file"
   : >"$work/rates"
-  order="ours hpa"
+  order=${SERVERS:-ours ours-steered hpa}
   for round in $(seq "$ROUNDS"); do
     [ "$round" -gt 1 ] && order=$(echo "$order" | tr ' ' '\n' | tac | tr '\n' ' ')
     for server in $order; do
       port=$((19000 + RANDOM % 2000))
       case $server in
-        ours)
+        ours | ours-steered)
+          extra=()
+          [ "$server" = ours-steered ] && extra=(--steer-by-cpu)
           # shellcheck disable=SC2086 # OURS_ARGS: extra serve arguments, word-split on purpose
-          setsid "$BIN" serve --root "$work/root" --bind "127.0.0.1:$port" --max-sessions 8192 ${OURS_ARGS:-} \
-            </dev/null 2>"$work/ours.log" &
+          setsid "$BIN" serve --root "$work/root" --bind "127.0.0.1:$port" --max-sessions 8192 "${extra[@]}" ${OURS_ARGS:-} \
+            </dev/null 2>"$work/$server.log" &
           server_pid=$! ;;
         hpa)
           setsid "$LDSO" --library-path "$HPA" "$HPA/in.tftpd" -L -a "127.0.0.1:$port" -s -c -p \

@@ -23,7 +23,8 @@
 #                 for tftpd-hpa the sum over its process group (one process per transfer)
 #   ok            clients whose file arrived whole (compared with cmp)
 # Our server runs with its defaults (one event loop per CPU), --max-sessions 4096, and OURS_ARGS
-# (e.g. OURS_ARGS="--threads 1"). dnsmasq needs
+# (e.g. OURS_ARGS="--threads 1"); the server "ours-steered" (not in the default list) is the
+# same with --steer-by-cpu, e.g. --servers "ours ours-steered hpa". dnsmasq needs
 # root and a free 127.0.0.1:69; tftpd-hpa and dnsmasq come from `bash tests/interop/peers.sh
 # peers_install`. Numbers depend on what else runs: compare the servers within one run.
 set -euo pipefail
@@ -101,10 +102,12 @@ for set in $SETS; do
     fi
     for server in $order; do
       case $server in
-        ours)
+        ours | ours-steered)
           port=$((19000 + RANDOM % 1000))
+          extra=()
+          [ "$server" = ours-steered ] && extra=(--steer-by-cpu)
           # shellcheck disable=SC2086 # OURS_ARGS: extra serve arguments, word-split on purpose
-          setsid "$BIN" serve --root "$work/root" --bind "127.0.0.1:$port" --max-sessions 4096 ${OURS_ARGS:-} \
+          setsid "$BIN" serve --root "$work/root" --bind "127.0.0.1:$port" --max-sessions 4096 "${extra[@]}" ${OURS_ARGS:-} \
             </dev/null 2>"$work/ours.log" &
           server_pid=$!
           _peers_wait_udp 127.0.0.1 "$port" ;;

@@ -345,6 +345,56 @@ fn serve_pin_threads_puts_each_loop_on_a_cpu_of_its_own() {
     serve.stop();
 }
 
+/// `serve --steer-by-cpu`: with two CPUs or more the server says (with -v) that requests go to
+/// the loop on the CPU that received them, and serves; on one CPU it warns that steering is
+/// off, and serves. (Which loop serves which client: `std_server`'s
+/// `steered_requests_are_served_by_the_loop_on_their_cpu`.)
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_steer_by_cpu_says_whether_it_steers_and_serves() {
+    let root = TempDir::new("root");
+    let content = pattern(50_000, 8);
+    fs::write(root.join("f.bin"), &content).unwrap();
+    let serve = Serve::start(
+        root.path(),
+        &["--bind", "127.0.0.1:0", "--threads", "2", "--steer-by-cpu", "-v"],
+    );
+    let process = allowed_cpus(&fs::read_to_string("/proc/self/status").unwrap());
+    if process.len() >= 2 {
+        serve.wait_line("the steering line", |l| {
+            l.contains("requests go to the event loop on the CPU")
+        });
+    } else {
+        serve.wait_line("the steering warning", |l| l.contains("--steer-by-cpu is off"));
+    }
+    let out = run(&["get", &serve.host(), "f.bin", "-"], None);
+    ok(&out);
+    assert_eq!(out.stdout, content);
+    serve.stop();
+}
+
+/// `--steer-by-cpu` is for the std event loops: with the tokio runtime it is a usage error.
+#[cfg(feature = "tokio")]
+#[test]
+fn steer_by_cpu_with_the_tokio_runtime_is_refused() {
+    let root = TempDir::new("root");
+    let out = run(
+        &[
+            "serve",
+            "--root",
+            path(root.path()),
+            "--bind",
+            "127.0.0.1:0",
+            "--runtime",
+            "tokio",
+            "--steer-by-cpu",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--steer-by-cpu"), "{}", stderr(&out));
+}
+
 /// `--pin-threads` is for the std event loops: with the tokio runtime it is a usage error.
 #[cfg(feature = "tokio")]
 #[test]

@@ -1951,6 +1951,65 @@ fn pinned_threads_each_run_on_a_cpu_of_their_own() {
     }
 }
 
+/// `steer_by_cpu`: each request goes to the loop pinned to the CPU that received it, which on
+/// loopback is the CPU the client sent it from. Clients pinned to each of two CPUs in turn, 16
+/// in all, are each served by the loop on their own CPU (without steering, the kernel's hash of
+/// each client's fresh port decides: all 16 on the right loop by chance is one in 65,536). On
+/// a single CPU there is nothing to steer to: the server says so and serves as before.
+#[cfg(target_os = "linux")]
+#[test]
+fn steered_requests_are_served_by_the_loop_on_their_cpu() {
+    let root = TempDir::new("root");
+    let content = pattern(20_000, 71);
+    fs::write(root.join("f.bin"), &content).unwrap();
+    let config = server_config(root.path(), &["127.0.0.1:0"]);
+    let process = allowed_cpus(&fs::read_to_string("/proc/self/status").unwrap());
+    let servers = tftp_proto::adapter::mio_server::ServerThreads::bind(&config, 2)
+        .expect("bind")
+        .steer_by_cpu();
+    assert_eq!(servers.steers_by_cpu(), process.len() >= 2, "CPUs {process:?}");
+    let addr = servers.local_addrs()[0];
+    let stop = Arc::new(AtomicBool::new(false));
+    let (report_tx, reports) = mpsc::channel();
+    let report_tx = std::sync::Mutex::new(report_tx);
+    let flag = Arc::clone(&stop);
+    let server = std::thread::spawn(move || {
+        servers.run(&flag, |r| {
+            let mine = allowed_cpus(&fs::read_to_string("/proc/thread-self/status").unwrap());
+            let _ = report_tx.lock().unwrap().send((mine, r.result.clone()));
+        })
+    });
+    let targets: Vec<usize> = process.iter().copied().take(2).collect();
+    for round in 0..8 {
+        for &cpu in &targets {
+            let got = std::thread::spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(cpu).unwrap();
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin the client");
+                let mut got = Vec::new();
+                Client::new(addr)
+                    .get_to_writer(b"f.bin", &mut got, |_| {})
+                    .expect("download");
+                got
+            })
+            .join()
+            .unwrap();
+            assert_eq!(got, content);
+            let (served_on, result) = reports.recv_timeout(Duration::from_secs(10)).expect("a report");
+            assert_eq!(result, TransferResult::Completed(content.len() as u64));
+            if targets.len() >= 2 {
+                assert_eq!(
+                    served_on,
+                    vec![cpu],
+                    "round {round}: a request sent on CPU {cpu} was served by the loop on {served_on:?}"
+                );
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap().expect("the servers stop cleanly");
+}
+
 /// The session cap is one budget for all the threads: with four threads and `max_sessions` 3,
 /// three stalled sessions (whose clients answered) start wherever the kernel hands their
 /// requests (with the cap shared out, 1 per thread, two requests on one thread would be

@@ -115,6 +115,13 @@ struct ServeArgs {
     /// tokio.
     #[arg(long)]
     pin_threads: bool,
+    /// Pin the event loops as --pin-threads does and hand each request to the loop on the CPU
+    /// that received it (Linux 4.5+, two threads or more), so a transfer stays on one CPU: for
+    /// clients on the same host (loopback, local VMs and containers) or a network card with
+    /// several receive queues. Not for a card with a single queue: every request would go to
+    /// one loop. Not with --runtime tokio
+    #[arg(long)]
+    steer_by_cpu: bool,
     /// Initial retransmission timeout in seconds (adaptive afterwards).
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     timeout: f64,
@@ -395,6 +402,12 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     if tokio_runtime && a.pin_threads {
         return Err("--pin-threads pins the std runtime's event loops; tokio's workers are its own".into());
     }
+    if tokio_runtime && a.steer_by_cpu {
+        return Err(
+            "--steer-by-cpu steers requests to the std runtime's event loops; tokio's workers are its own"
+                .into(),
+        );
+    }
     let servers = if tokio_runtime {
         #[cfg(feature = "tokio")]
         {
@@ -407,7 +420,10 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             Some(sockets) => ServerThreads::from_sockets(&config, sockets),
             None => ServerThreads::bind(&config, threads),
         }
-        .map(|s| Servers::Std(s.pin_threads(a.pin_threads)))
+        .map(|s| {
+            let s = s.pin_threads(a.pin_threads);
+            Servers::Std(if a.steer_by_cpu { s.steer_by_cpu() } else { s })
+        })
     }
     .map_err(|e| format!("cannot start server: {e}"))?;
     if let Some(name) = &a.user {
@@ -431,6 +447,20 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             limit.saturating_sub(64) / per_session,
             a.max_sessions
         );
+    }
+    if a.steer_by_cpu {
+        match &servers {
+            Servers::Std(s) if s.steers_by_cpu() => {
+                if a.verbose {
+                    eprintln!("tftp-proto: requests go to the event loop on the CPU that received them");
+                }
+            }
+            _ => eprintln!(
+                "tftp-proto: warning: --steer-by-cpu is off: it needs Linux 4.5+, two threads or more \
+                 on as many CPUs, and the listening sockets bound here (not inherited); requests are \
+                 spread by client address and port"
+            ),
+        }
     }
     if a.verbose {
         eprintln!(
