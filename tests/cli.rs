@@ -431,6 +431,49 @@ fn get_tftp_url() {
     serve.stop();
 }
 
+/// A download to standard output bigger than the CLI's 64 KiB output buffer, full of newlines
+/// (standard output is line-buffered underneath), arrives whole and in order.
+#[test]
+fn get_to_stdout_past_the_output_buffer() {
+    let root = TempDir::new("root");
+    let content: Vec<u8> = (0..300_000u32)
+        .map(|i| if i % 97 == 0 { b'\n' } else { (i % 251) as u8 })
+        .collect();
+    fs::write(root.join("f.bin"), &content).unwrap();
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
+    let out = run(&["get", &serve.host(), "f.bin", "-", "--blksize", "1468"], None);
+    ok(&out);
+    assert_eq!(out.stdout.len(), content.len());
+    assert!(out.stdout == content, "the bytes differ");
+    serve.stop();
+}
+
+/// A download to a standard output that cannot be written (here `/dev/full`) fails with a
+/// storage error and a non-zero exit, also when the whole file fits in the CLI's output buffer
+/// (the transfer flushes its output before it counts as done).
+#[cfg(target_os = "linux")]
+#[test]
+fn get_to_a_full_stdout_fails() {
+    let root = TempDir::new("root");
+    fs::write(root.join("small.bin"), pattern(5000, 3)).unwrap();
+    fs::write(root.join("big.bin"), pattern(200_000, 4)).unwrap();
+    let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
+    for file in ["small.bin", "big.bin"] {
+        let full = fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let out = Command::new(BIN)
+            .args(["get", &serve.host(), file, "-"])
+            .stdin(Stdio::null())
+            .stdout(full)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run get");
+        assert!(!out.status.success(), "{file}: exit {:?}", out.status);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("storage error: Disk full"), "{file}: {err}");
+    }
+    serve.stop();
+}
+
 #[test]
 fn get_to_stdout() {
     let root = TempDir::new("root");

@@ -817,9 +817,25 @@ fn transfer(a: TransferArgs, get: bool) -> Result<(), String> {
     } else {
         let client = Client::new(server).options(options).mode(mode).config(config);
         match (get, local.as_str()) {
+            // Standard output is line-buffered, and a binary file has a newline every few
+            // hundred bytes: buffered here, a block costs one write call at most.
             (true, "-") => client
-                .get_to_writer(&remote, std::io::stdout().lock(), |e| bar.on_event(e))
-                .map(|(_, s)| s),
+                .get_to_writer(
+                    &remote,
+                    std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock()),
+                    |e| bar.on_event(e),
+                )
+                .and_then(|(out, s)| {
+                    let stdout_failed = |error| ClientError::Local {
+                        path: "standard output".into(),
+                        error,
+                    };
+                    out.into_inner()
+                        .map_err(|e| stdout_failed(e.into_error()))?
+                        .flush()
+                        .map_err(stdout_failed)?;
+                    Ok(s)
+                }),
             (true, _) => client.get_file(&remote, Path::new(&local), |e| bar.on_event(e)),
             (false, "-") => client.put_from_reader(std::io::stdin().lock(), &remote, |e| bar.on_event(e)),
             (false, _) => client.put_file(Path::new(&local), &remote, |e| bar.on_event(e)),
