@@ -433,7 +433,7 @@ impl ServerThreads {
     /// A transfer is then served on the CPU where its request arrived: on loopback, or from
     /// virtual machines and containers on the same host, the client's own CPU, so each block's
     /// round trip stays on one CPU (a single 16 MiB download at blksize 1468 on a 2-vCPU
-    /// machine: 165 MB/s steered, 43–47 MB/s when the kernel put the client and its loop on
+    /// machine: 74–97 MB/s steered, 21–25 MB/s whenever the client and its loop were on
     /// different CPUs); with a multi-queue network card, the CPU of the queue the request came
     /// in on. **Not for a network card with a single receive queue** (common in virtual
     /// machines) and no RPS: every request would arrive on one CPU and go to one loop.
