@@ -373,48 +373,29 @@ fn serve_steer_by_cpu_says_whether_it_steers_and_serves() {
     serve.stop();
 }
 
-/// `--steer-by-cpu` is for the std event loops: with the tokio runtime it is a usage error.
-#[cfg(feature = "tokio")]
-#[test]
-fn steer_by_cpu_with_the_tokio_runtime_is_refused() {
-    let root = TempDir::new("root");
-    let out = run(
-        &[
-            "serve",
-            "--root",
-            path(root.path()),
-            "--bind",
-            "127.0.0.1:0",
-            "--runtime",
-            "tokio",
-            "--steer-by-cpu",
-        ],
-        None,
-    );
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("--steer-by-cpu"), "{}", stderr(&out));
-}
-
-/// `--pin-threads` is for the std event loops: with the tokio runtime it is a usage error.
+/// `--pin-threads` and `--steer-by-cpu` are for the std event loops: with the tokio runtime
+/// each is a usage error that names it.
 #[cfg(feature = "tokio")]
 #[test]
 fn pin_threads_with_the_tokio_runtime_is_refused() {
     let root = TempDir::new("root");
-    let out = run(
-        &[
-            "serve",
-            "--root",
-            path(root.path()),
-            "--bind",
-            "127.0.0.1:0",
-            "--runtime",
-            "tokio",
-            "--pin-threads",
-        ],
-        None,
-    );
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("--pin-threads"), "{}", stderr(&out));
+    for flag in ["--pin-threads", "--steer-by-cpu"] {
+        let out = run(
+            &[
+                "serve",
+                "--root",
+                path(root.path()),
+                "--bind",
+                "127.0.0.1:0",
+                "--runtime",
+                "tokio",
+                flag,
+            ],
+            None,
+        );
+        assert!(!out.status.success(), "{flag}");
+        assert!(stderr(&out).contains(flag), "{flag}: {}", stderr(&out));
+    }
 }
 
 #[test]
