@@ -412,8 +412,19 @@ fn get_tftp_url() {
     serve.stop();
 }
 
+/// The `get`/`put` arguments that pick each client runtime this build has (`--runtime` is there
+/// with the tokio feature only).
+fn client_runtimes() -> &'static [&'static [&'static str]] {
+    if cfg!(feature = "tokio") {
+        &[&["--runtime", "std"], &["--runtime", "tokio"]]
+    } else {
+        &[&[]]
+    }
+}
+
 /// A download to standard output bigger than the CLI's 64 KiB output buffer, full of newlines
-/// (standard output is line-buffered underneath), arrives whole and in order.
+/// (standard output is line-buffered underneath), arrives whole and in order, from the std
+/// client and (with the feature) the tokio one.
 #[test]
 fn get_to_stdout_past_the_output_buffer() {
     let root = TempDir::new("root");
@@ -422,16 +433,22 @@ fn get_to_stdout_past_the_output_buffer() {
         .collect();
     fs::write(root.join("f.bin"), &content).unwrap();
     let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
-    let out = run(&["get", &serve.host(), "f.bin", "-", "--blksize", "1468"], None);
-    ok(&out);
-    assert_eq!(out.stdout.len(), content.len());
-    assert!(out.stdout == content, "the bytes differ");
+    let runtimes = client_runtimes();
+    for runtime in runtimes {
+        let host = serve.host();
+        let mut args = vec!["get", &host, "f.bin", "-", "--blksize", "1468"];
+        args.extend_from_slice(runtime);
+        let out = run(&args, None);
+        ok(&out);
+        assert_eq!(out.stdout.len(), content.len(), "{runtime:?}");
+        assert!(out.stdout == content, "{runtime:?}: the bytes differ");
+    }
     serve.stop();
 }
 
 /// A download to a standard output that cannot be written (here `/dev/full`) fails with a
-/// storage error and a non-zero exit, also when the whole file fits in the CLI's output buffer
-/// (the transfer flushes its output before it counts as done).
+/// storage error and a non-zero exit, from either client, also when the whole file fits in the
+/// CLI's output buffer (the transfer flushes its output before it counts as done).
 #[cfg(target_os = "linux")]
 #[test]
 fn get_to_a_full_stdout_fails() {
@@ -439,18 +456,25 @@ fn get_to_a_full_stdout_fails() {
     fs::write(root.join("small.bin"), pattern(5000, 3)).unwrap();
     fs::write(root.join("big.bin"), pattern(200_000, 4)).unwrap();
     let serve = Serve::start(root.path(), &["--bind", "127.0.0.1:0"]);
-    for file in ["small.bin", "big.bin"] {
-        let full = fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-        let out = Command::new(BIN)
-            .args(["get", &serve.host(), file, "-"])
-            .stdin(Stdio::null())
-            .stdout(full)
-            .stderr(Stdio::piped())
-            .output()
-            .expect("run get");
-        assert!(!out.status.success(), "{file}: exit {:?}", out.status);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("storage error: Disk full"), "{file}: {err}");
+    let runtimes = client_runtimes();
+    for runtime in runtimes {
+        for file in ["small.bin", "big.bin"] {
+            let full = fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+            let out = Command::new(BIN)
+                .args(["get", &serve.host(), file, "-"])
+                .args(*runtime)
+                .stdin(Stdio::null())
+                .stdout(full)
+                .stderr(Stdio::piped())
+                .output()
+                .expect("run get");
+            assert!(!out.status.success(), "{file} {runtime:?}: exit {:?}", out.status);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("storage error: Disk full"),
+                "{file} {runtime:?}: {err}"
+            );
+        }
     }
     serve.stop();
 }

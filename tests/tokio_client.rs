@@ -13,6 +13,7 @@ use tftp_proto::adapter::client::ClientError;
 use tftp_proto::adapter::tokio_client::AsyncClient;
 use tftp_proto::engine::{Event, TransferError, TransferMode};
 use tftp_proto::server::TransferResult;
+use tftp_proto::storage::StorageError;
 use tftp_proto::{Options, RequestKind};
 
 fn runtimes() -> [(&'static str, tokio::runtime::Runtime); 2] {
@@ -223,8 +224,9 @@ fn a_cancelled_transfer_tells_the_server_and_leaves_nothing() {
     assert!(server.wait_idle(Duration::from_secs(30)));
 }
 
-/// An `AsyncWrite` that fails: the server hears ERROR 3 before the block is acknowledged, and
-/// the client reports the local error.
+/// An `AsyncWrite` that fails as a full disk does: the server hears ERROR 3 before the block is
+/// acknowledged, and the client reports a storage error (as the blocking client does), not a
+/// network one.
 #[test]
 fn a_failing_writer_is_the_servers_error_3() {
     #[derive(Debug)]
@@ -235,7 +237,7 @@ fn a_failing_writer_is_the_servers_error_3() {
             _: &mut std::task::Context<'_>,
             _: &[u8],
         ) -> std::task::Poll<std::io::Result<usize>> {
-            std::task::Poll::Ready(Err(std::io::Error::other("disk on fire")))
+            std::task::Poll::Ready(Err(std::io::Error::from(std::io::ErrorKind::StorageFull)))
         }
         fn poll_flush(
             self: std::pin::Pin<&mut Self>,
@@ -260,7 +262,13 @@ fn a_failing_writer_is_the_servers_error_3() {
     let e = rt
         .block_on(AsyncClient::new(server.addr()).get_to_writer(b"f.bin", Broken, |_| {}))
         .expect_err("the writer fails");
-    assert!(matches!(e, ClientError::Io(_)), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            ClientError::Transfer(TransferError::Storage(StorageError::DiskFull))
+        ),
+        "{e:?}"
+    );
     let report = server.report_for(RequestKind::Read, b"f.bin");
     assert!(
         matches!(&report.result, TransferResult::Failed(TransferError::Peer(p)) if p.code.as_u16() == 3),

@@ -47,7 +47,7 @@ use super::{size_buffers, DriveError, StdClock};
 use crate::engine::{ClientRequest, Config, Event, Transfer, TransferError, TransferMode};
 use crate::error_code::ErrorCode;
 use crate::options::Options;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 use crate::wire::RequestKind;
 
 impl socket::DatagramSocket for UdpSocket {
@@ -245,10 +245,13 @@ impl<S: Storage> Session<'_, S> {
     ) -> Result<u64, DriveError> {
         let (d, t) = (&mut self.driver, self.transfer.as_mut().expect("driving"));
         loop {
+            // The pump's errors are the local reader's or writer's (a full disk, a closed
+            // pipe): storage errors, as with the blocking client, and the peer hears of them.
             if let Err(e) = pump.before_transmit(t).await {
-                t.abort(ErrorCode::DiskFull, "Could not move the data");
+                let e = StorageError::from(e);
+                t.abort(e.error_code(), e.message());
                 let _ = d.send(t).await;
-                return Err(DriveError::Io(e));
+                return Err(DriveError::Transfer(TransferError::Storage(e)));
             }
             let sent = d.send(t).await.map_err(DriveError::Io)?;
             while let Some(ev) = t.poll_event() {
@@ -261,7 +264,9 @@ impl<S: Storage> Session<'_, S> {
                 break;
             }
         }
-        pump.after(t).await.map_err(DriveError::Io)?;
+        pump.after(t)
+            .await
+            .map_err(|e| DriveError::Transfer(TransferError::Storage(StorageError::from(e))))?;
         match t.outcome() {
             Some(Ok(bytes)) => Ok(bytes),
             Some(Err(e)) => Err(DriveError::Transfer(e.clone())),

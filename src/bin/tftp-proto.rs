@@ -869,8 +869,14 @@ async fn transfer_tokio(
     bar: &mut Bar,
 ) -> Result<Summary, tftp_proto::adapter::client::ClientError> {
     match (get, local) {
+        // Each write to tokio's standard output is a trip to a blocking thread: buffered,
+        // there is one per 64 KiB (the transfer flushes at its end).
         (true, "-") => client
-            .get_to_writer(remote, tokio::io::stdout(), |e| bar.on_event(e))
+            .get_to_writer(
+                remote,
+                tokio::io::BufWriter::with_capacity(64 * 1024, tokio::io::stdout()),
+                |e| bar.on_event(e),
+            )
             .await
             .map(|(_, s)| s),
         (true, _) => {
