@@ -345,32 +345,40 @@ fn serve_pin_threads_puts_each_loop_on_a_cpu_of_its_own() {
     serve.stop();
 }
 
-/// `serve --steer-by-cpu`: with two CPUs or more the server says (with -v) that requests go to
-/// the loop on the CPU that received them, and serves; on one CPU it warns that steering is
-/// off, and serves. (Which loop serves which client: `std_server`'s
-/// `steered_requests_are_served_by_the_loop_on_their_cpu`.)
+/// `serve --steer-by-cpu`: with two threads on two CPUs or more the server says (with -v) that
+/// requests go to the loop on the CPU that received them, and serves. With more threads than
+/// CPUs, or in single-port mode (where a client that moved to another CPU would reach a loop
+/// without its transfer), it warns that steering is off, and serves. (Which loop serves which
+/// client: `std_server`'s `steered_requests_are_served_by_the_loop_on_their_cpu`.)
 #[cfg(target_os = "linux")]
 #[test]
 fn serve_steer_by_cpu_says_whether_it_steers_and_serves() {
     let root = TempDir::new("root");
     let content = pattern(50_000, 8);
     fs::write(root.join("f.bin"), &content).unwrap();
-    let serve = Serve::start(
-        root.path(),
-        &["--bind", "127.0.0.1:0", "--threads", "2", "--steer-by-cpu", "-v"],
-    );
     let process = allowed_cpus(&fs::read_to_string("/proc/self/status").unwrap());
-    if process.len() >= 2 {
-        serve.wait_line("the steering line", |l| {
-            l.contains("requests go to the event loop on the CPU")
-        });
-    } else {
-        serve.wait_line("the steering warning", |l| l.contains("--steer-by-cpu is off"));
+    let too_many = (process.len() + 1).to_string();
+    let cases: [(&[&str], bool); 3] = [
+        (&["--threads", "2"], process.len() >= 2),
+        (&["--threads", &too_many], false),
+        (&["--threads", "2", "--single-port"], false),
+    ];
+    for (args, steers) in cases {
+        let mut all = vec!["--bind", "127.0.0.1:0", "--steer-by-cpu", "-v"];
+        all.extend_from_slice(args);
+        let serve = Serve::start(root.path(), &all);
+        if steers {
+            serve.wait_line("the steering line", |l| {
+                l.contains("requests go to the event loop on the CPU")
+            });
+        } else {
+            serve.wait_line("the steering warning", |l| l.contains("--steer-by-cpu is off"));
+        }
+        let out = run(&["get", &serve.host(), "f.bin", "-"], None);
+        ok(&out);
+        assert!(out.stdout == content, "{args:?}: the bytes differ");
+        serve.stop();
     }
-    let out = run(&["get", &serve.host(), "f.bin", "-"], None);
-    ok(&out);
-    assert_eq!(out.stdout, content);
-    serve.stop();
 }
 
 /// `--pin-threads` and `--steer-by-cpu` are for the std event loops: with the tokio runtime

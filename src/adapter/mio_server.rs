@@ -439,13 +439,20 @@ impl ServerThreads {
     /// machines) and no RPS: every request would arrive on one CPU and go to one loop.
     ///
     /// Linux 4.5+ (a classic BPF program on the listening sockets, `SO_ATTACH_REUSEPORT_CBPF`),
-    /// with more than one thread and at least as many CPUs as threads; otherwise requests are
+    /// with more than one thread and at least as many CPUs as threads, and not in single-port
+    /// mode (there every ACK comes to the listening port too, and a client that moved to
+    /// another CPU would reach a loop that does not have its transfer); otherwise requests are
     /// spread as before (and the loops are still pinned where they can be). A request that
     /// arrives on a CPU without a loop is spread as before too.
     pub fn steer_by_cpu(mut self) -> Self {
         self.pin = true;
         let n = self.servers.len();
-        let cpus = if n > 1 { affinity::cpus_for(n) } else { Vec::new() };
+        let single_port = self.servers[0].admission.single_port();
+        let cpus = if n > 1 && !single_port {
+            affinity::cpus_for(n)
+        } else {
+            Vec::new()
+        };
         // One program per listening address: attached to one socket, it serves the address's
         // whole group, whose sockets are in loop order (each server bound its own in turn).
         let attached = cpus.len() == n

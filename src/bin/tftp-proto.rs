@@ -119,7 +119,7 @@ struct ServeArgs {
     /// that received it (Linux 4.5+, two threads or more), so a transfer stays on one CPU: for
     /// clients on the same host (loopback, local VMs and containers) or a network card with
     /// several receive queues. Not for a card with a single queue: every request would go to
-    /// one loop. Not with --runtime tokio
+    /// one loop. Off with --single-port; not with --runtime tokio
     #[arg(long)]
     steer_by_cpu: bool,
     /// Initial retransmission timeout in seconds (adaptive afterwards).
@@ -457,8 +457,8 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             }
             _ => eprintln!(
                 "tftp-proto: warning: --steer-by-cpu is off: it needs Linux 4.5+, two threads or more \
-                 on as many CPUs, and the listening sockets bound here (not inherited); requests are \
-                 spread by client address and port"
+                 on as many CPUs, the listening sockets bound here (not inherited) and a port per \
+                 transfer (not --single-port); requests are spread by client address and port"
             ),
         }
     }
