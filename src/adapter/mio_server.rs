@@ -443,7 +443,10 @@ impl ServerThreads {
     /// mode (there every ACK comes to the listening port too, and a client that moved to
     /// another CPU would reach a loop that does not have its transfer); otherwise requests are
     /// spread as before (and the loops are still pinned where they can be). A request that
-    /// arrives on a CPU without a loop is spread as before too.
+    /// arrives on a CPU without a loop is spread as before too. A client that repeats its
+    /// request (no answer within its timeout) from another CPU may be answered by two loops; it
+    /// keeps the first transfer's port (RFC 1350's TIDs), and the other transfer ends on its
+    /// ERROR 5 or its timeout.
     pub fn steer_by_cpu(mut self) -> Self {
         self.pin = true;
         let n = self.servers.len();
