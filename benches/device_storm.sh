@@ -111,6 +111,9 @@ for set in $SETS; do
       ok=$(ls "$work" | grep -c '^ok' || true)
       rm -f "$work"/ok*
       stop "$server_pid"; server_pid=
+      if [ "$server" = ours-steered ] && grep -q -- '--steer-by-cpu is off' "$work/$server.log"; then
+        echo "  ours-steered: steering was off on this machine (see serve --steer-by-cpu); the row is ours at its defaults, pinned" >&2
+      fi
       storm_row
     done
   done

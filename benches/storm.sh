@@ -149,6 +149,9 @@ for set in $SETS; do
       fi
       server_stop "$server_pid" >/dev/null 2>&1 || true
       server_pid=
+      if [ "$server" = ours-steered ] && grep -q -- '--steer-by-cpu is off' "$work/ours.log"; then
+        echo "  ours-steered: steering was off on this machine (see serve --steer-by-cpu); the row is ours at its defaults, pinned" >&2
+      fi
       storm_row
     done
   done
