@@ -399,14 +399,16 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     let tokio_runtime = a.runtime == RuntimeArg::Tokio;
     #[cfg(not(feature = "tokio"))]
     let tokio_runtime = false;
-    if tokio_runtime && a.pin_threads {
-        return Err("--pin-threads pins the std runtime's event loops; tokio's workers are its own".into());
-    }
-    if tokio_runtime && a.steer_by_cpu {
-        return Err(
-            "--steer-by-cpu steers requests to the std runtime's event loops; tokio's workers are its own"
-                .into(),
-        );
+    // Both place the std runtime's event loops; tokio's workers are its own.
+    for (set, flag) in [
+        (a.pin_threads, "--pin-threads"),
+        (a.steer_by_cpu, "--steer-by-cpu"),
+    ] {
+        if tokio_runtime && set {
+            return Err(format!(
+                "{flag} is for the std runtime's event loops; tokio's workers are its own"
+            ));
+        }
     }
     let servers = if tokio_runtime {
         #[cfg(feature = "tokio")]
@@ -818,24 +820,15 @@ fn transfer(a: TransferArgs, get: bool) -> Result<(), String> {
         let client = Client::new(server).options(options).mode(mode).config(config);
         match (get, local.as_str()) {
             // Standard output is line-buffered, and a binary file has a newline every few
-            // hundred bytes: buffered here, a block costs one write call at most.
+            // hundred bytes: buffered here, a block costs one write call at most. The transfer
+            // flushes it (a failure is its storage error) before it counts as done.
             (true, "-") => client
                 .get_to_writer(
                     &remote,
                     std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock()),
                     |e| bar.on_event(e),
                 )
-                .and_then(|(out, s)| {
-                    let stdout_failed = |error| ClientError::Local {
-                        path: "standard output".into(),
-                        error,
-                    };
-                    out.into_inner()
-                        .map_err(|e| stdout_failed(e.into_error()))?
-                        .flush()
-                        .map_err(stdout_failed)?;
-                    Ok(s)
-                }),
+                .map(|(_, s)| s),
             (true, _) => client.get_file(&remote, Path::new(&local), |e| bar.on_event(e)),
             (false, "-") => client.put_from_reader(std::io::stdin().lock(), &remote, |e| bar.on_event(e)),
             (false, _) => client.put_file(Path::new(&local), &remote, |e| bar.on_event(e)),
