@@ -1887,6 +1887,34 @@ fn two_threads_share_the_port_and_the_downloads() {
     server.join().unwrap().expect("both servers stop cleanly");
 }
 
+/// A finished transfer as [`run_reporting_affinity`] reports it.
+#[cfg(target_os = "linux")]
+type AffinityReport = (String, Vec<usize>, TransferResult);
+
+/// Runs `servers` on a thread of their own until the returned flag is set; each finished
+/// transfer is reported as (the serving thread, its CPU affinity then, the result).
+#[cfg(target_os = "linux")]
+fn run_reporting_affinity(
+    servers: tftp_proto::adapter::mio_server::ServerThreads,
+) -> (
+    Arc<AtomicBool>,
+    mpsc::Receiver<AffinityReport>,
+    std::thread::JoinHandle<io::Result<()>>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (report_tx, reports) = mpsc::channel();
+    let report_tx = std::sync::Mutex::new(report_tx);
+    let flag = Arc::clone(&stop);
+    let server = std::thread::spawn(move || {
+        servers.run(&flag, |r| {
+            let mine = allowed_cpus(&fs::read_to_string("/proc/thread-self/status").unwrap());
+            let thread = format!("{:?}", std::thread::current().id());
+            let _ = report_tx.lock().unwrap().send((thread, mine, r.result.clone()));
+        })
+    });
+    (stop, reports, server)
+}
+
 /// `pin_threads`: each event loop runs on one CPU of its own, the first and second of those the
 /// process may use (each thread reports its own affinity with each transfer it served); with
 /// fewer CPUs than threads nothing is pinned. Downloads are served as without it.
@@ -1899,24 +1927,11 @@ fn pinned_threads_each_run_on_a_cpu_of_their_own() {
     fs::write(root.join("f.bin"), &content).unwrap();
     let config = server_config(root.path(), &["127.0.0.1:0"]);
     let process = allowed_cpus(&fs::read_to_string("/proc/self/status").unwrap());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (report_tx, reports) = mpsc::channel();
-    let report_tx = std::sync::Mutex::new(report_tx);
     let servers = tftp_proto::adapter::mio_server::ServerThreads::bind(&config, 2)
         .expect("bind")
         .pin_threads(true);
     let addr = servers.local_addrs()[0];
-    let flag = Arc::clone(&stop);
-    let server = std::thread::spawn(move || {
-        servers.run(&flag, |r| {
-            let mine = allowed_cpus(&fs::read_to_string("/proc/thread-self/status").unwrap());
-            let _ = report_tx.lock().unwrap().send((
-                format!("{:?}", std::thread::current().id()),
-                mine,
-                r.result.clone(),
-            ));
-        })
-    });
+    let (stop, reports, server) = run_reporting_affinity(servers);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
             std::thread::spawn(move || {
@@ -1969,16 +1984,7 @@ fn steered_requests_are_served_by_the_loop_on_their_cpu() {
         .steer_by_cpu();
     assert_eq!(servers.steers_by_cpu(), process.len() >= 2, "CPUs {process:?}");
     let addr = servers.local_addrs()[0];
-    let stop = Arc::new(AtomicBool::new(false));
-    let (report_tx, reports) = mpsc::channel();
-    let report_tx = std::sync::Mutex::new(report_tx);
-    let flag = Arc::clone(&stop);
-    let server = std::thread::spawn(move || {
-        servers.run(&flag, |r| {
-            let mine = allowed_cpus(&fs::read_to_string("/proc/thread-self/status").unwrap());
-            let _ = report_tx.lock().unwrap().send((mine, r.result.clone()));
-        })
-    });
+    let (stop, reports, server) = run_reporting_affinity(servers);
     let targets: Vec<usize> = process.iter().copied().take(2).collect();
     for round in 0..8 {
         for &cpu in &targets {
@@ -1995,7 +2001,7 @@ fn steered_requests_are_served_by_the_loop_on_their_cpu() {
             .join()
             .unwrap();
             assert_eq!(got, content);
-            let (served_on, result) = reports.recv_timeout(Duration::from_secs(10)).expect("a report");
+            let (_, served_on, result) = reports.recv_timeout(Duration::from_secs(10)).expect("a report");
             assert_eq!(result, TransferResult::Completed(content.len() as u64));
             if targets.len() >= 2 {
                 assert_eq!(
